@@ -1,0 +1,297 @@
+"""create_app(settings): the one place that wires middleware, routes and lifespan."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from bridge.auth.middleware import AuthMiddleware, authorize
+from bridge.auth.tokens import Principal, TokenVerifier
+from bridge.errors import (
+    ConfigError,
+    FhirError,
+    Forbidden,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    Problem,
+    UnsupportedMediaType,
+)
+from bridge.fhir.compartment import in_patient_compartment
+from bridge.fhir.negotiate import FHIR_JSON, check_acceptable
+from bridge.fhir.outcome import operation_outcome
+from bridge.fhir.paging import PageTokens
+from bridge.gateway import Gateway
+from bridge.mapping.compiler import compile_system
+from bridge.middleware import AccessLogMiddleware, LimitsMiddleware, RequestIdMiddleware
+from bridge.settings import Settings, environment
+
+__all__ = ["FhirResponse", "create_app", "create_gateway"]
+
+log = logging.getLogger("bridge.app")
+
+
+class FhirResponse(Response):
+    media_type = FHIR_JSON
+
+    def __init__(
+        self,
+        content: Any,
+        status_code: int = 200,
+        headers: dict[str, str] | None = None,
+        *,
+        pretty: bool = False,
+    ) -> None:
+        self._pretty = pretty
+        super().__init__(content, status_code, headers)
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_INDENT_2 if self._pretty else 0)
+
+
+def _outcome_response(error: FhirError) -> FhirResponse:
+    body = operation_outcome(error.code, error.diagnostics, expression=error.expression)
+    return FhirResponse(body, error.status, error.headers)
+
+
+async def _fhir_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, FhirError)
+    return _outcome_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        return _outcome_response(MethodNotAllowed("This interaction is not supported here."))
+    if exc.status_code == 404:
+        return _outcome_response(NotFound("There is nothing at this address."))
+    error = FhirError(str(exc.detail) if exc.detail else None)
+    error.status = exc.status_code
+    error.code = "invalid" if exc.status_code < 500 else "exception"
+    return _outcome_response(error)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    # Never a stack trace or a message (it may hold PHI): only the type, with the id.
+    log.error(
+        "unexpected %s in request %s",
+        type(exc).__name__,
+        request.scope.get("state", {}).get("request_id", "-"),
+    )
+    return _outcome_response(FhirError("The server met an unexpected condition."))
+
+
+def _wants_pretty(request: Request) -> bool:
+    return request.query_params.get("_pretty") == "true"
+
+
+def _negotiate(request: Request) -> None:
+    check_acceptable(request.headers.get("accept"), request.query_params.get("_format"))
+
+
+def _strict(request: Request) -> bool:
+    prefer = request.headers.get("prefer", "")
+    return any(p.strip() == "handling=strict" for p in prefer.split(","))
+
+
+def create_gateway(settings: Settings) -> Gateway:
+    env = environment()
+    systems = [compile_system(ref.path, env, endpoint=ref.endpoint) for ref in settings.systems]
+    if settings.paging_key is not None:
+        key = settings.paging_key.get_secret_value().encode()
+    else:
+        key = secrets.token_bytes(32)
+        log.warning(
+            "no paging key configured: paging links will not survive a restart or work "
+            "across replicas; set BRIDGE_PAGING_KEY"
+        )
+    return Gateway(
+        systems,
+        page_tokens=PageTokens(key, settings.page_ttl),
+        default_count=settings.limits.default_count,
+        max_count=settings.limits.max_count,
+        started=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+
+
+def create_verifier(settings: Settings) -> TokenVerifier | None:
+    auth = settings.auth
+    if auth.mode == "off":
+        log.warning("authentication is OFF: every request will be served without a token")
+        return None
+    keys = auth.jwks
+    if keys is None and auth.jwks_file is not None:
+        try:
+            keys = orjson.loads(auth.jwks_file.read_bytes())
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise ConfigError(
+                [Problem(str(auth.jwks_file), 1, 1, f"cannot read the JWKS: {exc}")]
+            ) from exc
+    audience = auth.audience or settings.base_url
+    missing = [
+        name
+        for name, value in (("auth.issuer", auth.issuer), ("auth.jwks or auth.jwks_file", keys))
+        if not value
+    ]
+    if not audience:
+        missing.append("auth.audience (or base_url)")
+    if missing:
+        raise ConfigError(
+            [
+                Problem(
+                    "settings",
+                    1,
+                    1,
+                    f"auth.mode is 'jwt' but {', '.join(missing)} is not set; configure the "
+                    "token issuer, or set auth.mode: off to serve without tokens",
+                )
+            ]
+        )
+    assert auth.issuer is not None and keys is not None and audience is not None
+    try:
+        return TokenVerifier(
+            keys,
+            issuer=auth.issuer,
+            audience=audience,
+            algorithms=auth.algorithms,
+            leeway=auth.leeway,
+        )
+    except ValueError as exc:
+        raise ConfigError([Problem("settings", 1, 1, f"auth: {exc}")]) from exc
+
+
+def _principal(request: Request) -> Principal | None:
+    principal = request.scope.get("state", {}).get("principal")
+    return principal if isinstance(principal, Principal) else None
+
+
+def create_app(
+    settings: Settings, gateway: Gateway | None = None, verifier: TokenVerifier | None = None
+) -> Starlette:
+    gw = gateway or create_gateway(settings)
+    token_verifier = verifier if verifier is not None else create_verifier(settings)
+
+    def base(request: Request) -> str:
+        if settings.base_url:
+            return settings.base_url.rstrip("/")
+        return f"{request.url.scheme}://{request.url.netloc}/fhir"
+
+    async def metadata(request: Request) -> Response:
+        _negotiate(request)
+        return FhirResponse(gw.capability(base(request)), pretty=_wants_pretty(request))
+
+    async def read(request: Request) -> Response:
+        _negotiate(request)
+        rtype = request.path_params["rtype"]
+        principal = _principal(request)
+        patient_only = authorize(principal, rtype, "r")
+        resource = await gw.read(rtype, request.path_params["rid"])
+        patient = principal.patient if principal is not None else None
+        if patient_only and patient is not None and not in_patient_compartment(resource, patient):
+            raise Forbidden("The access token is limited to another patient's data.")
+        return FhirResponse(resource, pretty=_wants_pretty(request))
+
+    def confine(request: Request, rtype: str, bundle: dict[str, Any]) -> dict[str, Any]:
+        principal = _principal(request)
+        if authorize(principal, rtype, "s") and principal and principal.patient:
+            # A patient scope sees its own patient's entries only, and no total
+            # that would count anyone else's.
+            patient = principal.patient
+            entries = bundle.get("entry", [])
+            kept = [e for e in entries if in_patient_compartment(e["resource"], patient)]
+            bundle.pop("total", None)
+            if kept:
+                bundle["entry"] = kept
+            else:
+                bundle.pop("entry", None)
+        return bundle
+
+    async def search_get(request: Request) -> Response:
+        _negotiate(request)
+        rtype = request.path_params["rtype"]
+        authorize(_principal(request), rtype, "s")
+        token = request.query_params.get("_page")
+        if token is not None:
+            bundle = await gw.next_page(rtype, token, base(request))
+        else:
+            items = list(request.query_params.multi_items())
+            bundle = await gw.search(rtype, items, base(request), strict=_strict(request))
+        return FhirResponse(confine(request, rtype, bundle), pretty=_wants_pretty(request))
+
+    async def search_post(request: Request) -> Response:
+        _negotiate(request)
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media not in ("application/x-www-form-urlencoded", ""):
+            raise UnsupportedMediaType(
+                "POST _search takes an application/x-www-form-urlencoded body."
+            )
+        body = await request.body()
+        if len(body) > settings.limits.max_body_bytes:
+            raise PayloadTooLarge()
+        try:
+            form = parse_qsl(body.decode("utf-8"), keep_blank_values=True)
+        except UnicodeDecodeError as exc:
+            raise InvalidRequest("The form body is not UTF-8.") from exc
+        items = list(request.query_params.multi_items()) + form
+        rtype = request.path_params["rtype"]
+        authorize(_principal(request), rtype, "s")
+        bundle = await gw.search(rtype, items, base(request), strict=_strict(request))
+        return FhirResponse(confine(request, rtype, bundle), pretty=_wants_pretty(request))
+
+    async def healthz(request: Request) -> Response:
+        return FhirResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        return FhirResponse({"status": "ready", "resources": sorted(gw.served)})
+
+    routes = [
+        Route("/fhir/metadata", metadata, methods=["GET"]),
+        Route("/fhir/{rtype}/_search", search_post, methods=["POST"]),
+        Route("/fhir/{rtype}/{rid}", read, methods=["GET"]),
+        Route("/fhir/{rtype}", search_get, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+    ]
+
+    # Order, outermost first: request id, access log, limits, authentication.
+    # Each route then authorizes its own interaction against the token's scopes.
+    middleware = [
+        Middleware(RequestIdMiddleware),
+        Middleware(AccessLogMiddleware),
+        Middleware(LimitsMiddleware, limits=settings.limits, render=_outcome_response),
+        Middleware(AuthMiddleware, verifier=token_verifier, render=_outcome_response),
+    ]
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await gw.close()  # logs every legacy session out
+
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={
+            FhirError: _fhir_error,
+            HTTPException: _http_error,
+            Exception: _unexpected,
+        },
+        lifespan=lifespan,
+    )
+    app.state.gateway = gw
+    return app

@@ -1,0 +1,75 @@
+"""Authentication: every FHIR request but the CapabilityStatement needs a token.
+
+The middleware authenticates and puts the `Principal` on the request; each
+route then asks `authorize()` for the interaction it serves.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from bridge.auth.tokens import Principal, TokenVerifier
+from bridge.errors import FhirError, Forbidden, Unauthorized
+
+__all__ = ["AuthMiddleware", "authorize"]
+
+log = logging.getLogger("bridge.auth")
+_OPEN_PATHS = {"/fhir/metadata", "/fhir/.well-known/smart-configuration", "/healthz", "/readyz"}
+
+
+class AuthMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        verifier: TokenVerifier | None,
+        render: Callable[[FhirError], Any],
+    ) -> None:
+        self.app = app
+        self.verifier = verifier
+        self.render = render
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in _OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        if self.verifier is None:
+            log.warning("authentication is OFF: serving a request without an access token")
+            state["principal"] = None
+            await self.app(scope, receive, send)
+            return
+        token = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                scheme, _, credentials = value.decode("latin-1").partition(" ")
+                if scheme.lower() == "bearer" and credentials.strip():
+                    token = credentials.strip()
+                break
+        try:
+            if token is None:
+                raise Unauthorized()
+            state["principal"] = self.verifier.verify(token)
+        except Unauthorized as exc:
+            exc.headers["WWW-Authenticate"] = 'Bearer realm="fhir", error="invalid_token"'
+            await self.render(exc)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def authorize(principal: Principal | None, resource: str, interaction: str) -> bool:
+    """Raise Forbidden unless allowed. True when access is limited to the token's patient."""
+    if principal is None:
+        return False  # authentication is off (demo or explicit)
+    grants = principal.scopes.matching(resource, interaction)
+    if not grants:
+        raise Forbidden(f"The access token does not allow this on {resource}.")
+    if any(g.context in ("user", "system") for g in grants):
+        return False
+    if principal.patient is None:
+        raise Forbidden("A patient scope needs a token with a patient in context.")
+    return True

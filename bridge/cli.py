@@ -1,0 +1,117 @@
+"""The `bridge` command.
+
+    bridge serve --config gateway.yaml      the gateway
+    bridge demo                             mock hospital + gateway, ready to try
+    bridge mock --port 8081                 the mock legacy hospital alone
+    bridge check [SYSTEM_DIR ...]           check mapping folders against their WSDLs
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bridge.errors import ConfigError
+
+__all__ = ["main"]
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from bridge.app import create_app
+    from bridge.logs import configure_logging
+    from bridge.settings import load_settings
+
+    settings = load_settings(args.config, host=args.host, port=args.port)
+    configure_logging(settings.log_level)
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from bridge.demo import run_demo
+
+    return run_demo(host=args.host, port=args.port, mock_port=args.mock_port)
+
+
+def _mock(argv: list[str]) -> int:
+    try:
+        from bridge.mock.cli import main as mock_main
+    except ImportError as exc:
+        print(
+            f"bridge mock needs the mock extra on Python 3.11: pip install 'bridge[mock]' ({exc})",
+            file=sys.stderr,
+        )
+        return 2
+    return mock_main(argv)
+
+
+def _check(args: argparse.Namespace) -> int:
+    from bridge.mapping.compiler import compile_system
+    from bridge.settings import environment
+
+    folders = args.systems or sorted(p.parent for p in Path("mappings").glob("*/system.yaml"))
+    failed = False
+    env = environment()
+    for folder in folders:
+        try:
+            system = compile_system(Path(folder), env)
+        except ConfigError as exc:
+            failed = True
+            print(exc, file=sys.stderr)
+            continue
+        resources = ", ".join(sorted(system.resources)) or "no resources"
+        print(f"{folder}: ok ({resources})")
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["mock"]:
+        return _mock(argv[1:])
+    parser = argparse.ArgumentParser(prog="bridge", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", type=Path, help="YAML or TOML settings file")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(run=_serve)
+
+    demo = sub.add_parser("demo", help="run the mock hospital and the gateway, ready to try")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8080)
+    demo.add_argument("--mock-port", type=int, default=8081)
+    demo.set_defaults(run=_demo)
+
+    sub.add_parser("mock", help="run the mock legacy hospital (see: bridge mock --help)")
+
+    check = sub.add_parser("check", help="check mapping folders against their WSDLs")
+    check.add_argument("systems", nargs="*", type=Path)
+    check.set_defaults(run=_check)
+
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.run(args)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

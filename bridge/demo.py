@@ -1,0 +1,141 @@
+"""`bridge demo`: the mock hospital and the gateway, on embedded defaults.
+
+It starts the mock hospital in a child process, a development token issuer in
+memory (loopback only, never for real use) and the gateway, then prints what
+a client needs: the FHIR base URL, tokens and requests that work.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import secrets
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from bridge.auth.devissuer import DevIssuer
+
+__all__ = ["run_demo", "start_mock"]
+
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _mappings() -> Path:
+    local = Path("mappings/hospital")
+    return local if local.is_dir() else _ROOT / "mappings" / "hospital"
+
+
+def start_mock(host: str, port: int, *extra: str) -> subprocess.Popen[str]:
+    """Start `bridge mock` and wait until it says it is ready."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bridge.mock", "--host", host, "--port", str(port), *extra],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if "ready at" in line:
+            return process
+        if not line and process.poll() is not None:
+            break
+    process.kill()
+    raise RuntimeError(
+        f"the mock hospital did not start on {host}:{port} (is the port free? "
+        "does this Python have the mock extra?)"
+    )
+
+
+def _sample_mrn(mock_url: str) -> str:
+    with urllib.request.urlopen(f"{mock_url}/_mock/patients?limit=1", timeout=10) as reply:  # noqa: S310 - loopback
+        records = json.loads(reply.read())
+    return str(records[0]["MRN"])
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def run_demo(*, host: str, port: int, mock_port: int) -> int:
+    import uvicorn
+
+    from bridge.app import create_app
+    from bridge.logs import configure_logging
+    from bridge.settings import AuthSettings, Settings, SystemRef
+
+    if not _is_loopback(host):
+        print("bridge demo serves on loopback only (its token issuer is for development).")
+        return 2
+    mock = start_mock("127.0.0.1", mock_port)
+    try:
+        mock_url = f"http://127.0.0.1:{mock_port}"
+        base = f"http://{host}:{port}/fhir"
+        issuer = DevIssuer(issuer=f"http://{host}:{port}/dev-issuer", audience=base)
+        settings = Settings(
+            host=host,
+            port=port,
+            base_url=base,
+            systems=[SystemRef(path=_mappings(), endpoint=f"{mock_url}/ehr")],
+            paging_key=secrets.token_urlsafe(32),  # type: ignore[arg-type]
+            auth=AuthSettings(mode="jwt", issuer=issuer.issuer, jwks=issuer.jwks()),
+        )
+        configure_logging("warning")
+        app = create_app(settings)
+        mrn = _sample_mrn(mock_url)
+        clinician = issuer.mint(scope="user/*.read", client_id="demo-clinician-app")
+        patient_app = issuer.mint(
+            scope="launch/patient patient/*.read", client_id="demo-patient-app", patient=mrn
+        )
+        backend = issuer.mint(scope="system/*.read", client_id="demo-backend-service")
+        print(
+            f"""
+FHIR base URL:  {base}
+Mock hospital:  {mock_url}/ehr  (WSDL: {mock_url}/ehr?wsdl, stats: {mock_url}/_mock/stats)
+
+!! DEVELOPMENT TOKEN ISSUER: in memory, loopback only, tokens valid 8 hours. !!
+!! Never use these tokens or this issuer outside this demo.                 !!
+
+Clinician app token (user/*.read):
+export TOKEN={clinician}
+
+Patient app token (patient/*.read, patient {mrn}):
+export PATIENT_TOKEN={patient_app}
+
+Backend service token (system/*.read):
+export SERVICE_TOKEN={backend}
+
+Try:
+  curl -s {base}/metadata
+  curl -s -H "Authorization: Bearer $TOKEN" {base}/Patient/{mrn}
+  curl -s -H "Authorization: Bearer $TOKEN" "{base}/Patient?family=Smith&_count=5"
+  curl -s -H "Authorization: Bearer $PATIENT_TOKEN" {base}/Patient/{mrn}
+
+Press Ctrl+C to stop.
+""",
+            flush=True,
+        )
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            loop="uvloop",
+            http="httptools",
+        )
+    finally:
+        mock.terminate()
+        try:
+            mock.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            mock.kill()
+    return 0

@@ -1,0 +1,124 @@
+"""FHIR search parameters: parsed and checked before any legacy call.
+
+The gateway passes the parameters a mapping declares, with their types. What
+FHIR says happens to the rest: unknown parameters are ignored and left out of
+the `self` link, or refused under `Prefer: handling=strict`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from bridge.errors import InvalidRequest
+
+__all__ = ["SearchQuery", "SearchValue", "parse_search"]
+
+# Parameters every search understands; the rest come from the mapping.
+RESULT_PARAMS = {"_count", "_format", "_pretty", "_page"}
+_DATE = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
+_DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+_SPLIT_COMMA = re.compile(r"(?<!\\),")
+
+
+@dataclass(frozen=True)
+class SearchValue:
+    name: str
+    value: str
+    system: str | None = None
+    prefix: str | None = None
+
+
+@dataclass
+class SearchQuery:
+    values: dict[str, SearchValue] = field(default_factory=dict)
+    count: int = 20
+    # The canonical search, as it goes into `self` and paging links.
+    canonical: list[tuple[str, str]] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+
+
+def _unescape(value: str) -> str:
+    return re.sub(r"\\([\\,$|])", r"\1", value)
+
+
+def _check_text(name: str, value: str) -> None:
+    if any(ord(c) < 0x20 and c not in "\t" for c in value):
+        raise InvalidRequest(f"{name}: the value contains control characters.")
+    if len(value) > 256:
+        raise InvalidRequest(f"{name}: the value is longer than 256 characters.")
+
+
+def _parse_value(name: str, kind: str, raw: str) -> SearchValue:
+    if _SPLIT_COMMA.search(raw):
+        raise InvalidRequest(
+            f"{name}: several values (a comma-separated OR) are not supported for this parameter."
+        )
+    if kind == "token":
+        system: str | None = None
+        code = raw
+        if re.search(r"(?<!\\)\|", raw):
+            system, code = re.split(r"(?<!\\)\|", raw, maxsplit=1)
+            system = _unescape(system)
+        code = _unescape(code)
+        if not code:
+            raise InvalidRequest(f"{name}: a token needs a code, as code or system|code.")
+        _check_text(name, code)
+        return SearchValue(name, code, system=system)
+    if kind == "date":
+        prefix = None
+        value = raw
+        if raw[:2] in _DATE_PREFIXES:
+            prefix, value = raw[:2], raw[2:]
+        if not _DATE.match(value):
+            raise InvalidRequest(f"{name}: expected a date like 1980-01-02.")
+        if prefix not in (None, "eq"):
+            raise InvalidRequest(f"{name}: only exact dates are supported here, not '{prefix}'.")
+        if len(value) != 10:
+            raise InvalidRequest(f"{name}: the legacy system needs a full date, YYYY-MM-DD.")
+        return SearchValue(name, value, prefix=prefix)
+    value = _unescape(raw)
+    if not value.strip():
+        raise InvalidRequest(f"{name}: the value must not be empty.")
+    _check_text(name, value)
+    return SearchValue(name, value)
+
+
+def parse_search(
+    items: Sequence[tuple[str, str]],
+    declared: Mapping[str, str],
+    *,
+    strict: bool,
+    default_count: int,
+    max_count: int,
+) -> SearchQuery:
+    """Parse a search's (name, value) pairs against the declared `{name: type}`."""
+    query = SearchQuery(count=default_count)
+    seen: set[str] = set()
+    for key, raw in items:
+        name, _, modifier = key.partition(":")
+        if name in ("_format", "_pretty", "_page"):
+            continue
+        if name == "_count":
+            if not raw.isdigit() or int(raw) < 0:
+                raise InvalidRequest("_count must be a whole number.")
+            query.count = min(int(raw), max_count)
+            continue
+        if name not in declared:
+            if strict:
+                known = ", ".join(sorted(declared))
+                raise InvalidRequest(
+                    f"Unknown search parameter '{name}'; this server supports: {known}."
+                )
+            query.ignored.append(key)
+            continue
+        if modifier:
+            raise InvalidRequest(f"{name}: the modifier ':{modifier}' is not supported.")
+        if name in seen:
+            raise InvalidRequest(f"{name}: repeating a parameter (AND) is not supported.")
+        seen.add(name)
+        query.values[name] = _parse_value(name, declared[name], raw)
+        query.canonical.append((name, raw))
+    query.canonical.sort()
+    return query

@@ -1,0 +1,169 @@
+"""Read a YAML file into a strict model, with `file:line:col` on every problem."""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError
+
+from bridge.errors import MappingError, Problem
+
+__all__ = ["Document", "load_document", "load_model"]
+
+M = TypeVar("M", bound=BaseModel)
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Document:
+    """A parsed YAML file that still knows where each value came from."""
+
+    path: Path
+    display: str
+    root: Any
+
+    def position(self, loc: Loc) -> tuple[int, int]:
+        """(line, column), 1-based, of the deepest part of `loc` found in the file."""
+        node = self.root
+        line, col = 1, 1
+        for part in loc:
+            if isinstance(node, CommentedMap) and part in node:
+                kline, kcol = node.lc.key(part)
+                line, col = kline + 1, kcol + 1
+                node = node[part]
+            elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
+                iline, icol = node.lc.item(part)
+                line, col = iline + 1, icol + 1
+                node = node[part]
+            else:
+                continue
+        return line, col
+
+    def problem(self, loc: Loc, message: str) -> Problem:
+        line, col = self.position(loc)
+        return Problem(self.display, line, col, message)
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def load_document(path: Path) -> Document:
+    display = _display(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise MappingError([Problem(display, 1, 1, f"cannot read file: {exc.strerror}")]) from exc
+    yaml = YAML(typ="rt")
+    try:
+        root = yaml.load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        message = f"not valid YAML: {exc.problem}"
+        raise MappingError([Problem(display, line, col, message)]) from exc
+    if not isinstance(root, CommentedMap):
+        raise MappingError([Problem(display, 1, 1, "expected a mapping of keys at the top")])
+    return Document(path, display, root)
+
+
+def _plain(node: Any) -> Any:
+    if isinstance(node, CommentedMap):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, CommentedSeq):
+        return [_plain(v) for v in node]
+    return node
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType) or origin is not None:
+        found: list[type[BaseModel]] = []
+        for arg in typing.get_args(annotation):
+            found.extend(_models_in(arg))
+        return found
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return []
+
+
+def _known_keys(model: type[BaseModel], loc: Loc) -> list[str]:
+    """The keys a model accepts at `loc` (the location of the unknown key's parent)."""
+    current: list[type[BaseModel]] = [model]
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        nxt: list[type[BaseModel]] = []
+        for m in current:
+            for name, info in m.model_fields.items():
+                if part in (name, info.alias):
+                    nxt.extend(_models_in(info.annotation))
+        if nxt:
+            current = nxt
+    keys: list[str] = []
+    for m in current:
+        keys.extend(info.alias or name for name, info in m.model_fields.items())
+    return sorted(set(keys))
+
+
+def _describe(model: type[BaseModel], error: Any, loc: Loc) -> str:
+    where = ".".join(str(p) for p in loc)
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        known = _known_keys(model, loc[:-1])
+        hint = difflib.get_close_matches(key, known, n=1)
+        fix = f"; did you mean '{hint[0]}'?" if hint else ""
+        return f"unknown key '{key}'{fix} known: {', '.join(known)}"
+    if kind == "missing":
+        return f"'{where}' is required"
+    value = error.get("input")
+    shown = f" (got {value!r})" if isinstance(value, str | int | float | bool) else ""
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{where}: {message}{shown}" if where else f"{message}{shown}"
+
+
+def _clean_loc(raw: Loc, data: Any) -> Loc:
+    # pydantic adds the names of union members and validators to `loc`; they are
+    # not keys of the file, so keep only the parts the file really has.
+    kept: list[str | int] = []
+    node = data
+    for part in raw:
+        if (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and part < len(node)
+        ):
+            node = node[part]  # type: ignore[index]
+        elif isinstance(node, dict) and not isinstance(part, int) and part == raw[-1]:
+            pass  # an unknown or missing key: it names the problem, keep it
+        else:
+            continue
+        kept.append(part)
+    return tuple(kept)
+
+
+def load_model(doc: Document, model: type[M]) -> M:
+    data = _plain(doc.root)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        seen: set[tuple[Loc, str]] = set()
+        for error in exc.errors():
+            loc = _clean_loc(tuple(error["loc"]), data)
+            message = _describe(model, error, loc)
+            if (loc, message) in seen:
+                continue
+            seen.add((loc, message))
+            problems.append(doc.problem(loc, message))
+        raise MappingError(problems) from exc

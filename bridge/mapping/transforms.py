@@ -1,0 +1,307 @@
+"""Named transforms between legacy values and FHIR values.
+
+Each transform knows both directions: `to_fhir` for reads and `to_legacy` for
+searches and writes. A transform that cannot be reversed says so with
+`invertible = False`, and the loader refuses it where a write or a search
+parameter would need the reverse. Mapping files name transforms as one-key
+steps of a pipeline:
+
+    transform:
+      - split: {separator: "^", index: 0}
+      - table: {name: marital, as: CodeableConcept}
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bridge.mapping.tables import CodeTable
+
+__all__ = ["TRANSFORMS", "Pipeline", "Transform", "TransformError", "build_transform"]
+
+
+class TransformError(ValueError):
+    """A value a transform cannot convert. The message never includes the value."""
+
+
+class Transform:
+    name = ""
+    invertible = True
+
+    def to_fhir(self, value: Any) -> Any:
+        raise NotImplementedError
+
+    def to_legacy(self, value: Any) -> Any:
+        raise TransformError(f"transform '{self.name}' cannot be reversed")
+
+    def accepted(self) -> list[str] | None:
+        """The FHIR values `to_legacy` accepts, when they are a closed list."""
+        return None
+
+
+_DATE_TOKENS = {"YYYY": r"(?P<Y>\d{4})", "MM": r"(?P<M>\d{1,2})", "DD": r"(?P<D>\d{1,2})"}
+_FHIR_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
+
+
+class DateTransform(Transform):
+    name = "date"
+
+    def __init__(self, fmt: str) -> None:
+        pattern = re.escape(fmt)
+        for token, group in _DATE_TOKENS.items():
+            if token not in fmt:
+                raise TransformError(f"date format '{fmt}' must contain YYYY, MM and DD")
+            pattern = pattern.replace(token, group, 1)
+        self.format = fmt
+        self._regex = re.compile(f"^{pattern}$")
+
+    def to_fhir(self, value: Any) -> Any:
+        m = self._regex.match(str(value).strip())
+        if m is None:
+            raise TransformError(f"not a date in the format {self.format}")
+        y, mo, d = int(m["Y"]), int(m["M"]), int(m["D"])
+        if not (1 <= mo <= 12 and 1 <= d <= 31):
+            raise TransformError(f"not a date in the format {self.format}")
+        return f"{y:04d}-{mo:02d}-{d:02d}"
+
+    def to_legacy(self, value: Any) -> Any:
+        m = _FHIR_DATE.match(str(value))
+        if m is None:
+            raise TransformError("needs a full date, YYYY-MM-DD")
+        y, mo, d = m.groups()
+        return self.format.replace("YYYY", y).replace("MM", mo).replace("DD", d)
+
+
+class SplitTransform(Transform):
+    """One component of a delimited value, like `LAST^FIRST^MIDDLE`."""
+
+    name = "split"
+    invertible = False  # one component alone cannot rebuild the whole value
+
+    def __init__(self, separator: str, index: int) -> None:
+        if not separator:
+            raise TransformError("'separator' must not be empty")
+        self.separator = separator
+        self.index = index
+
+    def to_fhir(self, value: Any) -> Any:
+        parts = str(value).split(self.separator)
+        if self.index >= len(parts):
+            return None
+        part = parts[self.index].strip()
+        return part or None
+
+
+class TableTransform(Transform):
+    name = "table"
+
+    def __init__(self, table: CodeTable, shape: str, unmapped: str) -> None:
+        self.table = table
+        self.shape = shape
+        self.unmapped = unmapped
+
+    def to_fhir(self, value: Any) -> Any:
+        local = str(value).strip()
+        entry = self.table.by_local.get(local)
+        if entry is None:
+            if self.unmapped == "text" and self.shape == "CodeableConcept":
+                return {"text": local}
+            return None
+        coding = {"system": entry.system, "code": entry.code, "display": entry.display}
+        if not entry.display:
+            del coding["display"]
+        if self.shape == "code":
+            return entry.code
+        if self.shape == "Coding":
+            return coding
+        concept: dict[str, Any] = {"coding": [coding]}
+        if entry.display:
+            concept["text"] = entry.display
+        return concept
+
+    def to_legacy(self, value: Any) -> Any:
+        code = value
+        if isinstance(value, dict):
+            codings = value.get("coding") or ([value] if "code" in value else [])
+            for coding in codings:
+                entry = self.table.by_code.get(str(coding.get("code")))
+                if entry is not None and coding.get("system") in (None, entry.system):
+                    return entry.local
+            raise TransformError(f"no code from table '{self.table.name}'")
+        entry = self.table.by_code.get(str(code))
+        if entry is None:
+            raise TransformError(f"not a code of table '{self.table.name}'")
+        return entry.local
+
+    def accepted(self) -> list[str] | None:
+        return self.table.codes()
+
+
+class BooleanTransform(Transform):
+    name = "boolean"
+
+    def __init__(self, true: str, false: str) -> None:
+        self.true = true
+        self.false = false
+
+    def to_fhir(self, value: Any) -> Any:
+        text = str(value).strip()
+        if text == self.true:
+            return True
+        if text == self.false:
+            return False
+        raise TransformError(f"expected '{self.true}' or '{self.false}'")
+
+    def to_legacy(self, value: Any) -> Any:
+        if value in (True, "true"):
+            return self.true
+        if value in (False, "false"):
+            return self.false
+        raise TransformError("expected true or false")
+
+    def accepted(self) -> list[str] | None:
+        return ["true", "false"]
+
+
+class TemplateTransform(Transform):
+    """Wraps a value in fixed text, like a reference: `Patient/{}`."""
+
+    name = "template"
+
+    def __init__(self, template: str) -> None:
+        if template.count("{}") != 1:
+            raise TransformError("a template must contain '{}' exactly once")
+        self.prefix, self.suffix = template.split("{}")
+
+    def to_fhir(self, value: Any) -> Any:
+        return f"{self.prefix}{value}{self.suffix}"
+
+    def to_legacy(self, value: Any) -> Any:
+        text = str(value)
+        if not (text.startswith(self.prefix) and text.endswith(self.suffix)):
+            raise TransformError(f"expected {self.prefix}…{self.suffix}")
+        return text[len(self.prefix) : len(text) - len(self.suffix)]
+
+
+class NumberTransform(Transform):
+    name = "number"
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def to_fhir(self, value: Any) -> Any:
+        try:
+            return int(value) if self.kind == "integer" else float(value)
+        except ValueError as exc:
+            raise TransformError(f"not an {self.kind}") from exc
+
+    def to_legacy(self, value: Any) -> Any:
+        return str(value)
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    steps: tuple[Transform, ...] = ()
+
+    @property
+    def invertible(self) -> bool:
+        return all(s.invertible for s in self.steps)
+
+    def to_fhir(self, value: Any) -> Any:
+        for step in self.steps:
+            if value is None:
+                return None
+            value = step.to_fhir(value)
+        return value
+
+    def to_legacy(self, value: Any) -> Any:
+        for step in reversed(self.steps):
+            value = step.to_legacy(value)
+        return value
+
+    def accepted(self) -> list[str] | None:
+        return self.steps[-1].accepted() if self.steps else None
+
+
+def _args(raw: Any, shorthand: str, allowed: dict[str, type]) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raw = {shorthand: raw}
+    unknown = sorted(set(raw) - set(allowed))
+    if unknown:
+        raise TransformError(f"unknown argument '{unknown[0]}'; known: {', '.join(allowed)}")
+    for key, typ in allowed.items():
+        if key in raw and not isinstance(raw[key], typ):
+            raise TransformError(f"argument '{key}' must be a {typ.__name__}")
+    return dict(raw)
+
+
+def _date(raw: Any, tables: Mapping[str, CodeTable]) -> Transform:
+    args = _args(raw, "format", {"format": str})
+    if "format" not in args:
+        raise TransformError("'date' needs a format, e.g. MM/DD/YYYY")
+    return DateTransform(args["format"])
+
+
+def _split(raw: Any, tables: Mapping[str, CodeTable]) -> Transform:
+    args = _args(raw, "separator", {"separator": str, "index": int})
+    return SplitTransform(args.get("separator", "^"), args.get("index", 0))
+
+
+def _table(raw: Any, tables: Mapping[str, CodeTable]) -> Transform:
+    args = _args(raw, "name", {"name": str, "as": str, "unmapped": str})
+    name = args.get("name", "")
+    if name not in tables:
+        known = ", ".join(sorted(tables)) or "none (add CSV files to tables/)"
+        raise TransformError(f"no code table '{name}'; known: {known}")
+    shape = args.get("as", "code")
+    if shape not in ("code", "Coding", "CodeableConcept"):
+        raise TransformError(f"'as' must be code, Coding or CodeableConcept, not '{shape}'")
+    unmapped = args.get("unmapped", "drop")
+    if unmapped not in ("drop", "text"):
+        raise TransformError(f"'unmapped' must be drop or text, not '{unmapped}'")
+    return TableTransform(tables[name], shape, unmapped)
+
+
+def _boolean(raw: Any, tables: Mapping[str, CodeTable]) -> Transform:
+    if not isinstance(raw, dict):
+        raise TransformError("'boolean' needs {true: ..., false: ...}")
+    args = _args({str(k).lower(): v for k, v in raw.items()}, "true", {"true": str, "false": str})
+    if "true" not in args or "false" not in args:
+        raise TransformError("'boolean' needs both 'true' and 'false'")
+    return BooleanTransform(args["true"], args["false"])
+
+
+def _template(raw: Any, tables: Mapping[str, CodeTable]) -> Transform:
+    args = _args(raw, "template", {"template": str})
+    return TemplateTransform(args.get("template", ""))
+
+
+def _number(kind: str) -> Callable[[Any, Mapping[str, CodeTable]], Transform]:
+    def build(raw: Any, tables: Mapping[str, CodeTable]) -> Transform:
+        return NumberTransform(kind)
+
+    return build
+
+
+TRANSFORMS: dict[str, Callable[[Any, Mapping[str, CodeTable]], Transform]] = {
+    "boolean": _boolean,
+    "date": _date,
+    "decimal": _number("decimal"),
+    "integer": _number("integer"),
+    "split": _split,
+    "table": _table,
+    "template": _template,
+}
+
+
+def build_transform(step: Mapping[str, Any], tables: Mapping[str, CodeTable]) -> Transform:
+    if len(step) != 1:
+        raise TransformError("each transform step is one key naming the transform")
+    ((name, raw),) = step.items()
+    factory = TRANSFORMS.get(name)
+    if factory is None:
+        raise TransformError(f"unknown transform '{name}'; known: {', '.join(sorted(TRANSFORMS))}")
+    return factory(raw, tables)

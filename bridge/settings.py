@@ -1,0 +1,150 @@
+"""Gateway settings: the only code that reads the environment and config files.
+
+Sources, strongest first: command-line options, `BRIDGE_*` environment
+variables (nested with `__`, e.g. `BRIDGE_LIMITS__MAX_COUNT=100`), the config
+file given to `bridge serve --config` (YAML or TOML), then these defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from bridge.errors import ConfigError, Problem
+
+__all__ = ["AuthSettings", "Limits", "Settings", "SystemRef", "environment", "load_settings"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SystemRef(_Strict):
+    """A legacy system folder this gateway serves, with optional overrides."""
+
+    path: Path
+    endpoint: str | None = Field(None, description="Overrides the endpoint in system.yaml.")
+
+
+class Limits(_Strict):
+    default_count: int = Field(20, ge=1, description="Page size when _count is not given.")
+    max_count: int = Field(200, ge=1, description="The largest _count honoured.")
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    max_url_bytes: int = Field(8192, ge=256)
+
+
+class AuthSettings(_Strict):
+    mode: Literal["jwt", "off"] = Field(
+        "jwt", description="'off' serves without tokens and warns on every request."
+    )
+    issuer: str | None = None
+    audience: str | None = Field(None, description="Defaults to the FHIR base URL.")
+    jwks: dict[str, Any] | None = Field(None, description="The issuer's public keys, inline.")
+    jwks_file: Path | None = None
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "RS384", "ES256", "ES384"])
+    leeway: int = Field(60, ge=0, le=600, description="Clock skew allowed, seconds.")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="BRIDGE_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    base_url: str | None = Field(
+        None, description="The public FHIR base, e.g. https://fhir.example.org/fhir."
+    )
+    systems: list[SystemRef] = Field(
+        default_factory=lambda: [SystemRef(path=Path("mappings/hospital"), endpoint=None)]
+    )
+    paging_key: SecretStr | None = Field(
+        None, description="Seals paging links; give every replica the same one."
+    )
+    page_ttl: int = Field(3600, ge=60)
+    limits: Limits = Field(default_factory=lambda: Limits())
+    auth: AuthSettings = Field(default_factory=lambda: AuthSettings())
+    workers: int = Field(1, ge=1, le=64)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _FileSource(settings_cls, _file_data))
+
+
+# The parsed config file, handed to the source below for one load_settings call.
+_file_data: dict[str, Any] = {}
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self.data = dict(data)
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self.data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return self.data
+
+
+def _read_file(path: Path) -> tuple[dict[str, Any], Any]:
+    from bridge.mapping.loader import _plain, load_document
+
+    if path.suffix == ".toml":
+        try:
+            return tomllib.loads(path.read_text(encoding="utf-8")), None
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError([Problem(str(path), 1, 1, f"cannot read config: {exc}")]) from exc
+    doc = load_document(path)
+    data = _plain(doc.root)
+    return data, doc
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings; raise ConfigError naming the file and field on a bad value."""
+    global _file_data
+    doc = None
+    data: dict[str, Any] = {}
+    if config is not None:
+        data, doc = _read_file(config)
+        base = config.parent
+        for ref in data.get("systems", []) or []:
+            if isinstance(ref, dict) and isinstance(ref.get("path"), str):
+                ref["path"] = str((base / ref["path"]).resolve())
+    _file_data = data
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = tuple(error["loc"])
+            where = ".".join(str(p) for p in loc)
+            message = f"{where}: {error['msg']}"
+            if doc is not None:
+                problems.append(doc.problem(loc, message))
+            else:
+                source = str(config) if config else "environment (BRIDGE_*)"
+                problems.append(Problem(source, 1, 1, message))
+        raise ConfigError(problems) from exc
+    finally:
+        _file_data = {}
+
+
+def environment() -> Mapping[str, str]:
+    """The process environment, for the variables that mapping files name."""
+    return dict(os.environ)

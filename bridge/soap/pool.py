@@ -1,0 +1,149 @@
+"""A bounded pool of legacy sessions.
+
+A FHIR interaction leases one session exclusively for all its SOAP calls. The
+pool never holds more sessions than the legacy system allows; logins are lazy
+(the backend logs a session in on first use); waiters queue in order and give
+up after `wait_timeout` with a 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from bridge.errors import PoolExhausted
+
+__all__ = ["Session", "SessionPool"]
+
+_MAX_CURSORS = 32
+
+
+@dataclass(eq=False)
+class Session:
+    """One legacy session. `token` is None until it has logged in."""
+
+    key: str
+    token: str | None = None
+    last_used: float = 0.0
+    # Legacy cursors this session holds: cursor id -> position of its next record.
+    cursors: collections.OrderedDict[str, int] = field(default_factory=collections.OrderedDict)
+
+    def remember_cursor(self, cursor: str, position: int) -> None:
+        self.cursors[cursor] = position
+        self.cursors.move_to_end(cursor)
+        while len(self.cursors) > _MAX_CURSORS:
+            self.cursors.popitem(last=False)
+
+    def forget(self) -> None:
+        """The legacy system no longer knows this session."""
+        self.token = None
+        self.cursors.clear()
+
+
+class SessionPool:
+    def __init__(
+        self,
+        *,
+        max_size: int,
+        idle_timeout: float,
+        wait_timeout: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_size = max_size
+        self.idle_timeout = idle_timeout
+        self.wait_timeout = wait_timeout
+        self._clock = clock
+        self._prefix = secrets.token_hex(4)
+        self._serial = itertools.count(1)
+        self._idle: list[Session] = []
+        self._sessions: dict[str, Session] = {}
+        self._waiters: collections.deque[asyncio.Future[Session]] = collections.deque()
+        self.waits = 0
+        self.timeouts = 0
+
+    @property
+    def size(self) -> int:
+        return len(self._sessions)
+
+    @property
+    def in_use(self) -> int:
+        return len(self._sessions) - len(self._idle)
+
+    def _take_idle(self, prefer: str | None) -> Session | None:
+        if not self._idle:
+            return None
+        if prefer is not None:
+            for i, s in enumerate(self._idle):
+                if s.key == prefer:
+                    return self._idle.pop(i)
+        return self._idle.pop()  # the most recently used: the warmest
+
+    async def acquire(self, prefer: str | None = None) -> Session:
+        session = self._take_idle(prefer)
+        if session is None and len(self._sessions) < self.max_size:
+            session = Session(key=f"{self._prefix}-{next(self._serial)}")
+            self._sessions[session.key] = session
+        if session is None:
+            self.waits += 1
+            future: asyncio.Future[Session] = asyncio.get_running_loop().create_future()
+            self._waiters.append(future)
+            try:
+                session = await asyncio.wait_for(asyncio.shield(future), self.wait_timeout)
+            except TimeoutError:
+                if future.done() and not future.cancelled():
+                    self._put_back(future.result())  # handed over just as we gave up
+                future.cancel()
+                self.timeouts += 1
+                raise PoolExhausted(retry_after=1) from None
+            finally:
+                if future in self._waiters:
+                    self._waiters.remove(future)
+        now = self._clock()
+        if session.token is not None and now - session.last_used > self.idle_timeout * 0.9:
+            # The legacy system has (or is about to have) dropped it for idleness.
+            session.forget()
+        return session
+
+    def _put_back(self, session: Session) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(session)
+                return
+        self._idle.append(session)
+
+    def release(self, session: Session, *, discard: bool = False) -> None:
+        session.last_used = self._clock()
+        if discard:
+            # The slot is freed; a waiter gets a fresh session that logs in.
+            del self._sessions[session.key]
+            if self._waiters:
+                fresh = Session(key=f"{self._prefix}-{next(self._serial)}")
+                self._sessions[fresh.key] = fresh
+                self._put_back(fresh)
+            return
+        self._put_back(session)
+
+    @asynccontextmanager
+    async def lease(self, prefer: str | None = None) -> AsyncIterator[Session]:
+        session = await self.acquire(prefer)
+        try:
+            yield session
+        except BaseException:
+            self.release(session)
+            raise
+        self.release(session)
+
+    async def drain(self, close: Callable[[Session], Awaitable[None]]) -> None:
+        """Close every idle session (at shutdown, after in-flight requests end)."""
+        idle, self._idle = self._idle, []
+        for session in idle:
+            self._sessions.pop(session.key, None)
+            if session.token is not None:
+                await close(session)

@@ -1,0 +1,93 @@
+"""The one seam every outbound SOAP call goes through.
+
+A transport has one method, `send`. The production transport pools keep-alive
+connections with aiohttp (cheaper per call than httpx; see DESIGN.md); tests
+can pass any object with the same method.
+
+    class Canned:
+        async def send(self, request: SoapRequest) -> SoapResponse:
+            return SoapResponse(200, RECORDED_REPLY)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import aiohttp
+
+from bridge.errors import BackendError, BackendTimeout, BackendUnavailable
+
+__all__ = ["AiohttpTransport", "SoapRequest", "SoapResponse", "Transport"]
+
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class SoapRequest:
+    url: str
+    body: bytes
+    headers: dict[str, str]
+    operation: str
+    timeout: float
+
+
+@dataclass(frozen=True)
+class SoapResponse:
+    status: int
+    body: bytes
+    content_type: str = "text/xml"
+    cookies: dict[str, str] = field(default_factory=dict)
+
+
+class Transport(Protocol):
+    async def send(self, request: SoapRequest) -> SoapResponse:
+        """Send one SOAP request; raise BackendTimeout or BackendUnavailable."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class AiohttpTransport:
+    def __init__(self, *, connect_timeout: float, max_connections: int) -> None:
+        self._connect_timeout = connect_timeout
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        # Created lazily so it binds to the running event loop.
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections, keepalive_timeout=30, ttl_dns_cache=300
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                skip_auto_headers=("User-Agent",),
+            )
+        return self._session
+
+    async def send(self, request: SoapRequest) -> SoapResponse:
+        timeout = aiohttp.ClientTimeout(total=request.timeout, sock_connect=self._connect_timeout)
+        try:
+            async with self._client().post(
+                request.url, data=request.body, headers=request.headers, timeout=timeout
+            ) as resp:
+                length = resp.content_length
+                if length is not None and length > MAX_RESPONSE_BYTES:
+                    raise BackendError("The legacy system's answer is too large.")
+                body = await resp.content.read(MAX_RESPONSE_BYTES + 1)
+                if len(body) > MAX_RESPONSE_BYTES:
+                    raise BackendError("The legacy system's answer is too large.")
+                return SoapResponse(resp.status, body, resp.headers.get("Content-Type", ""))
+        except TimeoutError as exc:
+            raise BackendTimeout() from exc
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
+            raise BackendUnavailable() from exc
+        except aiohttp.ClientError as exc:
+            raise BackendError() from exc
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -1,9 +1,9 @@
 """The `bridge` command.
 
-    bridge serve --config gateway.yaml      the gateway
-    bridge demo                             mock hospital + gateway, ready to try
-    bridge mock --port 8081                 the mock legacy hospital alone
-    bridge check [SYSTEM_DIR ...]           check mapping folders against their WSDLs
+bridge serve --config gateway.yaml      the gateway
+bridge demo                             mock hospital + gateway, ready to try
+bridge mock --port 8081                 the mock legacy hospital alone
+bridge check [SYSTEM_DIR ...]           check mapping folders against their WSDLs
 """
 
 from __future__ import annotations

@@ -1,0 +1,5 @@
+"""``python -m bridge.mock``: the same as ``bridge mock``."""
+
+from bridge.mock.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,60 @@
+"""The MockHospital handle and the pytest plugin's promises."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import bridge.mock
+from bridge.mock import MockHospital, MockHospitalError
+
+
+def test_public_surface_is_listed() -> None:
+    assert bridge.mock.__all__ == ["MockHospital", "MockHospitalError"]
+
+
+def test_plugin_imports_no_spyne() -> None:
+    code = (
+        "import sys, bridge.mock.pytest_plugin, bridge.mock; "
+        "print(any(m == 'spyne' or m.startswith('spyne.') for m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "False", result.stderr
+
+
+def test_mock_hospital_fixture_is_the_session_server(mock_hospital, mock_hospital_server) -> None:
+    assert mock_hospital is mock_hospital_server
+    assert mock_hospital.ehr_url == mock_hospital.url + "/ehr"
+    assert mock_hospital.url.startswith("http://127.0.0.1:")
+
+
+def test_start_with_unknown_option_raises_type_error() -> None:
+    with (
+        pytest.raises(TypeError, match=r"unknown mock hospital options \['pages'\]"),
+        MockHospital.start(pages=3),
+    ):
+        pass
+
+
+def test_start_failure_reports_the_child_stderr() -> None:
+    with pytest.raises(MockHospitalError) as info, MockHospital.start(page_size=0):
+        pass
+    message = str(info.value)
+    assert "exited with code 2 before it was ready" in message
+    assert "page_size must be >= 1, got 0" in message
+
+
+def test_start_passes_options_and_stops_the_child() -> None:
+    with MockHospital.start(patients=20, username="alice", password="s3cret") as hospital:
+        assert hospital.username == "alice"
+        assert len(hospital.sample_patients(100)) == 20
+        process = hospital._process
+    assert process is not None
+    assert process.poll() is not None
+
+
+def test_side_door_error_raises_mock_hospital_error(mock_hospital) -> None:
+    with pytest.raises(MockHospitalError, match="-> 400"):
+        mock_hospital.inject_faults(fault_rate=7)

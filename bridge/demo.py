@@ -85,7 +85,7 @@ def run_demo(*, host: str, port: int, mock_port: int) -> int:
             port=port,
             base_url=base,
             systems=[SystemRef(path=_mappings(), endpoint=f"{mock_url}/ehr")],
-            paging_key=secrets.token_urlsafe(32),  # type: ignore[arg-type]
+            paging_key=secrets.token_urlsafe(32),
             auth=AuthSettings(mode="jwt", issuer=issuer.issuer, jwks=issuer.jwks()),
         )
         configure_logging("warning")

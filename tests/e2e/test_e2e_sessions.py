@@ -23,7 +23,11 @@ def test_sequential_reads_share_one_login(gateway: Gateway, mock_hospital: MockH
         assert reply.status_code == 200
     stats = mock_hospital.stats()["ehr"]
     assert stats["logins"] == 1
-    assert stats["calls"]["GetPatient"] == 200
+    # The reset before this test dropped the gateway's session: its first call
+    # may be refused once (EHR-SESSION-INVALID) and retried after the login.
+    refused = stats["faults"].get("EHR-SESSION-INVALID", 0)
+    assert refused <= 1
+    assert stats["calls"]["GetPatient"] == 200 + refused
 
 
 def test_concurrent_reads_never_exceed_the_session_cap(tmp_path: Path) -> None:

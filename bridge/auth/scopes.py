@@ -39,10 +39,13 @@ class Scopes:
 
     def matching(self, resource: str, interaction: str) -> list[Grant]:
         """The grants that allow `interaction` (one of c r u d s) on `resource`."""
+        # A granular v2 scope (`...rs?category=...`) grants only part of a type;
+        # until such restrictions are applied to results, it grants nothing
+        # rather than the whole type.
         return [
             g
             for g in self.grants
-            if g.resource in ("*", resource) and interaction in g.interactions
+            if g.resource in ("*", resource) and interaction in g.interactions and not g.query
         ]
 
 

@@ -7,6 +7,7 @@ the `self` link, or refused under `Prefer: handling=strict`.
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -61,6 +62,7 @@ def _parse_value(name: str, kind: str, raw: str) -> SearchValue:
         if re.search(r"(?<!\\)\|", raw):
             system, code = re.split(r"(?<!\\)\|", raw, maxsplit=1)
             system = _unescape(system)
+            _check_text(name, system)
         code = _unescape(code)
         if not code:
             raise InvalidRequest(f"{name}: a token needs a code, as code or system|code.")
@@ -77,6 +79,10 @@ def _parse_value(name: str, kind: str, raw: str) -> SearchValue:
             raise InvalidRequest(f"{name}: only exact dates are supported here, not '{prefix}'.")
         if len(value) != 10:
             raise InvalidRequest(f"{name}: the legacy system needs a full date, YYYY-MM-DD.")
+        try:
+            datetime.date.fromisoformat(value)
+        except ValueError:
+            raise InvalidRequest(f"{name}: {value} is not a date on the calendar.") from None
         return SearchValue(name, value, prefix=prefix)
     value = _unescape(raw)
     if not value.strip():
@@ -101,9 +107,10 @@ def parse_search(
         if name in ("_format", "_pretty", "_page"):
             continue
         if name == "_count":
-            if not raw.isdigit() or int(raw) < 0:
+            if not (raw.isascii() and raw.isdigit()):
                 raise InvalidRequest("_count must be a whole number.")
-            query.count = min(int(raw), max_count)
+            # Any count above the cap is the cap; long digit strings never reach int().
+            query.count = max_count if len(raw) > 9 else min(int(raw), max_count)
             continue
         if name not in declared:
             if strict:

@@ -28,12 +28,14 @@ from bridge.soap.xml import FaultCodePath, compile_local_path
 __all__ = [
     "CompiledCall",
     "CompiledField",
+    "CompiledPaging",
     "CompiledParam",
     "CompiledRead",
     "CompiledResource",
     "CompiledSearch",
     "CompiledSystem",
     "Condition",
+    "ValueTemplate",
     "compile_system",
 ]
 
@@ -193,10 +195,11 @@ class _Compiler:
 
     def value_template(
         self, doc: Document, loc: Loc, raw: s.Scalar, known: tuple[str, ...]
-    ) -> ValueTemplate:
+    ) -> ValueTemplate | None:
         text = str(raw).lower() if isinstance(raw, bool) else str(raw)
         parts: list[tuple[bool, str]] = []
         pos = 0
+        ok = True
         for m in _PLACEHOLDER.finditer(text):
             if m.start() > pos:
                 parts.append((False, text[pos : m.start()]))
@@ -204,11 +207,12 @@ class _Compiler:
             if name not in known:
                 allowed = ", ".join("{" + k + "}" for k in known) or "none here"
                 self.fail(doc, loc, f"unknown placeholder '{{{name}}}'; known: {allowed}")
+                ok = False
             parts.append((True, name))
             pos = m.end()
         if pos < len(text):
             parts.append((False, text[pos:]))
-        return ValueTemplate(tuple(parts))
+        return ValueTemplate(tuple(parts)) if ok else None
 
     def operation(self, doc: Document, loc: Loc, wsdl: ServiceDescription, name: str) -> Any:
         op = wsdl.operations.get(name)
@@ -229,12 +233,18 @@ class _Compiler:
         if op is None:
             return None
         values = []
+        complete = True
         for key, raw in spec.request.items():
             vloc = (*loc, "request", key)
             if self.resolve(doc, vloc, op.input, key, f"request of {op.name}") is None:
+                complete = False
                 continue
-            values.append((key.strip("/"), self.value_template(doc, vloc, raw, known)))
-        return CompiledCall(EnvelopeTemplate(op), tuple(values))
+            template = self.value_template(doc, vloc, raw, known)
+            if template is None:
+                complete = False
+                continue
+            values.append((key.strip("/"), template))
+        return CompiledCall(EnvelopeTemplate(op), tuple(values)) if complete else None
 
     def pipeline(self, doc: Document, loc: Loc, steps: s.Pipeline, tables: Any) -> Pipeline:
         built = []
@@ -376,7 +386,10 @@ class _Compiler:
             try:
                 tables[file.stem] = load_table(file, display)
             except MappingError as exc:
+                # Reported once, here; an empty stand-in keeps the mappings that
+                # use the table from being reported again.
                 self.problems.extend(exc.problems)
+                tables[file.stem] = CodeTable(file.stem, display, {}, {})
         return tables
 
     @staticmethod

@@ -75,8 +75,7 @@ def check_path(resource: str, steps: list[PathStep], *, leaf: bool) -> str | Non
     if model is None:
         return None
     where = resource
-    for i, step in enumerate(steps):
-        last = i == len(steps) - 1
+    for step in steps:
         if model is None:
             return f"'{where}' is a primitive value and has no element '{step.name}'"
         names = _names(model)
@@ -88,13 +87,12 @@ def check_path(resource: str, steps: list[PathStep], *, leaf: bool) -> str | Non
         label = f"{where}.{step.name}" if where != resource else step.name
         if step.index is not None and step.index >= 0 and not repeats:
             return f"'{label}' does not repeat: remove [{step.index}]"
-        if step.index is None and repeats and (not last or leaf):
+        if step.index is None and repeats:
             return f"'{label}' repeats: write {step.name}[0] (or use 'each' on a group)"
         if step.index == -1 and not repeats:
             return f"'{label}' does not repeat, so 'each' cannot fill it"
         where = label
-    if leaf and model is not None and steps and steps[-1].name not in ("extension",):
-        # A complex element may be set whole from a transform that builds it
-        # (a table giving a CodeableConcept); that is checked by validation.
-        return None
+    # A complex element may be set whole from a transform that builds it (a
+    # table giving a CodeableConcept): validation of the result checks that.
+    del leaf
     return None

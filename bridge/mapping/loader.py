@@ -124,8 +124,8 @@ def _describe(model: type[BaseModel], error: Any, loc: Loc) -> str:
         key = str(loc[-1])
         known = _known_keys(model, loc[:-1])
         hint = difflib.get_close_matches(key, known, n=1)
-        fix = f"; did you mean '{hint[0]}'?" if hint else ""
-        return f"unknown key '{key}'{fix} known: {', '.join(known)}"
+        fix = f"; did you mean '{hint[0]}'? known:" if hint else "; known:"
+        return f"unknown key '{key}'{fix} {', '.join(known)}"
     if kind == "missing":
         return f"'{where}' is required"
     value = error.get("input")
@@ -134,22 +134,31 @@ def _describe(model: type[BaseModel], error: Any, loc: Loc) -> str:
     return f"{where}: {message}{shown}" if where else f"{message}{shown}"
 
 
-def _clean_loc(raw: Loc, data: Any) -> Loc:
-    # pydantic adds the names of union members and validators to `loc`; they are
-    # not keys of the file, so keep only the parts the file really has.
+def _split_loc(raw: Loc, data: Any, kind: str) -> tuple[Loc, int | None, str | None]:
+    """The file's own keys in `raw`, and where pydantic named a union branch in it.
+
+    pydantic adds the names of union members (`str`, `EnvValue`) to `loc`;
+    they are not keys of the file. Returns (keys, position of the branch in
+    keys or None, the branch's name).
+    """
     kept: list[str | int] = []
+    branch_at: int | None = None
+    branch: str | None = None
     node = data
-    for part in raw:
-        if (isinstance(node, dict) and part in node) or (
-            isinstance(node, list) and isinstance(part, int) and part < len(node)
-        ):
-            node = node[part]  # type: ignore[index]
-        elif isinstance(node, dict) and not isinstance(part, int) and part == raw[-1]:
-            pass  # an unknown or missing key: it names the problem, keep it
-        else:
-            continue
-        kept.append(part)
-    return tuple(kept)
+    for i, part in enumerate(raw):
+        in_map = isinstance(node, dict) and part in node
+        in_seq = isinstance(node, list) and isinstance(part, int) and part < len(node)
+        if in_map or in_seq:
+            node = node[part]
+            kept.append(part)
+        elif i == len(raw) - 1 and kind == "missing":
+            kept.append(part)  # a missing key names the problem
+        elif branch_at is None:
+            branch_at, branch = len(kept), str(part)
+    return tuple(kept), branch_at, branch
+
+
+_BRANCHES = {"str": "text", "int": "a whole number", "float": "a number", "bool": "true or false"}
 
 
 def load_model(doc: Document, model: type[M]) -> M:
@@ -157,13 +166,26 @@ def load_model(doc: Document, model: type[M]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
+        errors = [(e, *_split_loc(tuple(e["loc"]), data, e["type"])) for e in exc.errors()]
+        # A value that fits no member of a union: when one member matched its
+        # shape (a mapping with a wrong key), only that member's errors count;
+        # otherwise the members' complaints merge into one "expected ..." line.
+        deep = {loc[:at] for _, loc, at, _ in errors if at is not None and len(loc) > at}
+        merged: dict[Loc, list[str]] = {}
         problems = []
         seen: set[tuple[Loc, str]] = set()
-        for error in exc.errors():
-            loc = _clean_loc(tuple(error["loc"]), data)
-            message = _describe(model, error, loc)
-            if (loc, message) in seen:
+        for error, loc, at, branch in errors:
+            if at is not None and len(loc) == at:
+                if loc not in deep:
+                    merged.setdefault(loc, []).append(_BRANCHES.get(branch or "", "a mapping"))
                 continue
-            seen.add((loc, message))
-            problems.append(doc.problem(loc, message))
+            message = _describe(model, error, loc)
+            if (loc, message) not in seen:
+                seen.add((loc, message))
+                problems.append(doc.problem(loc, message))
+        for loc, kinds in merged.items():
+            where = ".".join(str(p) for p in loc)
+            expected = " or ".join(dict.fromkeys(kinds))
+            problems.append(doc.problem(loc, f"{where}: expected {expected}"))
+        problems.sort(key=lambda p: (p.line, p.column))
         raise MappingError(problems) from exc

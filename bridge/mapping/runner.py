@@ -16,7 +16,13 @@ from bridge.mapping.compiler import CompiledField, CompiledParam, CompiledResour
 from bridge.mapping.transforms import TransformError
 from bridge.soap.envelope import Value
 
-__all__ = ["Criterion", "NoMatch", "build_resource", "search_values"]
+__all__ = [
+    "BadValue",
+    "Criterion",
+    "NoMatch",
+    "build_resource",
+    "search_values",
+]
 
 log = logging.getLogger("bridge.mapping")
 

@@ -29,6 +29,7 @@ __all__ = [
     "SearchSpec",
     "SessionHeaderSpec",
     "SessionSpec",
+    "Strict",
     "SystemFile",
 ]
 

@@ -13,6 +13,7 @@ steps of a pipeline:
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -20,7 +21,19 @@ from typing import Any
 
 from bridge.mapping.tables import CodeTable
 
-__all__ = ["TRANSFORMS", "Pipeline", "Transform", "TransformError", "build_transform"]
+__all__ = [
+    "TRANSFORMS",
+    "BooleanTransform",
+    "DateTransform",
+    "NumberTransform",
+    "Pipeline",
+    "SplitTransform",
+    "TableTransform",
+    "TemplateTransform",
+    "Transform",
+    "TransformError",
+    "build_transform",
+]
 
 
 class TransformError(ValueError):
@@ -62,15 +75,20 @@ class DateTransform(Transform):
         m = self._regex.match(str(value).strip())
         if m is None:
             raise TransformError(f"not a date in the format {self.format}")
-        y, mo, d = int(m["Y"]), int(m["M"]), int(m["D"])
-        if not (1 <= mo <= 12 and 1 <= d <= 31):
-            raise TransformError(f"not a date in the format {self.format}")
-        return f"{y:04d}-{mo:02d}-{d:02d}"
+        try:
+            day = datetime.date(int(m["Y"]), int(m["M"]), int(m["D"]))
+        except ValueError:
+            raise TransformError(f"not a date in the format {self.format}") from None
+        return day.isoformat()
 
     def to_legacy(self, value: Any) -> Any:
         m = _FHIR_DATE.match(str(value))
         if m is None:
             raise TransformError("needs a full date, YYYY-MM-DD")
+        try:
+            datetime.date(int(m[1]), int(m[2]), int(m[3]))
+        except ValueError:
+            raise TransformError("needs a real calendar date, YYYY-MM-DD") from None
         y, mo, d = m.groups()
         return self.format.replace("YYYY", y).replace("MM", mo).replace("DD", d)
 
@@ -196,7 +214,7 @@ class NumberTransform(Transform):
         try:
             return int(value) if self.kind == "integer" else float(value)
         except ValueError as exc:
-            raise TransformError(f"not an {self.kind}") from exc
+            raise TransformError(f"not {_article(self.kind)}") from exc
 
     def to_legacy(self, value: Any) -> Any:
         return str(value)
@@ -226,6 +244,18 @@ class Pipeline:
         return self.steps[-1].accepted() if self.steps else None
 
 
+_TYPE_NAMES: dict[type, str] = {
+    str: "text",
+    int: "a whole number",
+    bool: "true or false",
+    float: "a number",
+}
+
+
+def _article(noun: str) -> str:
+    return f"an {noun}" if noun[:1] in "aeiou" else f"a {noun}"
+
+
 def _args(raw: Any, shorthand: str, allowed: dict[str, type]) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raw = {shorthand: raw}
@@ -234,7 +264,7 @@ def _args(raw: Any, shorthand: str, allowed: dict[str, type]) -> dict[str, Any]:
         raise TransformError(f"unknown argument '{unknown[0]}'; known: {', '.join(allowed)}")
     for key, typ in allowed.items():
         if key in raw and not isinstance(raw[key], typ):
-            raise TransformError(f"argument '{key}' must be a {typ.__name__}")
+            raise TransformError(f"argument '{key}' must be {_TYPE_NAMES[typ]}")
     return dict(raw)
 
 

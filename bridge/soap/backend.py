@@ -124,11 +124,11 @@ class Backend:
             if fault.vendor_code in style.limit_codes:
                 raise SessionLimitReached(retry_after=2) from None
             raise
-        token = reply.findtext(style.token_path)
+        token = (reply.findtext(style.token_path) or "").strip()
         if not token:
             raise BackendError("The legacy system's login answer carried no session token.")
         session.forget()
-        session.token = token.strip()
+        session.token = token
         self.stats.logins += 1
 
     async def run(self, work: Callable[[Session], Awaitable[T]], *, prefer: str | None = None) -> T:

@@ -15,7 +15,8 @@ __all__ = ["EnvelopeTemplate", "EnvelopeValueError", "HeaderTemplate", "Value", 
 
 Value = str | Sequence[str] | None
 
-_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+# A bare \r would be normalised away by the receiving parser; &#13; keeps it.
+_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
 
 
 class EnvelopeValueError(ValueError):

@@ -95,12 +95,16 @@ class SessionPool:
             self._waiters.append(future)
             try:
                 session = await asyncio.wait_for(asyncio.shield(future), self.wait_timeout)
-            except TimeoutError:
+            except BaseException as exc:
+                # Timed out or cancelled: a session handed over just as the waiter
+                # gave up goes back to the pool instead of leaking.
                 if future.done() and not future.cancelled():
-                    self._put_back(future.result())  # handed over just as we gave up
+                    self._put_back(future.result())
                 future.cancel()
-                self.timeouts += 1
-                raise PoolExhausted(retry_after=1) from None
+                if isinstance(exc, TimeoutError):
+                    self.timeouts += 1
+                    raise PoolExhausted(retry_after=1) from None
+                raise
             finally:
                 if future in self._waiters:
                     self._waiters.remove(future)

@@ -80,9 +80,10 @@ def parse_envelope(
     if etree.QName(root).localname != "Envelope" or ns not in (SOAP11_ENV, SOAP12_ENV):
         raise BackendError("The legacy system did not answer with a SOAP envelope.")
     body = root.find(f"{{{ns}}}Body")
-    if body is None or len(body) == 0:
+    # Comments and processing instructions are not the answer: skip them.
+    first = next((c for c in body if isinstance(c.tag, str)), None) if body is not None else None
+    if first is None:
         raise BackendError("The legacy system answered with an empty SOAP body.")
-    first = body[0]
     if first.tag == f"{{{ns}}}Fault":
         if ns == SOAP12_ENV:
             code = first.findtext(f"{{{ns}}}Code/{{{ns}}}Value") or ""

@@ -1,0 +1,365 @@
+"""The loader: YAML into strict models, every problem as `file:line:col: message`.
+
+Each YAML text is written here with its line numbers in mind; the comments on
+the right give the line an expected problem points at.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bridge.errors import MappingError, Problem
+from bridge.mapping.loader import load_document, load_model
+from bridge.mapping.schema import ResourceFile, SystemFile
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # File names in messages are relative to the working directory.
+    monkeypatch.chdir(tmp_path)
+
+
+def _problems(text: str, model: type = ResourceFile, name: str = "Patient.yaml") -> list[str]:
+    path = Path(name)
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(MappingError) as caught:
+        load_model(load_document(path), model)
+    return [str(p) for p in caught.value.problems]
+
+
+SYSTEM_HEAD = "system: hospital\nwsdl: ehr.wsdl\nconnection:\n"  # lines 1-3
+
+
+def test_load_model_valid_resource_file_gives_model() -> None:
+    Path("Patient.yaml").write_text(
+        "resource: Patient\nread: {operation: GetPatient, record: Patient}\n"
+        "fields:\n  - {fhir: id, from: MRN}\n",
+        encoding="utf-8",
+    )
+    spec = load_model(load_document(Path("Patient.yaml")), ResourceFile)
+    assert spec.resource == "Patient"
+    assert spec.read is not None and spec.read.record == "Patient"
+    assert spec.fields[0].from_ == "MRN"
+
+
+def test_load_model_unknown_key_suggests_close_match_and_lists_known_keys() -> None:
+    text = (
+        "resource: Patient\n"  # 1
+        "fields:\n"  # 2
+        "  - fhir: id\n"  # 3
+        "    form: MRN\n"  # 4: 'form' at column 5
+    )
+    assert _problems(text) == [
+        "Patient.yaml:4:5: unknown key 'form'; did you mean 'from'? "
+        "known: each, fhir, fields, from, transform, value, when"
+    ]
+
+
+def test_load_model_unknown_key_in_nested_group_lists_field_keys() -> None:
+    text = (
+        "resource: Patient\n"  # 1
+        "fields:\n"  # 2
+        "  - fhir: name[0]\n"  # 3
+        "    fields:\n"  # 4
+        "      - fhir: family\n"  # 5
+        "        from: Name\n"  # 6
+        "        transfrom: []\n"  # 7: column 9
+    )
+    assert _problems(text) == [
+        "Patient.yaml:7:9: unknown key 'transfrom'; did you mean 'transform'? "
+        "known: each, fhir, fields, from, transform, value, when"
+    ]
+
+
+def test_load_model_unknown_key_in_condition_lists_alias_in() -> None:
+    text = (
+        "resource: Patient\n"
+        "fields:\n"
+        "  - fhir: gender\n"
+        "    from: Sex\n"
+        "    when: {path: Sex, exits: true}\n"  # 5: 'exits' at column 23
+    )
+    assert _problems(text) == [
+        "Patient.yaml:5:23: unknown key 'exits'; did you mean 'exists'? "
+        "known: equals, exists, in, path"
+    ]
+
+
+def test_load_model_unknown_key_in_system_session_login() -> None:
+    text = SYSTEM_HEAD + (
+        "  endpoint: http://ehr.example/ehr\n"  # 4
+        "session:\n"  # 5
+        "  style: header-token\n"  # 6
+        "  header: {element: SessionHeader, token: SessionId}\n"  # 7
+        "  login: {operation: Login, token: SessionId, tokne: x}\n"  # 8: 'tokne' at 47
+    )
+    assert _problems(text, SystemFile, "system.yaml") == [
+        "system.yaml:8:47: unknown key 'tokne'; did you mean 'token'? "
+        "known: operation, request, token"
+    ]
+
+
+def test_load_model_unknown_key_in_search_param_lists_param_keys() -> None:
+    text = (
+        "resource: Patient\n"  # 1
+        "search:\n"  # 2
+        "  operation: FindPatients\n"  # 3
+        "  records: Patients/Patient\n"  # 4
+        "  params:\n"  # 5
+        "    family: {element: LastName, type: string, descripton: x}\n"  # 6: column 47
+        "fields: []\n"
+    )
+    assert _problems(text) == [
+        "Patient.yaml:6:47: unknown key 'descripton'; did you mean 'description'? "
+        "known: description, element, system, transform, type"
+    ]
+
+
+def test_load_model_unknown_key_without_close_match_still_lists_known_keys() -> None:
+    text = "resource: Patient\nfields:\n  - fhir: id\n    zzzz: MRN\n"
+    # Every other 'known:' list in the mapping room follows a '; '.
+    assert _problems(text) == [
+        "Patient.yaml:4:5: unknown key 'zzzz'; known: each, fhir, fields, from, transform, "
+        "value, when"
+    ]
+
+
+def test_load_model_missing_top_level_key_points_at_start_of_file() -> None:
+    assert _problems("resource: Patient\n") == ["Patient.yaml:1:1: 'fields' is required"]
+
+
+def test_load_model_missing_nested_key_points_at_its_parent() -> None:
+    text = (
+        "resource: Patient\n"  # 1
+        "read:\n"  # 2: the parent of the missing key
+        "  operation: GetPatient\n"
+        '  request: {MRN: "{id}"}\n'
+        "fields: []\n"
+    )
+    assert _problems(text) == ["Patient.yaml:2:1: 'read.record' is required"]
+
+
+def test_load_model_misspelt_key_reports_missing_and_unknown_together() -> None:
+    text = (
+        "resource: Patient\n"  # 1
+        "feilds:\n"  # 2
+        "  - {fhir: id, from: MRN}\n"
+    )
+    assert _problems(text) == [
+        "Patient.yaml:1:1: 'fields' is required",
+        "Patient.yaml:2:1: unknown key 'feilds'; did you mean 'fields'? "
+        "known: description, fields, profile, read, resource, search",
+    ]
+
+
+def test_load_model_several_problems_are_all_reported() -> None:
+    text = (
+        "resource: Patient\n"  # 1
+        "fields:\n"  # 2
+        "  - fhir: id\n"  # 3
+        "    form: MRN\n"  # 4
+        "  - fhir: gender\n"  # 5
+        "    from: Sex\n"  # 6
+        "    trasnform: []\n"  # 7
+    )
+    assert _problems(text) == [
+        "Patient.yaml:4:5: unknown key 'form'; did you mean 'from'? "
+        "known: each, fhir, fields, from, transform, value, when",
+        "Patient.yaml:7:5: unknown key 'trasnform'; did you mean 'transform'? "
+        "known: each, fhir, fields, from, transform, value, when",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            SYSTEM_HEAD + "  endpoint: http://ehr.example/ehr\n  timeout: fast\n",
+            "system.yaml:5:3: connection.timeout: Input should be a valid number, "
+            "unable to parse string as a number (got 'fast')",
+        ),
+        (
+            SYSTEM_HEAD + "  endpoint: http://ehr.example/ehr\n  timeout: -1\n",
+            "system.yaml:5:3: connection.timeout: Input should be greater than 0 (got -1)",
+        ),
+        (
+            SYSTEM_HEAD + "  endpoint: http://ehr.example/ehr\n  password: secret\n",
+            "system.yaml:5:3: connection.password: Input should be a valid dictionary or "
+            "instance of EnvValue (got 'secret')",
+        ),
+        (
+            "system: Hospital\nwsdl: ehr.wsdl\nconnection: {endpoint: http://x}\n",
+            "system.yaml:1:1: system: String should match pattern '^[a-z][a-z0-9_-]*$' "
+            "(got 'Hospital')",
+        ),
+        (
+            SYSTEM_HEAD
+            + "  endpoint: http://x\nfaults:\n  table:\n    EHR-X: {status: 200, issue: x}\n",
+            "system.yaml:7:13: faults.table.EHR-X.status: Input should be greater than or "
+            "equal to 400 (got 200)",
+        ),
+    ],
+    ids=["timeout-not-a-number", "timeout-negative", "password-not-env", "name", "status"],
+)
+def test_load_model_wrong_value_type_in_system_file(text: str, expected: str) -> None:
+    assert _problems(text, SystemFile, "system.yaml") == [expected]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "resource: Patient\nfields: yes\n",
+            "Patient.yaml:2:1: fields: Input should be a valid list (got 'yes')",
+        ),
+        (
+            "resource: patient\nfields: []\n",
+            "Patient.yaml:1:1: resource: String should match pattern '^[A-Z][A-Za-z]+$' "
+            "(got 'patient')",
+        ),
+        (
+            "resource: Patient\nsearch:\n  operation: F\n  records: R\n  params:\n"
+            "    family: {element: X, type: number}\nfields: []\n",
+            "Patient.yaml:6:26: search.params.family.type: Input should be 'string', 'token' "
+            "or 'date' (got 'number')",
+        ),
+    ],
+    ids=["list", "resource-pattern", "param-type"],
+)
+def test_load_model_wrong_value_type_in_resource_file(text: str, expected: str) -> None:
+    assert _problems(text) == [expected]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "resource: Patient\nfields:\n  - fhir: id\n    from: MRN\n    value: x\n",
+            "Patient.yaml:3:5: fields.0: give exactly one of 'from', 'value' or 'fields'",
+        ),
+        (
+            "resource: Patient\nfields:\n  - fhir: active\n    value: true\n"
+            "    transform: [{boolean: {true: Y, false: N}}]\n",
+            "Patient.yaml:3:5: fields.0: 'transform' applies to a value taken 'from' the "
+            "legacy record",
+        ),
+        (
+            "resource: Patient\nfields:\n  - fhir: gender\n    from: Sex\n    when: {path: Sex}\n",
+            "Patient.yaml:5:5: fields.0.when: give exactly one of 'exists', 'equals' or 'in'",
+        ),
+        (
+            "resource: Patient\nfields:\n  - fhir: name[0]\n    each: Names\n    from: Name\n",
+            "Patient.yaml:3:5: fields.0: 'each' repeats a group: it needs 'fields'",
+        ),
+    ],
+    ids=["two-sources", "transform-on-constant", "condition-without-test", "each-without-group"],
+)
+def test_load_model_rule_broken_across_keys_points_at_the_item(text: str, expected: str) -> None:
+    assert _problems(text) == [expected]
+
+
+def test_load_model_session_style_needs_login_and_header() -> None:
+    text = SYSTEM_HEAD + "  endpoint: http://x\nsession:\n  style: header-token\n"
+    assert _problems(text, SystemFile, "system.yaml") == [
+        "system.yaml:5:1: session: style 'header-token' needs both 'login' and 'header'"
+    ]
+
+
+def test_load_model_env_value_typo_reports_only_the_unknown_key() -> None:
+    # `endpoint` is `str | EnvValue`: a mapping can only mean an EnvValue, and the
+    # name of pydantic's union member ('str') is not a key of the file.
+    text = SYSTEM_HEAD + "  endpoint: {env: BRIDGE_URL, dflt: http://x}\n"  # 4: 'dflt' at 31
+    assert _problems(text, SystemFile, "system.yaml") == [
+        "system.yaml:4:31: unknown key 'dflt'; did you mean 'default'? known: default, env"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "resource: Patient\nfields:\n  - fhir: id\n   from: MRN\n",
+            "Patient.yaml:4:4: not valid YAML: expected <block end>, but found "
+            "'<block mapping start>'",
+        ),
+        (
+            "resource: Patient\nfields: [\n",
+            "Patient.yaml:3:1: not valid YAML: expected the node content, but found '<stream end>'",
+        ),
+        (
+            "resource: Patient\nfields:\n\t- fhir: id\n",
+            "Patient.yaml:3:1: not valid YAML: found character '\\t' that cannot start any token",
+        ),
+        (
+            "resource: Patient\nresource: Observation\nfields: []\n",
+            'Patient.yaml:2:1: not valid YAML: found duplicate key "resource" with value '
+            '"Observation" (original value: "Patient")',
+        ),
+    ],
+    ids=["bad-indent", "unclosed-list", "tab", "duplicate-key"],
+)
+def test_load_document_invalid_yaml_reports_position(text: str, expected: str) -> None:
+    Path("Patient.yaml").write_text(text, encoding="utf-8")
+    with pytest.raises(MappingError) as caught:
+        load_document(Path("Patient.yaml"))
+    assert str(caught.value) == expected
+
+
+@pytest.mark.parametrize("text", ["- a\n- b\n", "", "just text\n"], ids=["list", "empty", "scalar"])
+def test_load_document_top_level_must_be_a_mapping(text: str) -> None:
+    Path("Patient.yaml").write_text(text, encoding="utf-8")
+    with pytest.raises(MappingError) as caught:
+        load_document(Path("Patient.yaml"))
+    assert str(caught.value) == "Patient.yaml:1:1: expected a mapping of keys at the top"
+
+
+def test_load_document_missing_file_says_so() -> None:
+    with pytest.raises(MappingError) as caught:
+        load_document(Path("Nope.yaml"))
+    assert str(caught.value) == "Nope.yaml:1:1: cannot read file: No such file or directory"
+
+
+def test_load_document_outside_working_directory_shows_path_as_given(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere").mkdir()
+    path = tmp_path / "Patient.yaml"
+    path.write_text("- a\n", encoding="utf-8")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp_path / "elsewhere")
+        with pytest.raises(MappingError) as caught:
+            load_document(path)
+    assert str(caught.value) == f"{path}:1:1: expected a mapping of keys at the top"
+
+
+def test_problem_prefix_is_file_line_column() -> None:
+    Path("Patient.yaml").write_text(
+        "resource: Patient\nfields:\n  - fhir: id\n    form: MRN\n", encoding="utf-8"
+    )
+    with pytest.raises(MappingError) as caught:
+        load_model(load_document(Path("Patient.yaml")), ResourceFile)
+    (problem,) = caught.value.problems
+    assert (problem.file, problem.line, problem.column) == ("Patient.yaml", 4, 5)
+    assert str(problem).startswith("Patient.yaml:4:5: unknown key 'form'")
+    assert str(Problem("a.yaml", 3, 7, "boom")) == "a.yaml:3:7: boom"
+
+
+def test_mapping_error_renders_one_line_per_problem() -> None:
+    error = MappingError([Problem("a.yaml", 1, 2, "one"), Problem("b.csv", 3, 1, "two")])
+    assert str(error) == "a.yaml:1:2: one\nb.csv:3:1: two"
+
+
+def test_compile_system_reports_loader_problems_with_folder_path(hospital_copy) -> None:
+    hospital_copy.edit("system.yaml", "connect_timeout: 3", "conect_timeout: 3")
+    assert hospital_copy.problems() == [
+        f"{hospital_copy.at('system.yaml', 'conect_timeout')}: unknown key 'conect_timeout'; "
+        "did you mean 'connect_timeout'? known: connect_timeout, endpoint, max_connections, "
+        "password, timeout, username"
+    ]
+
+
+def test_compile_system_reports_missing_key_in_resource_file(hospital_copy) -> None:
+    hospital_copy.edit("Patient.yaml", "  record: Patient\n", "")
+    assert hospital_copy.problems() == [
+        f"{hospital_copy.at('Patient.yaml', 'read:')}: 'read.record' is required"
+    ]

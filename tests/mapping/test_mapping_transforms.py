@@ -1,0 +1,386 @@
+"""Named transforms, both directions, built as mapping files name them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.mapping.tables import CodeTable, load_table
+from bridge.mapping.transforms import Pipeline, TransformError, build_transform
+
+TABLES_DIR = Path(__file__).resolve().parents[2] / "mappings" / "hospital" / "tables"
+GENDER = "http://hl7.org/fhir/administrative-gender"
+MARITAL = "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus"
+
+
+@pytest.fixture(scope="module")
+def tables() -> dict[str, CodeTable]:
+    return {p.stem: load_table(p, f"tables/{p.name}") for p in sorted(TABLES_DIR.glob("*.csv"))}
+
+
+def _build(step: dict[str, Any], tables: dict[str, CodeTable] | None = None) -> Any:
+    return build_transform(step, tables or {})
+
+
+# -- date ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("legacy", "fhir"),
+    [
+        ("05/07/1980", "1980-05-07"),
+        ("12/31/1999", "1999-12-31"),
+        ("5/7/1980", "1980-05-07"),
+        (" 02/29/1980 ", "1980-02-29"),
+    ],
+)
+def test_date_to_fhir_reads_mm_dd_yyyy(legacy: str, fhir: str) -> None:
+    assert _build({"date": "MM/DD/YYYY"}).to_fhir(legacy) == fhir
+
+
+@pytest.mark.parametrize(
+    ("fhir", "legacy"), [("1980-05-07", "05/07/1980"), ("2001-12-09", "12/09/2001")]
+)
+def test_date_to_legacy_writes_mm_dd_yyyy(fhir: str, legacy: str) -> None:
+    assert _build({"date": {"format": "MM/DD/YYYY"}}).to_legacy(fhir) == legacy
+
+
+def test_date_other_format_round_trips() -> None:
+    date = _build({"date": "DD.MM.YYYY"})
+    assert date.to_fhir("07.05.1980") == "1980-05-07"
+    assert date.to_legacy("1980-05-07") == "07.05.1980"
+
+
+@pytest.mark.parametrize(
+    "legacy",
+    [
+        "1980-05-07",
+        "13/01/1980",
+        "00/10/1980",
+        "05/32/1980",
+        "05/07/80",
+        "May 7 1980",
+    ],
+)
+def test_date_to_fhir_malformed_legacy_date_raises_without_the_value(legacy: str) -> None:
+    with pytest.raises(TransformError) as caught:
+        _build({"date": "MM/DD/YYYY"}).to_fhir(legacy)
+    assert str(caught.value) == "not a date in the format MM/DD/YYYY"
+    assert legacy.strip() not in str(caught.value)
+
+
+@pytest.mark.parametrize("legacy", ["02/30/1980", "04/31/1980", "02/29/1981"])
+def test_date_to_fhir_impossible_calendar_day_is_refused(legacy: str) -> None:
+    # Month and day are each in range, but the day does not exist: 1980-02-30
+    # is not a FHIR date, and the resource would fail validation as a whole.
+    with pytest.raises(TransformError) as caught:
+        _build({"date": "MM/DD/YYYY"}).to_fhir(legacy)
+    assert str(caught.value) == "not a date in the format MM/DD/YYYY"
+
+
+@pytest.mark.parametrize("fhir", ["1980", "1980-05", "1980-05-07T10:00:00Z", "05/07/1980"])
+def test_date_to_legacy_refuses_partial_or_other_dates(fhir: str) -> None:
+    with pytest.raises(TransformError) as caught:
+        _build({"date": "MM/DD/YYYY"}).to_legacy(fhir)
+    assert str(caught.value) == "needs a full date, YYYY-MM-DD"
+
+
+@pytest.mark.parametrize(
+    ("step", "message"),
+    [
+        ({"date": "YYYY-MM"}, "date format 'YYYY-MM' must contain YYYY, MM and DD"),
+        ({"date": {}}, "'date' needs a format, e.g. MM/DD/YYYY"),
+        ({"date": {"format": 5}}, "argument 'format' must be text"),
+        ({"date": {"fmt": "MM/DD/YYYY"}}, "unknown argument 'fmt'; known: format"),
+    ],
+)
+def test_date_bad_arguments_are_refused(step: dict[str, Any], message: str) -> None:
+    with pytest.raises(TransformError) as caught:
+        _build(step)
+    assert str(caught.value) == message
+
+
+# -- split -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("index", "expected"), [(0, "Green"), (1, "Cynthia"), (2, "M"), (3, None)])
+def test_split_takes_one_component(index: int, expected: str | None) -> None:
+    assert _build({"split": {"separator": "^", "index": index}}).to_fhir("Green^Cynthia^M") == (
+        expected
+    )
+
+
+def test_split_empty_component_is_absent() -> None:
+    split = _build({"split": {"separator": "^", "index": 2}})
+    assert split.to_fhir("Jones^Patricia^") is None
+    assert split.to_fhir("Jones^Patricia^  ") is None
+
+
+def test_split_shorthand_is_the_separator() -> None:
+    assert _build({"split": "|"}).to_fhir("a|b") == "a"
+
+
+def test_split_cannot_be_reversed() -> None:
+    split = _build({"split": {"separator": "^", "index": 0}})
+    assert split.invertible is False
+    with pytest.raises(TransformError) as caught:
+        split.to_legacy("Green")
+    assert str(caught.value) == "transform 'split' cannot be reversed"
+
+
+@pytest.mark.parametrize(
+    ("step", "message"),
+    [
+        ({"split": {"separator": ""}}, "'separator' must not be empty"),
+        ({"split": {"sep": "^"}}, "unknown argument 'sep'; known: separator, index"),
+    ],
+)
+def test_split_bad_arguments_are_refused(step: dict[str, Any], message: str) -> None:
+    with pytest.raises(TransformError) as caught:
+        _build(step)
+    assert str(caught.value) == message
+
+
+# -- table -----------------------------------------------------------------------
+
+
+def test_table_as_code(tables) -> None:
+    assert _build({"table": "sex"}, tables).to_fhir("F") == "female"
+
+
+def test_table_as_coding(tables) -> None:
+    table = _build({"table": {"name": "sex", "as": "Coding"}}, tables)
+    assert table.to_fhir(" M ") == {"system": GENDER, "code": "male", "display": "Male"}
+
+
+def test_table_as_codeable_concept(tables) -> None:
+    table = _build({"table": {"name": "marital", "as": "CodeableConcept"}}, tables)
+    assert table.to_fhir("MAR") == {
+        "coding": [{"system": MARITAL, "code": "M", "display": "Married"}],
+        "text": "Married",
+    }
+
+
+def test_table_without_display_leaves_display_and_text_out(tmp_path: Path) -> None:
+    csv = tmp_path / "units.csv"
+    csv.write_text("local,display,system,code\nKG,,http://unitsofmeasure.org,kg\n")
+    tables = {"units": load_table(csv, "units.csv")}
+    table = _build({"table": {"name": "units", "as": "CodeableConcept"}}, tables)
+    assert table.to_fhir("KG") == {
+        "coding": [{"system": "http://unitsofmeasure.org", "code": "kg"}]
+    }
+
+
+def test_table_unmapped_text_keeps_the_local_code_as_text(tables) -> None:
+    table = _build(
+        {"table": {"name": "marital", "as": "CodeableConcept", "unmapped": "text"}}, tables
+    )
+    assert table.to_fhir("CIV") == {"text": "CIV"}
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        {"table": {"name": "marital", "as": "CodeableConcept"}},
+        {"table": {"name": "marital", "as": "Coding", "unmapped": "text"}},
+        {"table": {"name": "marital", "unmapped": "text"}},
+    ],
+    ids=["drop-by-default", "text-needs-concept-coding", "text-needs-concept-code"],
+)
+def test_table_unmapped_code_is_dropped(tables, step: dict[str, Any]) -> None:
+    assert _build(step, tables).to_fhir("CIV") is None
+
+
+def test_table_reverse_lookup_from_code(tables) -> None:
+    table = _build({"table": "sex"}, tables)
+    assert table.to_legacy("female") == "F"
+    assert table.to_legacy("unknown") == "U"
+
+
+def test_table_reverse_lookup_from_coding_and_concept(tables) -> None:
+    table = _build({"table": {"name": "sex", "as": "CodeableConcept"}}, tables)
+    assert table.to_legacy({"system": GENDER, "code": "male"}) == "M"
+    assert (
+        table.to_legacy({"coding": [{"system": "urn:other", "code": "x"}, {"code": "other"}]})
+        == "O"
+    )
+
+
+def test_table_reverse_lookup_refuses_foreign_system(tables) -> None:
+    table = _build({"table": {"name": "sex", "as": "Coding"}}, tables)
+    with pytest.raises(TransformError) as caught:
+        table.to_legacy({"system": "urn:other", "code": "male"})
+    assert str(caught.value) == "no code from table 'sex'"
+
+
+def test_table_reverse_lookup_unknown_code_raises_without_the_value(tables) -> None:
+    table = _build({"table": "sex"}, tables)
+    with pytest.raises(TransformError) as caught:
+        table.to_legacy("mail")
+    assert str(caught.value) == "not a code of table 'sex'"
+    assert table.accepted() == ["male", "female", "unknown", "other"]
+
+
+def test_table_first_local_code_wins_for_writes(tmp_path: Path) -> None:
+    csv = tmp_path / "sex.csv"
+    csv.write_text(
+        f"local,display,system,code\nM,Male,{GENDER},male\nMA,Male,{GENDER},male\n",
+        encoding="utf-8",
+    )
+    table = _build({"table": "sex"}, {"sex": load_table(csv, "sex.csv")})
+    assert table.to_fhir("MA") == "male"
+    assert table.to_legacy("male") == "M"
+
+
+@pytest.mark.parametrize(
+    ("step", "message"),
+    [
+        ({"table": "colour"}, "no code table 'colour'; known: language, marital, sex"),
+        (
+            {"table": {"name": "sex", "as": "string"}},
+            "'as' must be code, Coding or CodeableConcept, not 'string'",
+        ),
+        (
+            {"table": {"name": "sex", "unmapped": "keep"}},
+            "'unmapped' must be drop or text, not 'keep'",
+        ),
+    ],
+)
+def test_table_bad_arguments_are_refused(tables, step: dict[str, Any], message: str) -> None:
+    with pytest.raises(TransformError) as caught:
+        _build(step, tables)
+    assert str(caught.value) == message
+
+
+def test_table_without_any_tables_says_where_to_add_them() -> None:
+    with pytest.raises(TransformError) as caught:
+        _build({"table": "sex"})
+    assert str(caught.value) == "no code table 'sex'; known: none (add CSV files to tables/)"
+
+
+# -- boolean -----------------------------------------------------------------------
+
+
+def test_boolean_both_ways() -> None:
+    # YAML reads `{true: "Y", false: "N"}` with boolean keys.
+    flag = _build({"boolean": {True: "Y", False: "N"}})
+    assert (flag.to_fhir("Y"), flag.to_fhir(" N ")) == (True, False)
+    assert (flag.to_legacy(True), flag.to_legacy("false")) == ("Y", "N")
+    assert flag.accepted() == ["true", "false"]
+
+
+def test_boolean_other_value_raises_without_the_value() -> None:
+    flag = _build({"boolean": {"true": "Y", "false": "N"}})
+    with pytest.raises(TransformError) as caught:
+        flag.to_fhir("maybe")
+    assert str(caught.value) == "expected 'Y' or 'N'"
+    with pytest.raises(TransformError) as caught:
+        flag.to_legacy("maybe")
+    assert str(caught.value) == "expected true or false"
+
+
+@pytest.mark.parametrize(
+    ("step", "message"),
+    [
+        ({"boolean": "Y"}, "'boolean' needs {true: ..., false: ...}"),
+        ({"boolean": {"true": "Y"}}, "'boolean' needs both 'true' and 'false'"),
+    ],
+)
+def test_boolean_bad_arguments_are_refused(step: dict[str, Any], message: str) -> None:
+    with pytest.raises(TransformError) as caught:
+        _build(step)
+    assert str(caught.value) == message
+
+
+# -- template ------------------------------------------------------------------------
+
+
+def test_template_round_trip() -> None:
+    ref = _build({"template": "Patient/{}"})
+    assert ref.to_fhir("100001") == "Patient/100001"
+    assert ref.to_legacy(ref.to_fhir("100001")) == "100001"
+    around = _build({"template": {"template": "urn:mrn:{}:v1"}})
+    assert around.to_legacy(around.to_fhir("42")) == "42"
+
+
+def test_template_reverse_refuses_other_text() -> None:
+    with pytest.raises(TransformError) as caught:
+        _build({"template": "Patient/{}"}).to_legacy("Practitioner/7")
+    assert str(caught.value) == "expected Patient/…"
+
+
+@pytest.mark.parametrize("template", ["Patient/", "{}/{}"])
+def test_template_needs_one_hole(template: str) -> None:
+    with pytest.raises(TransformError) as caught:
+        _build({"template": template})
+    assert str(caught.value) == "a template must contain '{}' exactly once"
+
+
+# -- numbers ----------------------------------------------------------------------------
+
+
+def test_number_transforms_both_ways() -> None:
+    assert _build({"integer": None}).to_fhir(" 42 ") == 42
+    assert _build({"decimal": None}).to_fhir("36.6") == 36.6
+    assert _build({"decimal": None}).to_legacy(36.6) == "36.6"
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"), [("integer", "not an integer"), ("decimal", "not a decimal")]
+)
+def test_number_malformed_value_raises_without_the_value(kind: str, message: str) -> None:
+    with pytest.raises(TransformError) as caught:
+        _build({kind: None}).to_fhir("forty")
+    assert str(caught.value) == message
+
+
+# -- steps and pipelines --------------------------------------------------------------
+
+
+def test_build_transform_unknown_name_lists_known() -> None:
+    with pytest.raises(TransformError) as caught:
+        _build({"datum": "MM/DD/YYYY"})
+    assert str(caught.value) == (
+        "unknown transform 'datum'; known: boolean, date, decimal, integer, split, table, template"
+    )
+
+
+def test_build_transform_step_has_one_key() -> None:
+    with pytest.raises(TransformError) as caught:
+        _build({"date": "MM/DD/YYYY", "split": "^"})
+    assert str(caught.value) == "each transform step is one key naming the transform"
+
+
+def test_pipeline_invertible_only_when_every_step_is(tables) -> None:
+    date = _build({"date": "MM/DD/YYYY"})
+    split = _build({"split": {"separator": "^", "index": 1}})
+    table = _build({"table": "sex"}, tables)
+    assert Pipeline().invertible is True
+    assert Pipeline((date,)).invertible is True
+    assert Pipeline((table,)).invertible is True
+    assert Pipeline((split,)).invertible is False
+    assert Pipeline((split, table)).invertible is False
+
+
+def test_pipeline_runs_steps_in_order_and_reverses_them(tables) -> None:
+    pipeline = Pipeline(
+        (_build({"split": {"separator": "^", "index": 1}}), _build({"table": "sex"}, tables))
+    )
+    assert pipeline.to_fhir("X^F") == "female"
+    assert pipeline.to_fhir("X") is None  # split gave nothing: table is not asked
+    reversible = Pipeline((_build({"template": "S-{}"}), _build({"template": "Patient/{}"})))
+    assert reversible.to_fhir("7") == "Patient/S-7"
+    assert reversible.to_legacy("Patient/S-7") == "7"
+
+
+def test_pipeline_accepted_comes_from_the_last_step(tables) -> None:
+    assert Pipeline((_build({"table": "sex"}, tables),)).accepted() == [
+        "male",
+        "female",
+        "unknown",
+        "other",
+    ]
+    assert Pipeline((_build({"date": "MM/DD/YYYY"}),)).accepted() is None
+    assert Pipeline().accepted() is None

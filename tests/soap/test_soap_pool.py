@@ -1,0 +1,339 @@
+"""SessionPool: bounded, fair, lazy, and honest about idle sessions."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bridge.errors import PoolExhausted
+from bridge.soap.pool import Session, SessionPool
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_pool(
+    max_size: int = 2,
+    *,
+    idle_timeout: float = 300,
+    wait_timeout: float = 5,
+    clock: Clock | None = None,
+) -> SessionPool:
+    return SessionPool(
+        max_size=max_size,
+        idle_timeout=idle_timeout,
+        wait_timeout=wait_timeout,
+        clock=clock or Clock(),
+    )
+
+
+async def settle() -> None:
+    """Let every ready task run up to its next real wait."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def test_pool_new_sessions_are_not_logged_in() -> None:
+    async def main() -> None:
+        pool = make_pool()
+        session = await pool.acquire()
+
+        assert session.token is None
+        assert pool.size == 1
+        assert pool.in_use == 1
+
+    asyncio.run(main())
+
+
+def test_pool_reuses_a_released_session() -> None:
+    async def main() -> None:
+        pool = make_pool()
+        first = await pool.acquire()
+        first.token = "T1"
+        pool.release(first)
+
+        again = await pool.acquire()
+
+        assert again is first
+        assert again.token == "T1"
+        assert pool.size == 1
+
+    asyncio.run(main())
+
+
+def test_pool_never_exceeds_max_size_under_50_concurrent_leases() -> None:
+    async def main() -> None:
+        pool = make_pool(max_size=4, wait_timeout=5)
+        active = 0
+        peak = 0
+        sizes: list[int] = []
+        keys: set[str] = set()
+
+        async def one(i: int) -> int:
+            nonlocal active, peak
+            async with pool.lease() as session:
+                active += 1
+                peak = max(peak, active)
+                sizes.append(pool.size)
+                keys.add(session.key)
+                for _ in range(i % 3 + 1):
+                    await asyncio.sleep(0)
+                active -= 1
+            return i
+
+        done = await asyncio.gather(*(one(i) for i in range(50)))
+
+        assert sorted(done) == list(range(50))
+        assert peak == 4
+        assert max(sizes) <= 4
+        assert len(keys) == 4
+        assert pool.size == 4
+        assert pool.in_use == 0
+        assert pool.waits > 0
+        assert pool.timeouts == 0
+
+    asyncio.run(main())
+
+
+def test_pool_waiters_are_served_in_order() -> None:
+    async def main() -> None:
+        pool = make_pool(max_size=1)
+        holder = await pool.acquire()
+        order: list[int] = []
+
+        async def waiter(i: int) -> None:
+            async with pool.lease():
+                order.append(i)
+                await asyncio.sleep(0)
+
+        tasks = []
+        for i in range(6):
+            tasks.append(asyncio.create_task(waiter(i)))
+            await settle()  # each waiter queues before the next one starts
+        assert order == []
+
+        pool.release(holder)
+        await asyncio.gather(*tasks)
+
+        assert order == [0, 1, 2, 3, 4, 5]
+
+    asyncio.run(main())
+
+
+def test_pool_waiter_times_out_into_pool_exhausted() -> None:
+    async def main() -> None:
+        pool = make_pool(max_size=1, wait_timeout=0.02)
+        holder = await pool.acquire()
+
+        with pytest.raises(PoolExhausted) as info:
+            await pool.acquire()
+
+        assert info.value.status == 503
+        assert info.value.code == "transient"
+        assert info.value.headers["Retry-After"] == "1"
+        assert pool.timeouts == 1
+        assert pool.size == 1
+
+        # The timed-out waiter left no trace: the session goes back to the pool.
+        pool.release(holder)
+        assert pool.in_use == 0
+        assert await pool.acquire() is holder
+
+    asyncio.run(main())
+
+
+def test_pool_prefer_gets_that_idle_session() -> None:
+    async def main() -> None:
+        pool = make_pool(max_size=3)
+        a = await pool.acquire()
+        b = await pool.acquire()
+        c = await pool.acquire()
+        for s in (a, b, c):
+            pool.release(s)  # c, the last released, would come first
+
+        assert await pool.acquire(prefer=a.key) is a
+        assert await pool.acquire(prefer=b.key) is b
+        assert await pool.acquire() is c
+
+    asyncio.run(main())
+
+
+def test_pool_prefer_unknown_key_gets_the_warmest() -> None:
+    async def main() -> None:
+        pool = make_pool(max_size=2)
+        a = await pool.acquire()
+        b = await pool.acquire()
+        pool.release(a)
+        pool.release(b)
+
+        assert await pool.acquire(prefer="no-such-session") is b
+
+    asyncio.run(main())
+
+
+def test_pool_prefer_busy_session_does_not_wait_for_it() -> None:
+    async def main() -> None:
+        pool = make_pool(max_size=2)
+        busy = await pool.acquire()
+
+        other = await pool.acquire(prefer=busy.key)
+
+        assert other is not busy
+
+    asyncio.run(main())
+
+
+def test_pool_idle_session_past_the_threshold_comes_back_logged_out() -> None:
+    async def main() -> None:
+        clock = Clock()
+        pool = make_pool(max_size=1, idle_timeout=100, clock=clock)
+        session = await pool.acquire()
+        session.token = "T1"
+        session.remember_cursor("CUR-1", 25)
+        pool.release(session)
+
+        clock.now += 91  # more than 0.9 * idle_timeout
+        again = await pool.acquire()
+
+        assert again is session
+        assert again.token is None
+        assert not again.cursors
+
+    asyncio.run(main())
+
+
+def test_pool_idle_session_within_the_threshold_keeps_its_token() -> None:
+    async def main() -> None:
+        clock = Clock()
+        pool = make_pool(max_size=1, idle_timeout=100, clock=clock)
+        session = await pool.acquire()
+        session.token = "T1"
+        session.remember_cursor("CUR-1", 25)
+        pool.release(session)
+
+        clock.now += 89
+        again = await pool.acquire()
+
+        assert again.token == "T1"
+        assert again.cursors == {"CUR-1": 25}
+
+    asyncio.run(main())
+
+
+def test_pool_release_discard_frees_the_slot() -> None:
+    async def main() -> None:
+        pool = make_pool(max_size=1)
+        broken = await pool.acquire()
+        broken.token = "T1"
+
+        pool.release(broken, discard=True)
+
+        assert pool.size == 0
+        fresh = await pool.acquire()
+        assert fresh is not broken
+        assert fresh.key != broken.key
+        assert fresh.token is None
+        assert pool.size == 1
+
+    asyncio.run(main())
+
+
+def test_pool_release_discard_hands_a_fresh_session_to_a_waiter() -> None:
+    async def main() -> None:
+        pool = make_pool(max_size=1)
+        broken = await pool.acquire()
+        broken.token = "T1"
+        waiter = asyncio.create_task(pool.acquire())
+        await settle()
+
+        pool.release(broken, discard=True)
+        fresh = await waiter
+
+        assert fresh is not broken
+        assert fresh.token is None
+        assert pool.size == 1
+        assert pool.in_use == 1
+
+    asyncio.run(main())
+
+
+def test_pool_lease_releases_on_error() -> None:
+    async def main() -> None:
+        pool = make_pool(max_size=1)
+
+        with pytest.raises(RuntimeError):
+            async with pool.lease():
+                raise RuntimeError("work failed")
+
+        assert pool.in_use == 0
+        async with pool.lease():
+            assert pool.in_use == 1
+
+    asyncio.run(main())
+
+
+def test_pool_cancelled_waiter_does_not_leak_the_session_handed_to_it() -> None:
+    async def main() -> None:
+        pool = make_pool(max_size=1, wait_timeout=5)
+        holder = await pool.acquire()
+        waiter = asyncio.create_task(pool.acquire())
+        await settle()
+
+        # The waiter's request is cancelled (client gone, request timeout) and,
+        # in the same loop iteration, the holder hands it the session.
+        waiter.cancel()
+        pool.release(holder)
+        try:
+            got = await waiter
+        except asyncio.CancelledError:
+            pass
+        else:
+            pool.release(got)
+
+        assert pool.in_use == 0
+        pool.wait_timeout = 0.05
+        assert await pool.acquire() is holder
+
+    asyncio.run(main())
+
+
+def test_pool_drain_closes_logged_in_idle_sessions_only() -> None:
+    async def main() -> None:
+        pool = make_pool(max_size=4)
+        s1, s2, s3, busy = [await pool.acquire() for _ in range(4)]
+        s1.token = "T1"
+        s3.token = "T3"
+        busy.token = "TB"
+        for s in (s1, s2, s3):
+            pool.release(s)
+        closed: list[Session] = []
+
+        async def close(session: Session) -> None:
+            closed.append(session)
+
+        await pool.drain(close)
+
+        assert sorted(s.key for s in closed) == sorted([s1.key, s3.key])
+        assert busy not in closed
+        assert pool.size == 1  # only the session still in use
+        assert pool.in_use == 1
+
+    asyncio.run(main())
+
+
+def test_pool_session_remembers_at_most_32_cursors() -> None:
+    session = Session("k")
+    for i in range(40):
+        session.remember_cursor(f"C{i}", i)
+    session.remember_cursor("C10", 99)
+
+    assert len(session.cursors) == 32
+    assert "C0" not in session.cursors
+    assert list(session.cursors)[-1] == "C10"
+    assert session.cursors["C10"] == 99

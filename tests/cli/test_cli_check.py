@@ -1,0 +1,42 @@
+"""`bridge check`: exit status and file:line messages."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support import ROOT, copy_mappings
+
+
+def _check(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", "check", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=60,
+    )
+
+
+def test_check_clean_mappings_exit_0() -> None:
+    result = _check()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "mappings/hospital: ok (Patient)"
+
+
+def test_check_reports_a_planted_mistake_with_file_line_and_exit_1(tmp_path: Path) -> None:
+    folder = copy_mappings(tmp_path)
+    mapping = folder / "Patient.yaml"
+    text = mapping.read_text()
+    mapping.write_text(text.replace("    from: DOB\n", "    from: DOB2\n", 1))
+    line = next(
+        i for i, row in enumerate(mapping.read_text().splitlines(), 1) if "from: DOB2" in row
+    )
+    result = _check("mappings/hospital", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"mappings/hospital/Patient.yaml:{line}:5: field 'birthDate': element 'DOB2' is not in "
+        "Patient; known: MRN, Name, DOB, Sex, AddressLine1, AddressLine2, City, State, Zip, "
+        "Phone, MaritalStatus, Language, DeceasedFlag, DeceasedDate"
+    ]

@@ -1,0 +1,84 @@
+"""`bridge demo` (what `make run` starts): its printed requests must work as printed."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support import ROOT, free_port
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def demo() -> Iterator[tuple[str, list[str]]]:
+    port, mock_port = free_port(), free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bridge",
+            "demo",
+            "--port",
+            str(port),
+            "--mock-port",
+            str(mock_port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+    )
+    assert process.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            lines.append(line.rstrip("\n"))
+            if line.startswith("Press Ctrl+C"):
+                break
+        base = f"http://127.0.0.1:{port}"
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        yield base, lines
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+        process.stdout.close()
+
+
+def test_demo_prints_the_base_url_first(demo: tuple[str, list[str]]) -> None:
+    base, lines = demo
+    first = next(line for line in lines if line.strip())
+    assert first == f"FHIR base URL:  {base}/fhir"
+
+
+def test_demo_sample_requests_work_as_printed(demo: tuple[str, list[str]], fhir: Any) -> None:
+    _, lines = demo
+    tokens = dict(re.findall(r"^export (\w+)=(\S+)$", "\n".join(lines), re.M))
+    assert set(tokens) == {"TOKEN", "PATIENT_TOKEN", "SERVICE_TOKEN"}
+    curls = [line.strip() for line in lines if line.strip().startswith("curl ")]
+    assert len(curls) >= 4
+    for curl in curls:
+        header = re.search(r'-H "Authorization: Bearer \$(\w+)"', curl)
+        url = re.findall(r'"?(http://[^" ]+)"?', curl)[-1]
+        headers = {"Authorization": f"Bearer {tokens[header.group(1)]}"} if header else {}
+        reply = httpx.get(url, headers=headers, timeout=30)
+        assert reply.status_code == 200, (curl, reply.text)
+        resource = fhir(reply.json())
+        if "/Patient/" in url:
+            assert resource["resourceType"] == "Patient"

@@ -47,14 +47,19 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _mock(argv: list[str]) -> int:
-    try:
-        from bridge.mock.cli import main as mock_main
-    except ImportError as exc:
+    import importlib.util
+
+    # The mock's server needs spyne, which imports on Python 3.11 only.
+    missing = [m for m in ("spyne", "a2wsgi") if importlib.util.find_spec(m) is None]
+    if missing and not {"-h", "--help"} & set(argv):
         print(
-            f"bridge mock needs the mock extra on Python 3.11: pip install 'bridge[mock]' ({exc})",
+            f"bridge mock needs {' and '.join(missing)}: install the mock extra on "
+            "Python 3.11 (pip install -e '.[mock]'); the gateway itself runs on 3.11-3.13.",
             file=sys.stderr,
         )
         return 2
+    from bridge.mock.cli import main as mock_main
+
     return mock_main(argv)
 
 

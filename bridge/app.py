@@ -31,7 +31,7 @@ from bridge.errors import (
     Problem,
     UnsupportedMediaType,
 )
-from bridge.fhir.compartment import in_patient_compartment
+from bridge.fhir.compartment import patient_compartment
 from bridge.fhir.negotiate import FHIR_JSON, check_acceptable
 from bridge.fhir.outcome import operation_outcome
 from bridge.fhir.paging import PageTokens
@@ -201,7 +201,11 @@ def create_app(
         patient_only = authorize(principal, rtype, "r")
         resource = await gw.read(rtype, request.path_params["rid"])
         patient = principal.patient if principal is not None else None
-        if patient_only and patient is not None and not in_patient_compartment(resource, patient):
+        if (
+            patient_only
+            and patient is not None
+            and not patient_compartment().contains(resource, patient)
+        ):
             raise Forbidden("The access token is limited to another patient's data.")
         return FhirResponse(resource, pretty=_wants_pretty(request))
 
@@ -212,7 +216,7 @@ def create_app(
             # that would count anyone else's.
             patient = principal.patient
             entries = bundle.get("entry", [])
-            kept = [e for e in entries if in_patient_compartment(e["resource"], patient)]
+            kept = [e for e in entries if patient_compartment().contains(e["resource"], patient)]
             bundle.pop("total", None)
             if kept:
                 bundle["entry"] = kept

@@ -31,7 +31,7 @@ from bridge.fhir.bundle import search_url, searchset
 from bridge.fhir.capability import ResourceCapability, capability_statement
 from bridge.fhir.paging import PageState, PageTokens
 from bridge.fhir.search import SearchQuery, parse_search
-from bridge.mapping.compiler import CompiledResource, CompiledSearch, CompiledSystem
+from bridge.mapping.compiled import CompiledResource, CompiledSearch, CompiledSystem
 from bridge.mapping.runner import BadValue, Criterion, NoMatch, build_resource, search_values
 from bridge.soap.backend import Backend
 from bridge.soap.envelope import EnvelopeValueError, Value

@@ -1,24 +1,63 @@
-"""The Patient compartment: is a resource about a given patient?
+"""Compartments: is a resource about a given patient?
 
-Used to confine `patient/` scopes to the token's own patient.
+Used to confine `patient/` scopes to the token's own patient. Which elements
+tie a resource to the compartment is FHIR's data (CompartmentDefinition), kept
+in `data/compartment-patient.json`, not code.
 """
 
 from __future__ import annotations
 
+import functools
+import json
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-__all__ = ["in_patient_compartment"]
+__all__ = ["Compartment", "patient_compartment"]
 
-# Elements that point at the patient a resource is about (FHIR R4 CompartmentDefinition).
-_LINKS = ("subject", "patient", "beneficiary", "individual")
+_DATA = Path(__file__).parent / "data"
 
 
-def in_patient_compartment(resource: dict[str, Any], patient: str) -> bool:
-    if resource.get("resourceType") == "Patient":
-        return bool(resource.get("id") == patient)
-    target = f"Patient/{patient}"
-    for name in _LINKS:
-        link = resource.get(name)
-        if isinstance(link, dict) and link.get("reference") == target:
-            return True
-    return False
+@dataclass(frozen=True)
+class Compartment:
+    code: str
+    members: dict[str, tuple[tuple[str, ...], ...]]  # type -> paths, split on '.'
+
+    def contains(self, resource: dict[str, Any], owner: str) -> bool:
+        """True when `resource` belongs to the compartment of `owner` (an id)."""
+        paths = self.members.get(str(resource.get("resourceType")))
+        if paths is None:
+            return False
+        target = f"{self.code}/{owner}"
+        for path in paths:
+            if path == ("id",):
+                if resource.get("id") == owner:
+                    return True
+                continue
+            for ref in _values(resource, path):
+                if isinstance(ref, dict) and ref.get("reference") in (target, owner):
+                    return True
+        return False
+
+
+def _values(node: Any, path: tuple[str, ...]) -> list[Any]:
+    current = [node]
+    for name in path:
+        nxt: list[Any] = []
+        for item in current:
+            value = item.get(name) if isinstance(item, dict) else None
+            if isinstance(value, list):
+                nxt.extend(value)
+            elif value is not None:
+                nxt.append(value)
+        current = nxt
+    return current
+
+
+@functools.cache
+def patient_compartment() -> Compartment:
+    raw = json.loads((_DATA / "compartment-patient.json").read_text(encoding="utf-8"))
+    members = {
+        rtype: tuple(tuple(p.split(".")) for p in paths) for rtype, paths in raw["members"].items()
+    }
+    return Compartment(raw["code"], members)

@@ -12,7 +12,7 @@ from typing import Any
 
 from lxml import etree
 
-from bridge.mapping.compiler import CompiledField, CompiledParam, CompiledResource, CompiledSearch
+from bridge.mapping.compiled import CompiledField, CompiledParam, CompiledResource, CompiledSearch
 from bridge.mapping.transforms import TransformError
 from bridge.soap.envelope import Value
 

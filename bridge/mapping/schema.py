@@ -13,7 +13,6 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
-    "Condition",
     "Connection",
     "EnvValue",
     "FaultRule",
@@ -31,6 +30,7 @@ __all__ = [
     "SessionSpec",
     "Strict",
     "SystemFile",
+    "When",
 ]
 
 Scalar = str | int | float | bool
@@ -132,7 +132,7 @@ class SystemFile(Strict):
     faults: Faults = Field(default_factory=lambda: Faults())
 
 
-class Condition(Strict):
+class When(Strict):
     """A test on the legacy record: `exists`, `equals` or `in` on one path."""
 
     path: str
@@ -141,7 +141,7 @@ class Condition(Strict):
     in_: list[Scalar] | None = Field(None, alias="in")
 
     @model_validator(mode="after")
-    def _one_test(self) -> Condition:
+    def _one_test(self) -> When:
         tests = [t for t in (self.exists, self.equals, self.in_) if t is not None]
         if len(tests) != 1:
             raise ValueError("give exactly one of 'exists', 'equals' or 'in'")
@@ -160,7 +160,7 @@ class FieldSpec(Strict):
     from_: str | None = Field(None, alias="from")
     value: Scalar | None = None
     transform: Pipeline = Field(default_factory=list)
-    when: Condition | None = None
+    when: When | None = None
     each: str | None = None
     fields: list[FieldSpec] | None = None
 

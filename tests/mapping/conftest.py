@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from bridge.errors import MappingError
-from bridge.mapping.compiler import CompiledResource, CompiledSystem, compile_system
+from bridge.mapping.compiled import CompiledResource, CompiledSystem
+from bridge.mapping.compiler import compile_system
 
 REPO = Path(__file__).resolve().parents[2]
 HOSPITAL = REPO / "mappings" / "hospital"

@@ -14,7 +14,8 @@ import pytest
 from lxml import etree
 
 from bridge.errors import BackendError, BackendUnavailable, SessionLimitReached
-from bridge.mapping.compiler import CompiledSystem, compile_system
+from bridge.mapping.compiled import CompiledSystem
+from bridge.mapping.compiler import compile_system
 from bridge.soap.backend import Backend
 from bridge.soap.envelope import EnvelopeTemplate
 from bridge.soap.pool import Session, SessionPool

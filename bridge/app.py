@@ -35,7 +35,7 @@ from bridge.fhir.compartment import patient_compartment
 from bridge.fhir.negotiate import FHIR_JSON, check_acceptable
 from bridge.fhir.outcome import operation_outcome
 from bridge.fhir.paging import PageTokens
-from bridge.gateway import Gateway
+from bridge.gateway import Gateway, WriteResult
 from bridge.mapping.compiler import compile_system
 from bridge.middleware import AccessLogMiddleware, LimitsMiddleware, RequestIdMiddleware
 from bridge.settings import Settings, environment
@@ -198,7 +198,7 @@ def create_app(
         _negotiate(request)
         rtype = request.path_params["rtype"]
         principal = _principal(request)
-        patient_only = authorize(principal, rtype, "r")
+        patient_only = permit(request, rtype, "read")
         resource = await gw.read(rtype, request.path_params["rid"])
         patient = principal.patient if principal is not None else None
         if (
@@ -208,6 +208,14 @@ def create_app(
         ):
             raise Forbidden("The access token is limited to another patient's data.")
         return FhirResponse(resource, pretty=_wants_pretty(request))
+
+    def permit(request: Request, rtype: str, interaction: str) -> bool:
+        """405 for an interaction nobody serves, then the token's scopes (403).
+
+        True when the token is confined to its patient's compartment."""
+        gw.route(rtype, interaction)
+        letter = {"read": "r", "search": "s", "create": "c", "update": "u", "delete": "d"}
+        return authorize(_principal(request), rtype, letter[interaction])
 
     def confine(request: Request, rtype: str, bundle: dict[str, Any]) -> dict[str, Any]:
         principal = _principal(request)
@@ -227,7 +235,7 @@ def create_app(
     async def search_get(request: Request) -> Response:
         _negotiate(request)
         rtype = request.path_params["rtype"]
-        authorize(_principal(request), rtype, "s")
+        permit(request, rtype, "search")
         token = request.query_params.get("_page")
         if token is not None:
             bundle = await gw.next_page(rtype, token, base(request))
@@ -252,9 +260,57 @@ def create_app(
             raise InvalidRequest("The form body is not UTF-8.") from exc
         items = list(request.query_params.multi_items()) + form
         rtype = request.path_params["rtype"]
-        authorize(_principal(request), rtype, "s")
+        permit(request, rtype, "search")
         bundle = await gw.search(rtype, items, base(request), strict=_strict(request))
         return FhirResponse(confine(request, rtype, bundle), pretty=_wants_pretty(request))
+
+    async def json_body(request: Request, *, patch: bool = False) -> Any:
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        accepted = ("application/json-patch+json",) if patch else (FHIR_JSON, "application/json")
+        if media not in accepted:
+            raise UnsupportedMediaType(f"Send the body as {' or '.join(accepted)}.")
+        body = await request.body()
+        if len(body) > settings.limits.max_body_bytes:
+            raise PayloadTooLarge()
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise InvalidRequest("The body is not valid JSON.") from None
+
+    def written(request: Request, result: WriteResult) -> Response:
+        headers = {"Location": result.location} if result.location else {}
+        if result.resource is None:
+            return Response(status_code=204, headers=headers)
+        return FhirResponse(result.resource, result.status, headers, pretty=_wants_pretty(request))
+
+    async def create(request: Request) -> Response:
+        _negotiate(request)
+        rtype = request.path_params["rtype"]
+        permit(request, rtype, "create")
+        body = await json_body(request)
+        result = await gw.create(
+            rtype, body, base(request), if_none_exist=request.headers.get("if-none-exist")
+        )
+        return written(request, result)
+
+    async def update(request: Request) -> Response:
+        _negotiate(request)
+        rtype, rid = request.path_params["rtype"], request.path_params["rid"]
+        permit(request, rtype, "update")
+        if_match = request.headers.get("if-match")
+        if request.method == "PATCH":
+            operations = await json_body(request, patch=True)
+            result = await gw.patch(rtype, rid, operations, if_match=if_match)
+        else:
+            result = await gw.update(rtype, rid, await json_body(request), if_match=if_match)
+        return written(request, result)
+
+    async def delete(request: Request) -> Response:
+        _negotiate(request)
+        rtype, rid = request.path_params["rtype"], request.path_params["rid"]
+        permit(request, rtype, "delete")
+        await gw.delete(rtype, rid)
+        return Response(status_code=204)
 
     async def healthz(request: Request) -> Response:
         return FhirResponse({"status": "ok"})
@@ -266,7 +322,10 @@ def create_app(
         Route("/fhir/metadata", metadata, methods=["GET"]),
         Route("/fhir/{rtype}/_search", search_post, methods=["POST"]),
         Route("/fhir/{rtype}/{rid}", read, methods=["GET"]),
+        Route("/fhir/{rtype}/{rid}", update, methods=["PUT", "PATCH"]),
+        Route("/fhir/{rtype}/{rid}", delete, methods=["DELETE"]),
         Route("/fhir/{rtype}", search_get, methods=["GET"]),
+        Route("/fhir/{rtype}", create, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
     ]

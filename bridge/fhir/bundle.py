@@ -21,6 +21,7 @@ def searchset(
     total: int | None,
     self_url: str,
     next_url: str | None,
+    included: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
     if total is not None:
@@ -36,6 +37,13 @@ def searchset(
             "search": {"mode": "match"},
         }
         for r in resources
+    ] + [
+        {
+            "fullUrl": f"{base}/{r['resourceType']}/{r['id']}",
+            "resource": r,
+            "search": {"mode": "include"},
+        }
+        for r in included
     ]
     if not bundle["entry"]:
         del bundle["entry"]

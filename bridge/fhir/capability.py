@@ -40,6 +40,7 @@ def capability_statement(
         entry["versioning"] = "no-version"
         entry["readHistory"] = False
         entry["updateCreate"] = False
+        entry.update(r.extra)
         if r.search_params:
             entry["searchParam"] = [
                 {"name": n, "type": _SEARCH_TYPES.get(t, t), **({"documentation": d} if d else {})}

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from bridge.errors import InvalidRequest
 
-__all__ = ["SearchQuery", "SearchValue", "parse_search"]
+__all__ = ["ParamSpec", "SearchQuery", "SearchValue", "parse_search"]
 
 # Parameters every search understands; the rest come from the mapping.
 RESULT_PARAMS = {"_count", "_format", "_pretty", "_page"}
@@ -31,9 +31,25 @@ class SearchValue:
     prefix: str | None = None
 
 
+@dataclass(frozen=True)
+class ParamSpec:
+    """What a declared parameter accepts."""
+
+    type: str
+    prefixes: frozenset[str] = frozenset({"eq"})  # date and number comparisons allowed
+    full_date: bool = True  # the legacy system needs YYYY-MM-DD
+
+    @property
+    def repeats(self) -> bool:
+        # Two bounds of one date (ge and lt) are the usual range search.
+        return self.type in ("date", "number") and len(self.prefixes) > 1
+
+
 @dataclass
 class SearchQuery:
     values: dict[str, SearchValue] = field(default_factory=dict)
+    # Every value of each parameter (dates may come twice: ge and lt).
+    all: dict[str, list[SearchValue]] = field(default_factory=dict)
     count: int = 20
     # The canonical search, as it goes into `self` and paging links.
     canonical: list[tuple[str, str]] = field(default_factory=list)
@@ -51,7 +67,8 @@ def _check_text(name: str, value: str) -> None:
         raise InvalidRequest(f"{name}: the value is longer than 256 characters.")
 
 
-def _parse_value(name: str, kind: str, raw: str) -> SearchValue:
+def _parse_value(name: str, spec: ParamSpec, raw: str) -> SearchValue:
+    kind = spec.type
     if _SPLIT_COMMA.search(raw):
         raise InvalidRequest(
             f"{name}: several values (a comma-separated OR) are not supported for this parameter."
@@ -73,16 +90,29 @@ def _parse_value(name: str, kind: str, raw: str) -> SearchValue:
         value = raw
         if raw[:2] in _DATE_PREFIXES:
             prefix, value = raw[:2], raw[2:]
+        if not spec.full_date and "T" in value and len(value) > 10:
+            value = value.split("T")[0]  # the gateway filters: a day's precision suffices
         if not _DATE.match(value):
             raise InvalidRequest(f"{name}: expected a date like 1980-01-02.")
-        if prefix not in (None, "eq"):
-            raise InvalidRequest(f"{name}: only exact dates are supported here, not '{prefix}'.")
-        if len(value) != 10:
+        if (prefix or "eq") not in spec.prefixes:
+            allowed = ", ".join(sorted(spec.prefixes))
+            raise InvalidRequest(f"{name}: the prefix '{prefix}' is not supported; use {allowed}.")
+        if spec.full_date and len(value) != 10:
             raise InvalidRequest(f"{name}: the legacy system needs a full date, YYYY-MM-DD.")
         try:
-            datetime.date.fromisoformat(value)
+            datetime.date.fromisoformat((value + "-01-01")[:10] if len(value) < 10 else value)
         except ValueError:
             raise InvalidRequest(f"{name}: {value} is not a date on the calendar.") from None
+        return SearchValue(name, value, prefix=prefix)
+    if kind == "number":
+        prefix = None
+        value = raw
+        if raw[:2] in _DATE_PREFIXES:
+            prefix, value = raw[:2], raw[2:]
+        try:
+            float(value)
+        except ValueError:
+            raise InvalidRequest(f"{name}: expected a number.") from None
         return SearchValue(name, value, prefix=prefix)
     value = _unescape(raw)
     if not value.strip():
@@ -93,7 +123,7 @@ def _parse_value(name: str, kind: str, raw: str) -> SearchValue:
 
 def parse_search(
     items: Sequence[tuple[str, str]],
-    declared: Mapping[str, str],
+    declared: Mapping[str, str | ParamSpec],
     *,
     strict: bool,
     default_count: int,
@@ -122,10 +152,15 @@ def parse_search(
             continue
         if modifier:
             raise InvalidRequest(f"{name}: the modifier ':{modifier}' is not supported.")
-        if name in seen:
+        spec = declared[name]
+        if isinstance(spec, str):
+            spec = ParamSpec(spec)
+        if name in seen and not spec.repeats:
             raise InvalidRequest(f"{name}: repeating a parameter (AND) is not supported.")
         seen.add(name)
-        query.values[name] = _parse_value(name, declared[name], raw)
+        value = _parse_value(name, spec, raw)
+        query.values.setdefault(name, value)
+        query.all.setdefault(name, []).append(value)
         query.canonical.append((name, raw))
     query.canonical.sort()
     return query

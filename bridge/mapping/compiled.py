@@ -12,50 +12,121 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lxml import etree
+
 from bridge.mapping import schema as s
 from bridge.mapping.fhirmodel import PathStep
 from bridge.mapping.tables import CodeTable
 from bridge.mapping.transforms import Pipeline
-from bridge.soap.backend import SessionStyle
-from bridge.soap.envelope import EnvelopeTemplate, Value
+from bridge.soap.backend import BodyErrors, SessionStyle
+from bridge.soap.envelope import EnvelopeTemplate
 from bridge.soap.wsdl import ServiceDescription
 from bridge.soap.xml import FaultCodePath
 
 __all__ = [
     "CompiledCall",
     "CompiledField",
+    "CompiledInclude",
     "CompiledPaging",
     "CompiledParam",
     "CompiledRead",
     "CompiledResource",
     "CompiledSearch",
+    "CompiledStep",
     "CompiledSystem",
     "CompiledWhen",
+    "CompiledWrite",
+    "Placeholder",
+    "RunContext",
     "ValueTemplate",
 ]
 
 
+@dataclass
+class RunContext:
+    """What placeholders can read while one interaction runs."""
+
+    values: Mapping[str, str] = field(default_factory=dict)
+    steps: dict[str, list[etree._Element]] = field(default_factory=dict)
+    item: etree._Element | None = None
+
+    def lookup(self, p: Placeholder) -> str | None:
+        if p.kind == "var":
+            return self.values.get(p.name)
+        if p.kind == "item":
+            if self.item is None or p.path is None:
+                return None
+            return self.item.findtext(p.path) if p.path != "." else self.item.text
+        replies = self.steps.get(p.step or "")
+        if not replies or p.path is None:
+            return None
+        return replies[0].findtext(p.path)
+
+
+@dataclass(frozen=True)
+class Placeholder:
+    name: str
+    kind: str  # "var", "step" or "item"
+    step: str | None = None
+    path: str | None = None  # Clark path for step and item values
+    default: str | None = None
+
+
 @dataclass(frozen=True)
 class ValueTemplate:
-    """A request value: a constant, or text with `{name}` placeholders."""
+    """A request value: a constant, or text with `{placeholders}`."""
 
-    parts: tuple[tuple[bool, str], ...]  # (is_placeholder, text)
+    parts: tuple[str | Placeholder, ...]
 
-    def render(self, context: Mapping[str, str]) -> str:
-        return "".join(context[t] if ph else t for ph, t in self.parts)
+    def render(self, context: RunContext | Mapping[str, str]) -> str | None:
+        """The value, or None when a placeholder has no value and no default."""
+        ctx = context if isinstance(context, RunContext) else RunContext(values=context)
+        out: list[str] = []
+        for part in self.parts:
+            if isinstance(part, str):
+                out.append(part)
+                continue
+            value = ctx.lookup(part)
+            if value is None or value == "":
+                value = part.default
+            if value is None:
+                return None
+            out.append(value)
+        return "".join(out)
+
+    @property
+    def constant(self) -> bool:
+        return all(isinstance(p, str) for p in self.parts)
 
 
 @dataclass(frozen=True)
 class CompiledCall:
     template: EnvelopeTemplate
-    values: tuple[tuple[str, ValueTemplate], ...]
+    values: tuple[tuple[str, ValueTemplate | tuple[ValueTemplate, ...]], ...]
 
     @property
     def operation(self) -> str:
         return self.template.operation.name
 
-    def request(self, context: Mapping[str, str]) -> dict[str, Value]:
-        return {path: v.render(context) for path, v in self.values}
+    def request(self, context: RunContext | Mapping[str, str]) -> dict[str, Any]:
+        """Request values by slash path; elements without a value are left out."""
+        out: dict[str, Any] = {}
+        for path, value in self.values:
+            if isinstance(value, tuple):
+                items = [v.render(context) for v in value]
+                out[path] = [i for i in items if i is not None]
+                continue
+            rendered = value.render(context)
+            if rendered is not None:
+                out[path] = rendered
+        return out
+
+
+@dataclass(frozen=True)
+class CompiledStep:
+    name: str | None
+    call: CompiledCall
+    for_each: tuple[str, str] | None = None  # (step name, Clark path in its answer)
 
 
 @dataclass(frozen=True)
@@ -65,11 +136,22 @@ class CompiledWhen:
     values: frozenset[str] | None  # equals / in
 
     def holds(self, record: Any) -> bool:
-        text = record.findtext(self.path)
+        text = record.findtext(self.path) if self.path != "." else record.text
         present = bool(text and text.strip())
         if self.exists is not None:
             return present is self.exists
         return present and text.strip() in (self.values or frozenset())
+
+    def holds_in_tree(self, tree: Mapping[str, Any], local_path: str) -> bool:
+        """The same test on a legacy record being written (a tree of values)."""
+        node: Any = tree
+        for part in local_path.split("/"):
+            node = node.get(part) if isinstance(node, Mapping) else None
+        text = node if isinstance(node, str) else None
+        present = bool(text and text.strip())
+        if self.exists is not None:
+            return present is self.exists
+        return present and text is not None and text.strip() in (self.values or frozenset())
 
 
 @dataclass(frozen=True)
@@ -82,6 +164,12 @@ class CompiledField:
     each: str | None = None
     children: tuple[CompiledField, ...] = ()
     where: str = ""  # file:line, for messages about bad legacy data
+    template: ValueTemplate | None = None  # a constant with placeholders
+    local: str | None = None  # the legacy path as written (slash path of local names)
+    local_when: str | None = None  # the `when` path as written, for writes
+    local_each: str | None = None
+    reads: bool = True
+    writes: bool = False
 
     @property
     def is_group(self) -> bool:
@@ -89,20 +177,22 @@ class CompiledField:
 
 
 @dataclass(frozen=True)
-class CompiledRead:
-    call: CompiledCall
-    record: str
-    id_pattern: re.Pattern[str] | None
-
-
-@dataclass(frozen=True)
 class CompiledParam:
     name: str
     type: str
-    element: str
     pipeline: Pipeline
     system: str | None
+    target: str | None
+    prefixes: frozenset[str]
+    fhir: tuple[PathStep, ...] | None
+    pushed: bool  # whether the value goes to the legacy system at all
+    required: bool
     description: str
+    slot: str = ""  # the parameter whose placeholder carries the value (a shared element)
+
+    @property
+    def key(self) -> str:
+        return self.slot or self.name
 
 
 @dataclass(frozen=True)
@@ -111,16 +201,51 @@ class CompiledPaging:
     cursor: str | None
     next: CompiledCall | None
     page_size: int | None
+    first_page: int
     invalid_cursor_codes: frozenset[str]
 
 
 @dataclass(frozen=True)
+class CompiledRead:
+    steps: tuple[CompiledStep, ...]
+    record: str
+    id_pattern: re.Pattern[str] | None
+
+    @property
+    def call(self) -> CompiledCall:
+        return self.steps[-1].call
+
+
+@dataclass(frozen=True)
+class CompiledInclude:
+    name: str
+    resource: str
+    each: str  # Clark path in the record
+
+
+@dataclass(frozen=True)
 class CompiledSearch:
-    call: CompiledCall
+    steps: tuple[CompiledStep, ...]
     params: dict[str, CompiledParam]
     records: str
     total: str | None
     paging: CompiledPaging
+    include: dict[str, CompiledInclude] = field(default_factory=dict)
+
+    @property
+    def call(self) -> CompiledCall:
+        return self.steps[0].call
+
+
+@dataclass(frozen=True)
+class CompiledWrite:
+    steps: tuple[CompiledStep, ...]
+    record: str | None  # slash path in the first step's request
+    id: str | None  # Clark path in the last answer
+    version: tuple[PathStep, ...] | None
+    when: tuple[tuple[tuple[PathStep, ...], str], ...]
+    conditional: tuple[str, ...]
+    respond: str
 
 
 @dataclass(frozen=True)
@@ -133,6 +258,23 @@ class CompiledResource:
     read: CompiledRead | None
     search: CompiledSearch | None
     fields: tuple[CompiledField, ...]
+    create: CompiledWrite | None = None
+    update: tuple[CompiledWrite, ...] = ()
+    delete: CompiledWrite | None = None
+
+    def interactions(self) -> list[str]:
+        names = []
+        if self.read is not None:
+            names.append("read")
+        if self.update:
+            names.append("update")
+        if self.delete is not None:
+            names.append("delete")
+        if self.create is not None:
+            names.append("create")
+        if self.search is not None:
+            names.append("search-type")
+        return names
 
 
 @dataclass(frozen=True)
@@ -153,3 +295,5 @@ class CompiledSystem:
     faults: dict[str, s.FaultRule]
     resources: dict[str, CompiledResource]
     tables: dict[str, CodeTable]
+    body_errors: BodyErrors | None = None
+    files: tuple[Path, ...] = ()

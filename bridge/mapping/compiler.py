@@ -17,32 +17,28 @@ from bridge.errors import MappingError, Problem
 from bridge.mapping import schema as s
 from bridge.mapping.compiled import (
     CompiledCall,
-    CompiledField,
-    CompiledPaging,
-    CompiledParam,
-    CompiledRead,
     CompiledResource,
-    CompiledSearch,
+    CompiledStep,
     CompiledSystem,
-    CompiledWhen,
+    Placeholder,
     ValueTemplate,
 )
-from bridge.mapping.fhirmodel import PathStep, check_path, resource_exists
 from bridge.mapping.loader import Document, Loc, load_document, load_model
+from bridge.mapping.resources import ResourceCompiler, Scope
 from bridge.mapping.tables import CodeTable, load_table
 from bridge.mapping.transforms import Pipeline, TransformError, build_transform
-from bridge.soap.backend import SessionStyle
+from bridge.soap.backend import BodyErrors, SessionStyle
 from bridge.soap.envelope import EnvelopeTemplate, HeaderTemplate, Value
 from bridge.soap.wsdl import ElementInfo, OperationInfo, ServiceDescription, WsdlError, load_wsdl
+from bridge.soap.wssecurity import UsernameToken
 from bridge.soap.xml import compile_local_path
 
 __all__ = ["compile_system"]
 
-_PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
-_FHIR_PATH = re.compile(r"^[a-z][A-Za-z0-9]*(\[\d+\])?(\.[a-z][A-Za-z0-9]*(\[\d+\])?)*$")
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.\-/]*)(?:\|([^{}]*))?\}")
 
 
-class _Compiler:
+class _Compiler(ResourceCompiler):
     def __init__(self, folder: Path, env: Mapping[str, str], endpoint: str | None) -> None:
         self.folder = folder
         self.env = env
@@ -73,25 +69,45 @@ class _Compiler:
         return "/".join(clark), current
 
     def value_template(
-        self, doc: Document, loc: Loc, raw: s.Scalar, known: tuple[str, ...]
+        self, doc: Document, loc: Loc, raw: s.Scalar, scope: Scope
     ) -> ValueTemplate | None:
+        """Compile `text {placeholder|default}`; None when a placeholder is unknown."""
         text = str(raw).lower() if isinstance(raw, bool) else str(raw)
-        parts: list[tuple[bool, str]] = []
+        parts: list[str | Placeholder] = []
         pos = 0
         ok = True
         for m in _PLACEHOLDER.finditer(text):
             if m.start() > pos:
-                parts.append((False, text[pos : m.start()]))
-            name = m.group(1)
-            if name not in known:
-                allowed = ", ".join("{" + k + "}" for k in known) or "none here"
-                self.fail(doc, loc, f"unknown placeholder '{{{name}}}'; known: {allowed}")
+                parts.append(text[pos : m.start()])
+            placeholder = self.placeholder(doc, loc, m.group(1), m.group(2), scope)
+            if placeholder is None:
                 ok = False
-            parts.append((True, name))
+            else:
+                parts.append(placeholder)
             pos = m.end()
         if pos < len(text):
-            parts.append((False, text[pos:]))
+            parts.append(text[pos:])
         return ValueTemplate(tuple(parts)) if ok else None
+
+    def placeholder(
+        self, doc: Document, loc: Loc, name: str, default: str | None, scope: Scope
+    ) -> Placeholder | None:
+        if name in scope.variables:
+            return Placeholder(name, "var", default=default)
+        head, _, rest = name.partition(".")
+        if head == "item" and scope.item is not None and rest:
+            found = self.resolve(doc, loc, scope.item, rest, "{item}") if rest != "." else None
+            path = found[0] if found else ("." if rest == "." else None)
+            return Placeholder(name, "item", path=path, default=default) if path else None
+        if head in scope.steps and rest:
+            found = self.resolve(doc, loc, scope.steps[head], rest, f"{{{head}}}")
+            return Placeholder(name, "step", head, found[0], default) if found else None
+        known = [*scope.variables, *(f"{st}.PATH" for st in scope.steps)]
+        if scope.item is not None:
+            known.append("item.PATH")
+        allowed = ", ".join("{" + k + "}" for k in known) or "none here"
+        self.fail(doc, loc, f"unknown placeholder '{{{name}}}'; known: {allowed}")
+        return None
 
     def operation(self, doc: Document, loc: Loc, wsdl: ServiceDescription, name: str) -> Any:
         op = wsdl.operations.get(name)
@@ -105,25 +121,84 @@ class _Compiler:
         doc: Document,
         loc: Loc,
         wsdl: ServiceDescription,
-        spec: s.OperationCall,
-        known: tuple[str, ...],
+        operation: str,
+        request: Mapping[str, s.RequestValue],
+        scope: Scope,
     ) -> CompiledCall | None:
-        op: OperationInfo | None = self.operation(doc, (*loc, "operation"), wsdl, spec.operation)
+        op: OperationInfo | None = self.operation(doc, (*loc, "operation"), wsdl, operation)
         if op is None:
             return None
-        values = []
+        values: list[tuple[str, ValueTemplate | tuple[ValueTemplate, ...]]] = []
         complete = True
-        for key, raw in spec.request.items():
+        for key, raw in request.items():
             vloc = (*loc, "request", key)
             if self.resolve(doc, vloc, op.input, key, f"request of {op.name}") is None:
                 complete = False
                 continue
-            template = self.value_template(doc, vloc, raw, known)
-            if template is None:
+            items = raw if isinstance(raw, list) else [raw]
+            templates = [self.value_template(doc, vloc, item, scope) for item in items]
+            if any(t is None for t in templates):
                 complete = False
                 continue
-            values.append((key.strip("/"), template))
+            built = [t for t in templates if t is not None]
+            values.append((key.strip("/"), tuple(built) if isinstance(raw, list) else built[0]))
         return CompiledCall(EnvelopeTemplate(op), tuple(values)) if complete else None
+
+    def steps(
+        self,
+        doc: Document,
+        loc: Loc,
+        wsdl: ServiceDescription,
+        spec: s.Steps,
+        variables: tuple[str, ...],
+        extra: Mapping[str, s.RequestValue] | None = None,
+    ) -> tuple[CompiledStep, ...] | None:
+        """Compile `operation`+`request` or `steps`; `extra` joins the first step's request."""
+        if spec.steps is None:
+            assert spec.operation is not None
+            raw_steps = [s.Step(operation=spec.operation, request=spec.request)]
+            locs: list[Loc] = [loc]
+        else:
+            raw_steps = list(spec.steps)
+            locs = [(*loc, "steps", i) for i in range(len(raw_steps))]
+        compiled: list[CompiledStep] = []
+        outputs: dict[str, ElementInfo] = {}
+        ok = True
+        for i, (step, sloc) in enumerate(zip(raw_steps, locs, strict=True)):
+            item: ElementInfo | None = None
+            for_each = None
+            if step.for_each is not None:
+                head, _, rest = step.for_each.partition(".")
+                if head not in outputs or not rest:
+                    known = ", ".join(outputs) or "no named step before this one"
+                    self.fail(
+                        doc,
+                        (*sloc, "for_each"),
+                        f"for_each '{step.for_each}' must be STEP.PATH of an earlier named step; "
+                        f"known: {known}",
+                    )
+                    ok = False
+                    continue
+                found = self.resolve(doc, (*sloc, "for_each"), outputs[head], rest, "for_each")
+                if found is None:
+                    ok = False
+                    continue
+                for_each, item = (head, found[0]), found[1]
+            request = dict(step.request)
+            if i == 0 and extra:
+                request = {**extra, **request}
+            scope = Scope(variables, dict(outputs), item)
+            call = self.call(doc, sloc, wsdl, step.operation, request, scope)
+            if call is None:
+                ok = False
+                continue
+            if step.name is not None:
+                if step.name in outputs or step.name in ("item", "params"):
+                    self.fail(doc, (*sloc, "name"), f"step name '{step.name}' is used twice")
+                    ok = False
+                outputs[step.name] = call.template.operation.output
+            compiled.append(CompiledStep(step.name, call, for_each))
+        return tuple(compiled) if ok and compiled else None
 
     def pipeline(self, doc: Document, loc: Loc, steps: s.Pipeline, tables: Any) -> Pipeline:
         built = []
@@ -181,8 +256,10 @@ class _Compiler:
                 continue
             if res is not None:
                 resources[res.type] = res
+        body_errors = self.body_errors(doc, wsdl, spec.faults.in_body)
         if self.problems:
             raise MappingError(self.problems)
+        files = [path, *sorted(self.folder.glob("*.yaml")), *sorted(self.folder.glob("tables/*"))]
         return CompiledSystem(
             name=spec.system,
             folder=self.folder,
@@ -200,7 +277,33 @@ class _Compiler:
             faults=dict(spec.faults.table),
             resources=resources,
             tables=tables,
+            body_errors=body_errors,
+            files=tuple(dict.fromkeys(files)),
         )
+
+    def body_errors(
+        self, doc: Document, wsdl: ServiceDescription, spec: s.InBodyErrors | None
+    ) -> BodyErrors | None:
+        """Per operation, the test and the code path, where the answer has both."""
+        if spec is None:
+            return None
+        checks = {}
+        for name, op in wsdl.operations.items():
+            when_el = _find_path(op.output, spec.when.path)
+            code_el = _find_path(op.output, spec.code)
+            if when_el is None or code_el is None:
+                continue
+            condition = self.condition(doc, ("faults", "in_body", "when"), op.output, spec.when)
+            code = self.resolve(doc, ("faults", "in_body", "code"), op.output, spec.code, "code")
+            if condition is not None and code is not None:
+                checks[name] = (condition.holds, code[0])
+        if not checks:
+            self.fail(
+                doc,
+                ("faults", "in_body"),
+                f"no operation's answer has both '{spec.when.path}' and '{spec.code}'",
+            )
+        return BodyErrors(checks)
 
     def session(
         self,
@@ -210,33 +313,84 @@ class _Compiler:
         username: str,
         password: str,
     ) -> SessionStyle:
+        loc: Loc = ("session",)
+        common = {
+            "kind": spec.style,
+            "expired_codes": frozenset(spec.expired_faults),
+            "limit_codes": frozenset(spec.limit_faults),
+        }
         if spec.style == "none":
-            return SessionStyle(kind="none")
-        assert spec.login is not None and spec.header is not None  # checked by the model
-        login = self.call(doc, ("session", "login"), wsdl, spec.login, ("username", "password"))
-        token_path: str | None = None
+            return SessionStyle(**common)  # type: ignore[arg-type]
+        if spec.style == "ws-security":
+            wss = spec.ws_security or s.WsSecuritySpec()
+            token = UsernameToken(
+                username,
+                password,
+                digest=wss.password == "digest",  # noqa: S105 - the kind of password
+                nonce=wss.nonce,
+                timestamp=wss.timestamp,
+                ttl=wss.ttl,
+            )
+            return SessionStyle(ws_security=token, **common)  # type: ignore[arg-type]
+        if spec.style == "credentials":
+            assert spec.credentials is not None
+            pair = (spec.credentials.username, username, spec.credentials.password, password)
+            return SessionStyle(credentials=pair, **common)  # type: ignore[arg-type]
+        assert spec.login is not None  # the model checks what each style needs
+        login = self.call(
+            doc,
+            (*loc, "login"),
+            wsdl,
+            spec.login.operation,
+            spec.login.request,
+            Scope(("username", "password")),
+        )
         login_op = wsdl.operations.get(spec.login.operation)
-        if login_op is not None:
+        token_path: str | None = None
+        check = None
+        if login_op is not None and spec.login.token is not None:
             found = self.resolve(
-                doc, ("session", "login", "token"), login_op.output, spec.login.token, "token"
+                doc, (*loc, "login", "token"), login_op.output, spec.login.token, "token"
             )
             token_path = found[0] if found else None
-        header: HeaderTemplate | None = None
-        element = wsdl.elements.get(spec.header.element)
-        if element is None:
-            known = ", ".join(sorted(wsdl.elements))
-            self.fail(
-                doc,
-                ("session", "header", "element"),
-                f"header element '{spec.header.element}' is not in the WSDL; known: {known}",
+        if login_op is not None and spec.login.success is not None:
+            check = self.condition(
+                doc, (*loc, "login", "success"), login_op.output, spec.login.success
             )
-        elif self.resolve(
-            doc, ("session", "header", "token"), element, spec.header.token, "header token"
-        ):
-            header = HeaderTemplate(element, spec.header.token)
+        header: HeaderTemplate | None = None
+        if spec.style == "header-token":
+            assert spec.header is not None
+            element = wsdl.elements.get(spec.header.element)
+            if element is None:
+                known = ", ".join(sorted(wsdl.elements))
+                self.fail(
+                    doc,
+                    (*loc, "header", "element"),
+                    f"header element '{spec.header.element}' is not in the WSDL; known: {known}",
+                )
+            elif self.resolve(
+                doc, (*loc, "header", "token"), element, spec.header.token, "header token"
+            ):
+                header = HeaderTemplate(element, spec.header.token)
+        if spec.style == "body-token":
+            assert spec.body is not None
+            carriers = [op for op in wsdl.operations.values() if op.input.child(spec.body)]
+            if not carriers:
+                self.fail(
+                    doc,
+                    (*loc, "body"),
+                    f"no operation's request has an element '{spec.body}' to carry the token",
+                )
         logout: CompiledCall | None = None
         if spec.logout is not None:
-            logout = self.call(doc, ("session", "logout"), wsdl, spec.logout, ("token",))
+            logout = self.call(
+                doc,
+                (*loc, "logout"),
+                wsdl,
+                spec.logout.operation,
+                spec.logout.request,
+                Scope(("token",)),
+            )
         credentials = {"username": username, "password": password}
         login_values = login.request(credentials) if login else {}
         logout_call = logout
@@ -246,15 +400,16 @@ class _Compiler:
             return logout_call.request({"token": token})
 
         return SessionStyle(
-            kind=spec.style,
             login=login.template if login else None,
             login_values=login_values,
             token_path=token_path,
+            login_check=check.holds if check is not None else None,
             header=header,
+            body_element=spec.body,
+            cookie=spec.cookie,
             logout=logout.template if logout else None,
             logout_values=logout_values if logout else None,
-            expired_codes=frozenset(spec.expired_faults),
-            limit_codes=frozenset(spec.limit_faults),
+            **common,  # type: ignore[arg-type]
         )
 
     def tables(self) -> dict[str, CodeTable]:
@@ -278,205 +433,16 @@ class _Compiler:
         except ValueError:
             return str(path)
 
-    # -- <Resource>.yaml -------------------------------------------------------
-
-    def resource(
-        self, file: Path, system: str, wsdl: ServiceDescription, tables: dict[str, CodeTable]
-    ) -> CompiledResource | None:
-        doc = load_document(file)
-        spec = load_model(doc, s.ResourceFile)
-        if not resource_exists(spec.resource):
-            self.fail(doc, ("resource",), f"'{spec.resource}' is not a FHIR R4 resource type")
-            return None
-        if file.stem != spec.resource:
-            self.fail(
-                doc, ("resource",), f"resource '{spec.resource}' must be in {spec.resource}.yaml"
-            )
-        record: ElementInfo | None = None
-        read: CompiledRead | None = None
-        if spec.read is not None:
-            call = self.call(doc, ("read",), wsdl, spec.read, ("id",))
-            op = wsdl.operations.get(spec.read.operation)
-            found = (
-                self.resolve(doc, ("read", "record"), op.output, spec.read.record, "record")
-                if op
-                else None
-            )
-            pattern = None
-            if spec.read.id_pattern is not None:
-                try:
-                    pattern = re.compile(spec.read.id_pattern)
-                except re.error as exc:
-                    self.fail(doc, ("read", "id_pattern"), f"not a regular expression: {exc}")
-            if call and found:
-                record = found[1]
-                read = CompiledRead(call, found[0], pattern)
-        search: CompiledSearch | None = None
-        if spec.search is not None:
-            search, search_record = self.search(doc, wsdl, spec.search, tables)
-            record = record or search_record
-        if spec.read is None and spec.search is None:
-            self.fail(doc, ("resource",), "a resource needs 'read', 'search' or both")
-        fields: tuple[CompiledField, ...] = ()
-        if record is not None:
-            fields = self.fields(doc, ("fields",), spec.resource, [], record, spec.fields, tables)
-        return CompiledResource(
-            type=spec.resource,
-            system=system,
-            file=doc.display,
-            description=spec.description,
-            profiles=tuple(spec.profile),
-            read=read,
-            search=search,
-            fields=fields,
-        )
-
-    def search(
-        self,
-        doc: Document,
-        wsdl: ServiceDescription,
-        spec: s.SearchSpec,
-        tables: dict[str, CodeTable],
-    ) -> tuple[CompiledSearch | None, ElementInfo | None]:
-        loc: Loc = ("search",)
-        call = self.call(doc, loc, wsdl, spec, ())
-        op = wsdl.operations.get(spec.operation)
-        if op is None or call is None:
-            return None, None
-        params: dict[str, CompiledParam] = {}
-        for name, p in spec.params.items():
-            ploc = (*loc, "params", name)
-            if self.resolve(doc, (*ploc, "element"), op.input, p.element, f"param '{name}'"):
-                pipeline = self.pipeline(doc, (*ploc, "transform"), p.transform, tables)
-                if not pipeline.invertible:
-                    self.fail(
-                        doc,
-                        (*ploc, "transform"),
-                        f"param '{name}': a search value must be converted to the legacy "
-                        "form, and this transform only works one way",
-                    )
-                params[name] = CompiledParam(
-                    name, p.type, p.element.strip("/"), pipeline, p.system, p.description
-                )
-        records = self.resolve(doc, (*loc, "records"), op.output, spec.records, "records")
-        total = None
-        if spec.total is not None:
-            found = self.resolve(doc, (*loc, "total"), op.output, spec.total, "total")
-            total = found[0] if found else None
-        paging = self.paging(doc, wsdl, spec.paging, op)
-        if records is None or paging is None:
-            return None, None
-        return CompiledSearch(call, params, records[0], total, paging), records[1]
-
-    def paging(
-        self, doc: Document, wsdl: ServiceDescription, spec: s.Paging, op: OperationInfo
-    ) -> CompiledPaging | None:
-        loc: Loc = ("search", "paging")
-        if spec.style == "none":
-            return CompiledPaging("none", None, None, spec.page_size, frozenset())
-        assert spec.cursor is not None and spec.next is not None
-        cursor = self.resolve(doc, (*loc, "cursor"), op.output, spec.cursor, "cursor")
-        nxt = self.call(doc, (*loc, "next"), wsdl, spec.next, ("cursor",))
-        if cursor is None or nxt is None:
-            return None
-        if nxt.template.operation.output.name != op.output.name:
-            # The next page is read with the same paths as the first one.
-            out = nxt.template.operation.output
-            for path in (spec.cursor,):
-                self.resolve(doc, (*loc, "next"), out, path, f"{out.name}")
-        return CompiledPaging(
-            "cursor", cursor[0], nxt, spec.page_size, frozenset(spec.invalid_cursor_faults)
-        )
-
-    def fields(
-        self,
-        doc: Document,
-        loc: Loc,
-        resource: str,
-        prefix: list[PathStep],
-        record: ElementInfo,
-        specs: list[s.FieldSpec],
-        tables: dict[str, CodeTable],
-    ) -> tuple[CompiledField, ...]:
-        compiled: list[CompiledField] = []
-        for i, f in enumerate(specs):
-            floc = (*loc, i)
-            steps = self.fhir_path(doc, (*floc, "fhir"), f.fhir, each=f.each is not None)
-            if steps is None:
-                continue
-            full = [*prefix, *steps]
-            if not (len(full) == 1 and full[0].name == "id"):
-                message = check_path(resource, full, leaf=f.fields is None)
-                if message:
-                    self.fail(doc, (*floc, "fhir"), f"field '{f.fhir}': {message}")
-                    continue
-            when = self.condition(doc, (*floc, "when"), record, f.when) if f.when else None
-            line, _ = doc.position(floc)
-            where = f"{doc.display}:{line}"
-            if f.fields is not None:
-                base = record
-                each = None
-                if f.each is not None:
-                    found = self.resolve(doc, (*floc, "each"), record, f.each, f"field '{f.fhir}'")
-                    if found is None:
-                        continue
-                    each, base = found
-                # Children are checked at their full path but compiled relative
-                # to the group (for `each`, relative to one item of the list).
-                group_prefix = full
-                if f.each is not None:
-                    group_prefix = [*full[:-1], PathStep(full[-1].name, 0)]
-                children = self.fields(
-                    doc, (*floc, "fields"), resource, group_prefix, base, f.fields, tables
-                )
-                compiled.append(
-                    CompiledField(
-                        tuple(steps), when=when, each=each, children=children, where=where
-                    )
-                )
-            elif f.from_ is not None:
-                found = self.resolve(doc, (*floc, "from"), record, f.from_, f"field '{f.fhir}'")
-                if found is None:
-                    continue
-                pipeline = self.pipeline(doc, (*floc, "transform"), f.transform, tables)
-                compiled.append(
-                    CompiledField(tuple(steps), found[0], None, pipeline, when, where=where)
-                )
-            else:
-                compiled.append(CompiledField(tuple(steps), None, f.value, when=when, where=where))
-        return tuple(compiled)
-
-    def fhir_path(self, doc: Document, loc: Loc, path: str, *, each: bool) -> list[PathStep] | None:
-        if not _FHIR_PATH.match(path):
-            self.fail(doc, loc, f"'{path}' is not a FHIR element path like name[0].family")
-            return None
-        steps = []
-        for part in path.split("."):
-            name, _, index = part.partition("[")
-            steps.append(PathStep(name, int(index[:-1]) if index else None))
-        if each:
-            if steps[-1].index is not None:
-                self.fail(doc, loc, f"'each' fills the list itself: write '{steps[-1].name}'")
-                return None
-            steps[-1] = PathStep(steps[-1].name, -1)
-        return steps
-
-    def condition(
-        self, doc: Document, loc: Loc, record: ElementInfo, spec: s.When
-    ) -> CompiledWhen | None:
-        found = self.resolve(doc, (*loc, "path"), record, spec.path, "when")
-        if found is None:
-            return None
-        values = None
-        if spec.equals is not None:
-            values = frozenset([str(spec.equals)])
-        elif spec.in_ is not None:
-            values = frozenset(str(v) for v in spec.in_)
-        return CompiledWhen(found[0], spec.exists, values)
-
 
 def compile_system(
     folder: Path, env: Mapping[str, str], *, endpoint: str | None = None
 ) -> CompiledSystem:
     """Load, check and compile one system folder. Raises MappingError listing every problem."""
     return _Compiler(folder, env, endpoint).system()
+
+
+def _find_path(base: ElementInfo, path: str) -> ElementInfo | None:
+    current: ElementInfo | None = base
+    for step in path.strip("/").split("/"):
+        current = current.child(step) if current is not None else None
+    return current

@@ -18,7 +18,8 @@ __all__ = ["PathStep", "check_path", "resource_exists"]
 @dataclass(frozen=True)
 class PathStep:
     name: str
-    index: int | None  # None: no [n]; -1: the path ends at a list to fill with `each`
+    # None: no [n]; -1: the path ends at a list to fill with `each`; -2: any item
+    index: int | None
 
 
 @functools.cache
@@ -66,10 +67,14 @@ def _names(model: Any) -> list[str]:
     ]
 
 
-def check_path(resource: str, steps: list[PathStep], *, leaf: bool) -> str | None:
+def check_path(
+    resource: str, steps: list[PathStep], *, leaf: bool, lenient: bool = False
+) -> str | None:
     """None when the path exists in the resource, else a message saying what to fix.
 
     `leaf` is true when a single value is written at the path (not a group).
+    `lenient` allows repeating elements without an index (paths that are read
+    for searching, where every repetition counts).
     """
     model = _model(resource)
     if model is None:
@@ -87,7 +92,7 @@ def check_path(resource: str, steps: list[PathStep], *, leaf: bool) -> str | Non
         label = f"{where}.{step.name}" if where != resource else step.name
         if step.index is not None and step.index >= 0 and not repeats:
             return f"'{label}' does not repeat: remove [{step.index}]"
-        if step.index is None and repeats:
+        if step.index is None and repeats and not lenient:
             return f"'{label}' repeats: write {step.name}[0] (or use 'each' on a group)"
         if step.index == -1 and not repeats:
             return f"'{label}' does not repeat, so 'each' cannot fill it"

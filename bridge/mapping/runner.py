@@ -1,4 +1,4 @@
-"""Run compiled mappings: legacy XML to FHIR dicts, FHIR search values to legacy.
+"""Run compiled mappings: legacy XML to FHIR, FHIR to legacy values.
 
 Pure functions: no network, no clock, no globals.
 """
@@ -6,21 +6,29 @@ Pure functions: no network, no clock, no globals.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from lxml import etree
 
-from bridge.mapping.compiled import CompiledField, CompiledParam, CompiledResource, CompiledSearch
+from bridge.mapping.compiled import (
+    CompiledField,
+    CompiledParam,
+    CompiledResource,
+    CompiledSearch,
+    RunContext,
+)
+from bridge.mapping.fhirmodel import PathStep
 from bridge.mapping.transforms import TransformError
-from bridge.soap.envelope import Value
 
 __all__ = [
     "BadValue",
     "Criterion",
     "NoMatch",
     "build_resource",
+    "fhir_values",
+    "legacy_record",
     "search_values",
 ]
 
@@ -34,6 +42,7 @@ class Criterion:
     name: str
     value: str
     system: str | None = None  # tokens: the part before '|', '' for '|code'
+    prefix: str | None = None  # dates: eq, ge, gt, le, lt
 
 
 class NoMatch(Exception):
@@ -41,10 +50,13 @@ class NoMatch(Exception):
 
 
 class BadValue(ValueError):
-    """A search value the legacy form cannot express. The message names the parameter."""
+    """A value the legacy form cannot express. The message names the element, not the value."""
 
 
-def _set(target: dict[str, Any], steps: Any, value: Any) -> None:
+# -- legacy to FHIR ----------------------------------------------------------------
+
+
+def _set(target: dict[str, Any], steps: Sequence[PathStep], value: Any) -> None:
     node: Any = target
     last = len(steps) - 1
     for i, step in enumerate(steps):
@@ -83,8 +95,12 @@ def _compact(value: Any) -> Any:
     return value
 
 
-def _fill(target: dict[str, Any], fields: tuple[CompiledField, ...], record: Any) -> None:
+def _fill(
+    target: dict[str, Any], fields: tuple[CompiledField, ...], record: Any, ctx: RunContext
+) -> None:
     for f in fields:
+        if not f.reads:
+            continue
         if f.when is not None and not f.when.holds(record):
             continue
         if f.is_group:
@@ -92,18 +108,20 @@ def _fill(target: dict[str, Any], fields: tuple[CompiledField, ...], record: Any
                 items = []
                 for item in record.iterfind(f.each):
                     built: dict[str, Any] = {}
-                    _fill(built, f.children, item)
+                    _fill(built, f.children, item, ctx)
                     items.append(built)
                 _set(target, f.steps, items)
             else:
                 group: dict[str, Any] = {}
-                _fill(group, f.children, record)
+                _fill(group, f.children, record, ctx)
                 _set(target, f.steps, group)
             continue
         if f.source is None:
-            _set(target, f.steps, f.constant)
+            value = f.template.render(ctx) if f.template is not None else f.constant
+            if value is not None:
+                _set(target, f.steps, value)
             continue
-        text = record.findtext(f.source)
+        text = record.text if f.source == "." else record.findtext(f.source)
         if text is None or not text.strip():
             continue
         try:
@@ -117,30 +135,118 @@ def _fill(target: dict[str, Any], fields: tuple[CompiledField, ...], record: Any
             _set(target, f.steps, value)
 
 
-def build_resource(resource: CompiledResource, record: etree._Element) -> dict[str, Any]:
+def build_resource(
+    resource: CompiledResource, record: etree._Element, ctx: RunContext | None = None
+) -> dict[str, Any]:
     """The FHIR resource (a plain dict) for one legacy record."""
     out: dict[str, Any] = {"resourceType": resource.type}
-    _fill(out, resource.fields, record)
+    _fill(out, resource.fields, record, ctx or RunContext())
     compacted: dict[str, Any] = _compact(out)
     return compacted
 
 
-def _legacy_value(param: CompiledParam, criterion: Criterion) -> str:
-    if param.type == "token" and criterion.system is not None:
-        if param.system is not None and criterion.system != param.system:
-            raise NoMatch()
-        if param.system is None and criterion.system not in ("",):
-            accepted_system = _table_system(param)
-            if accepted_system is not None and criterion.system != accepted_system:
-                raise NoMatch()
-    if not param.pipeline.steps:
-        return criterion.value
+# -- FHIR to legacy -----------------------------------------------------------------
+
+
+def fhir_values(node: Any, steps: Sequence[PathStep]) -> list[Any]:
+    """Every value at a FHIR path; an index picks one item, -1 and -2 every item."""
+    current = [node]
+    for step in steps:
+        nxt: list[Any] = []
+        for item in current:
+            value = item.get(step.name) if isinstance(item, dict) else None
+            if value is None:
+                continue
+            if isinstance(value, list):
+                if step.index is not None and step.index >= 0:
+                    if step.index < len(value):
+                        nxt.append(value[step.index])
+                else:
+                    nxt.extend(value)
+            else:
+                nxt.append(value)
+        current = nxt
+    return current
+
+
+def _tree_set(tree: dict[str, Any], path: str, value: Any) -> None:
+    parts = path.split("/")
+    node = tree
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    node.setdefault(parts[-1], value)  # the first field that writes an element wins
+
+
+def _tree_append(tree: dict[str, Any], path: str, item: Any) -> None:
+    parts = path.split("/")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node.setdefault(parts[-1], []).append(item)
+
+
+def _label(f: CompiledField) -> str:
+    return ".".join(s.name for s in f.steps)
+
+
+def _write(tree: dict[str, Any], fields: tuple[CompiledField, ...], node: Any) -> None:
+    for f in fields:
+        if f.is_group:
+            if not any(c.writes or c.is_group for c in f.children):
+                continue
+            if f.local_when and f.when is not None and not f.when.holds_in_tree(tree, f.local_when):
+                continue
+            if f.each is not None and f.local_each is not None:
+                for item in fhir_values(node, f.steps):
+                    if len(f.children) == 1 and f.children[0].local == ".":
+                        child = f.children[0]
+                        values = fhir_values(item, child.steps)
+                        if values:
+                            _tree_append(tree, f.local_each, _to_legacy(child, values[0]))
+                        continue
+                    sub: dict[str, Any] = {}
+                    _write(sub, f.children, item)
+                    if sub:
+                        _tree_append(tree, f.local_each, sub)
+                continue
+            found = fhir_values(node, f.steps)
+            if found and isinstance(found[0], dict):
+                _write(tree, f.children, found[0])
+            continue
+        if not f.writes or f.local is None:
+            continue
+        if f.local_when and f.when is not None and not f.when.holds_in_tree(tree, f.local_when):
+            continue
+        if f.constant is not None:  # a legacy constant, written as it is
+            _tree_set(tree, f.local, str(f.constant))
+            continue
+        values = fhir_values(node, f.steps) if f.steps and f.steps[0].name else []
+        if not values:
+            continue
+        _tree_set(tree, f.local, _to_legacy(f, values[0]))
+
+
+def _to_legacy(f: CompiledField, value: Any) -> str:
     try:
-        return str(param.pipeline.to_legacy(criterion.value))
+        legacy = f.pipeline.to_legacy(value)
     except TransformError as exc:
-        accepted = param.pipeline.accepted()
-        choices = f"; use one of: {', '.join(accepted)}" if accepted else ""
-        raise BadValue(f"{criterion.name}: {exc}{choices}") from None
+        raise BadValue(f"{_label(f)}: {exc}") from None
+    if isinstance(legacy, bool):
+        return "true" if legacy else "false"
+    return str(legacy)
+
+
+def legacy_record(resource: CompiledResource, fhir: Mapping[str, Any]) -> dict[str, Any]:
+    """The legacy record (a tree of element values) a FHIR resource writes."""
+    tree: dict[str, Any] = {}
+    _write(tree, resource.fields, fhir)
+    return tree
+
+
+# -- search ------------------------------------------------------------------------
 
 
 def _table_system(param: CompiledParam) -> str | None:
@@ -152,10 +258,58 @@ def _table_system(param: CompiledParam) -> str | None:
     return None
 
 
-def search_values(search: CompiledSearch, criteria: Mapping[str, Criterion]) -> dict[str, Value]:
-    """Request element values for a search. Raises NoMatch or BadValue."""
-    values: dict[str, Value] = {path: v.render({}) for path, v in search.call.values}
-    for name, criterion in criteria.items():
+def _legacy_value(param: CompiledParam, criterion: Criterion) -> str:
+    value = criterion.value
+    if param.type == "token" and criterion.system is not None:
+        # `|code` asks for a code without a system: a plain `code` element (a
+        # table's FHIR code) has none; a declared system rules it out.
+        expected = param.system or (_table_system(param) if criterion.system else None)
+        if expected is not None and criterion.system != expected:
+            raise NoMatch()
+    if param.type == "reference":
+        head, _, tail = value.rpartition("/")
+        if head and param.target is not None and head.rsplit("/", 1)[-1] != param.target:
+            raise NoMatch()
+        value = tail
+    if not param.pipeline.steps:
+        return value
+    try:
+        return str(param.pipeline.to_legacy(value))
+    except TransformError as exc:
+        accepted = param.pipeline.accepted()
+        choices = f"; use one of: {', '.join(accepted)}" if accepted else ""
+        raise BadValue(f"{criterion.name}: {exc}{choices}") from None
+
+
+def search_values(
+    search: CompiledSearch, criteria: Mapping[str, Sequence[Criterion]]
+) -> dict[str, str]:
+    """Context values (`params.NAME`, `params.NAME.PREFIX`) for a search.
+
+    Raises NoMatch when nothing can match, BadValue for a value the legacy
+    system cannot take.
+    """
+    values: dict[str, str] = {}
+    for name, items in criteria.items():
         param = search.params[name]
-        values[param.element] = _legacy_value(param, criterion)
+        for criterion in items:
+            if not param.pushed:
+                continue
+            if param.prefixes:
+                prefix = criterion.prefix or "eq"
+                if prefix not in param.prefixes:
+                    if param.fhir is None:
+                        raise BadValue(f"{name}: the prefix '{prefix}' is not supported here.")
+                    continue  # the gateway applies it to the results
+                values[f"params.{name}.{prefix}"] = _legacy_value(param, criterion)
+                if prefix == "eq":
+                    for bound in ("ge", "le"):
+                        if bound in param.prefixes:
+                            values.setdefault(f"params.{name}.{bound}", values[f"params.{name}.eq"])
+            else:
+                key = f"params.{param.key}"
+                value = _legacy_value(param, criterion)
+                if values.get(key, value) != value:
+                    raise NoMatch()  # two parameters ask for different values of one element
+                values[key] = value
     return values

@@ -4,6 +4,19 @@ Two kinds of file make a system folder: `system.yaml` (how to reach and talk to
 the legacy system) and one `<Resource>.yaml` per FHIR resource type it serves.
 Unknown keys are errors everywhere. The JSON Schema published for editors is
 generated from these models (`bridge schema`).
+
+Request values are constants or text with `{placeholders}`:
+
+    {id}                 the FHIR id (read, update, delete)
+    {params.NAME}        a search parameter, converted to the legacy form
+    {params.NAME.ge}     a date parameter's bound for one prefix (ge, gt, le, lt, eq)
+    {STEP.PATH}          a value from the answer of an earlier step named STEP
+    {item.PATH}          in a `for_each` step, a value from the current item
+    {cursor} {offset} {limit} {page} {size}   paging positions
+    {username} {password} {token}             in session calls
+    {name|default}       a default when the value is absent
+
+A request element whose placeholders have no value is left out.
 """
 
 from __future__ import annotations
@@ -14,10 +27,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "Connection",
+    "CredentialsSpec",
     "EnvValue",
     "FaultRule",
     "Faults",
     "FieldSpec",
+    "InBodyErrors",
+    "Include",
     "LoginSpec",
     "LogoutSpec",
     "OperationCall",
@@ -28,12 +44,17 @@ __all__ = [
     "SearchSpec",
     "SessionHeaderSpec",
     "SessionSpec",
+    "Step",
+    "Steps",
     "Strict",
     "SystemFile",
     "When",
+    "WriteSpec",
+    "WsSecuritySpec",
 ]
 
 Scalar = str | int | float | bool
+RequestValue = Scalar | list[Scalar]
 # A transform pipeline: each step is a one-key mapping naming a transform and its
 # arguments, e.g. `- split: {separator: "^", index: 0}` or `- table: sex`.
 Pipeline = list[dict[str, Any]]
@@ -62,18 +83,28 @@ class Connection(Strict):
 
 
 class OperationCall(Strict):
-    """A SOAP operation and the values of its request elements.
-
-    Values are constants or `{name}` placeholders: `{id}` for the FHIR id,
-    `{username}`/`{password}`/`{token}` in session calls, `{cursor}` in paging.
-    """
+    """A SOAP operation and the values of its request elements (see the module doc)."""
 
     operation: str
-    request: dict[str, Scalar] = Field(default_factory=dict)
+    request: dict[str, RequestValue] = Field(default_factory=dict)
+
+
+class Step(OperationCall):
+    """One SOAP call of a multi-step interaction, run in order on one session."""
+
+    name: str | None = Field(
+        None, pattern=r"^[a-z][a-z0-9_]*$", description="Lets later steps use {NAME.PATH}."
+    )
+    for_each: str | None = Field(
+        None, description="STEP.PATH: call once per element found there, as {item.PATH}."
+    )
 
 
 class LoginSpec(OperationCall):
-    token: str = Field(description="Path, in the login response, of the session token.")
+    token: str | None = Field(
+        None, description="Path, in the login response, of the session token."
+    )
+    success: When | None = Field(None, description="A test the login answer must pass.")
 
 
 class LogoutSpec(OperationCall):
@@ -85,10 +116,33 @@ class SessionHeaderSpec(Strict):
     token: str = Field(description="Path, inside the header element, that carries the token.")
 
 
+class WsSecuritySpec(Strict):
+    password: Literal["digest", "text"] = "digest"  # noqa: S105 - the kind, not a secret
+    nonce: bool = True
+    timestamp: bool = Field(True, description="Add wsu:Created (and a wsu:Timestamp).")
+    ttl: int = Field(300, ge=1, description="Seconds the security header is valid.")
+
+
+class CredentialsSpec(Strict):
+    username: str = Field(description="The request element that carries the user name.")
+    password: str = Field(description="The request element that carries the password.")
+
+
+SessionStyleName = Literal[
+    "header-token", "body-token", "cookie", "ws-security", "credentials", "none"
+]
+
+
 class SessionSpec(Strict):
-    style: Literal["header-token", "none"] = "none"
+    style: SessionStyleName = "none"
     login: LoginSpec | None = None
     header: SessionHeaderSpec | None = None
+    body: str | None = Field(
+        None, description="body-token: the request element that carries the token in every call."
+    )
+    cookie: str | None = Field(None, description="cookie: the name of the session cookie.")
+    ws_security: WsSecuritySpec | None = None
+    credentials: CredentialsSpec | None = None
     logout: LogoutSpec | None = None
     max_sessions: int = Field(4, ge=1, description="Never more sessions open at once than this.")
     idle_timeout: float = Field(
@@ -102,8 +156,19 @@ class SessionSpec(Strict):
 
     @model_validator(mode="after")
     def _style_needs(self) -> SessionSpec:
-        if self.style == "header-token" and (self.login is None or self.header is None):
-            raise ValueError("style 'header-token' needs both 'login' and 'header'")
+        needs = {
+            "header-token": ("login", "header"),
+            "body-token": ("login", "body"),
+            "cookie": ("login", "cookie"),
+            "credentials": ("credentials",),
+        }.get(self.style, ())
+        missing = [n for n in needs if getattr(self, n) is None]
+        if missing:
+            both = "both " if len(missing) == 2 else ""
+            names = " and ".join(repr(m) for m in missing)
+            raise ValueError(f"style '{self.style}' needs {both}{names}")
+        if self.style in ("header-token", "body-token") and self.login and not self.login.token:
+            raise ValueError(f"style '{self.style}' needs 'login.token'")
         return self
 
 
@@ -116,10 +181,18 @@ class FaultRule(Strict):
     retry_after: int = Field(0, ge=0)
 
 
+class InBodyErrors(Strict):
+    """Errors a legacy system reports inside normal answers instead of SOAP Faults."""
+
+    when: When = Field(description="The test, on each answer, that says it is an error.")
+    code: str = Field(description="Path, in the answer, of the vendor error code.")
+
+
 class Faults(Strict):
     code: str = Field(
         "detail/*/Code", description="Path, inside the SOAP Fault, of the vendor fault code."
     )
+    in_body: InBodyErrors | None = None
     table: dict[str, FaultRule] = Field(default_factory=dict)
 
 
@@ -152,21 +225,32 @@ class FieldSpec(Strict):
     """One FHIR element and where its value comes from.
 
     Exactly one source: `from` (a path in the legacy record), `value` (a
-    constant) or `fields` (a group of elements under this one). `each` repeats
-    a group once per legacy element found at that path.
+    constant, which may use `{placeholders}` of the interaction) or `fields`
+    (a group of elements under this one). `each` repeats a group once per
+    legacy element found at that path. `direction` limits a field to reads or
+    writes; by default it works both ways when its transforms can be reversed.
     """
 
-    fhir: str
+    fhir: str = Field("", description="The FHIR element; empty only for a legacy constant.")
     from_: str | None = Field(None, alias="from")
     value: Scalar | None = None
     transform: Pipeline = Field(default_factory=list)
     when: When | None = None
     each: str | None = None
     fields: list[FieldSpec] | None = None
+    direction: Literal["both", "read", "write"] = "both"
 
     @model_validator(mode="after")
     def _one_source(self) -> FieldSpec:
         sources = [s for s in (self.from_, self.value, self.fields) if s is not None]
+        legacy_constant = self.direction == "write" and len(sources) == 2 and not self.fields
+        if legacy_constant:
+            return self  # `from` + `value`: a constant written to a legacy element
+        if not self.fhir:
+            raise ValueError(
+                "'fhir' is required (it may be left out only for a legacy "
+                "constant: direction write, with 'from' and 'value')"
+            )
         if len(sources) != 1:
             raise ValueError("give exactly one of 'from', 'value' or 'fields'")
         if self.each is not None and self.fields is None:
@@ -176,44 +260,111 @@ class FieldSpec(Strict):
         return self
 
 
+ParamName = Annotated[str, Field(pattern=r"^_?[a-z][a-zA-Z0-9.-]*$")]
+
+
 class SearchParam(Strict):
-    element: str = Field(description="The request element the value goes into.")
-    type: Literal["string", "token", "date"]
+    type: Literal["string", "token", "date", "reference", "number"]
+    element: str | None = Field(
+        None, description="The request element of the first step that the value goes into."
+    )
     transform: Pipeline = Field(default_factory=list)
     system: str | None = Field(
         None, description="For tokens: the only code system this parameter matches."
     )
+    target: str | None = Field(
+        None, description="For references: the resource type referred to, e.g. Patient."
+    )
+    prefixes: dict[Literal["eq", "ge", "gt", "le", "lt"], str] | None = Field(
+        None, description="For dates: the request element each comparison prefix goes into."
+    )
+    fhir: str | None = Field(
+        None,
+        description="A FHIR element path: the gateway also applies the parameter to the "
+        "resources it builds (exact FHIR semantics when the legacy search is broader).",
+    )
+    required: bool = Field(False, description="Searches without this parameter are refused.")
     description: str = ""
 
 
 class Paging(Strict):
-    style: Literal["cursor", "none"] = "none"
-    cursor: str | None = Field(None, description="Path of the cursor in each page's response.")
-    next: OperationCall | None = None
+    style: Literal["cursor", "offset", "page", "none"] = "none"
+    cursor: str | None = Field(None, description="cursor: path of the cursor in each answer.")
+    next: OperationCall | None = Field(None, description="cursor: the call that takes {cursor}.")
     page_size: int | None = Field(
-        None, ge=1, description="The legacy system's own page size, when it is fixed."
+        None, ge=1, description="The legacy system's page size (the largest {limit}/{size})."
     )
+    first_page: int = Field(1, ge=0, description="page: the number of the first page.")
     invalid_cursor_faults: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _cursor_needs(self) -> Paging:
+    def _style_needs(self) -> Paging:
         if self.style == "cursor" and (self.cursor is None or self.next is None):
             raise ValueError("style 'cursor' needs both 'cursor' and 'next'")
+        if self.style in ("offset", "page") and self.page_size is None:
+            raise ValueError(f"style '{self.style}' needs 'page_size'")
         return self
 
 
-class ReadSpec(OperationCall):
-    record: str = Field(description="Path, in the response, of the legacy record.")
+class Steps(Strict):
+    """A single call (`operation` + `request`) or several `steps`."""
+
+    operation: str | None = None
+    request: dict[str, RequestValue] = Field(default_factory=dict)
+    steps: list[Step] | None = None
+
+    @model_validator(mode="after")
+    def _calls(self) -> Steps:
+        if (self.operation is None) == (self.steps is None):
+            raise ValueError("give either 'operation' (one call) or 'steps' (several)")
+        if self.steps is not None and self.request:
+            raise ValueError("with 'steps', each step has its own 'request'")
+        return self
+
+
+class ReadSpec(Steps):
+    record: str = Field(description="Path, in the last step's answer, of the legacy record.")
     id_pattern: str | None = Field(
         None, description="Ids that cannot match this regular expression are 404 without a call."
     )
 
 
-class SearchSpec(OperationCall):
-    params: dict[Annotated[str, Field(pattern=r"^_?[a-z][a-z0-9-]*$")], SearchParam]
-    records: str = Field(description="Path, in each page's response, of the repeating record.")
+class Include(Strict):
+    """Resources built from records nested in this one (`_include`)."""
+
+    resource: str = Field(description="The resource type built from each nested record.")
+    each: str = Field(description="Path, in this resource's record, of the nested records.")
+
+
+class SearchSpec(Steps):
+    params: dict[ParamName, SearchParam] = Field(default_factory=dict)
+    records: str = Field(description="Path, in each answer, of the repeating record.")
     total: str | None = Field(None, description="Path of the total match count, when known.")
     paging: Paging = Field(default_factory=lambda: Paging())
+    include: dict[str, Include] = Field(
+        default_factory=dict, description="_include targets, e.g. 'result' for Type:result."
+    )
+
+
+class WriteSpec(Steps):
+    """create / update / delete: the calls, and where the resource's fields go."""
+
+    record: str | None = Field(
+        None, description="Path, in the first step's request, where the fields are written."
+    )
+    id: str | None = Field(None, description="Path, in the last step's answer, of the new id.")
+    version: str | None = Field(
+        None, description="update: the field compared with If-Match (a legacy version)."
+    )
+    when: dict[str, Scalar] | None = Field(
+        None, description="update: only resources with these FHIR values take this route."
+    )
+    conditional: str | None = Field(
+        None, description="create: the search parameter(s) If-None-Exist may use."
+    )
+    respond: Literal["read", "echo"] = Field(
+        "echo", description="What answers a write: the resource read back, or the one sent."
+    )
 
 
 class ResourceFile(Strict):
@@ -222,4 +373,7 @@ class ResourceFile(Strict):
     profile: list[str] = Field(default_factory=list)
     read: ReadSpec | None = None
     search: SearchSpec | None = None
+    create: WriteSpec | None = None
+    update: list[WriteSpec] | WriteSpec | None = None
+    delete: WriteSpec | None = None
     fields: list[FieldSpec]

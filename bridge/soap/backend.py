@@ -12,17 +12,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from lxml import etree
 
 from bridge.errors import BackendError, BackendUnavailable, SessionLimitReached
 from bridge.soap.envelope import EnvelopeTemplate, HeaderTemplate, Value
 from bridge.soap.pool import Session, SessionPool
-from bridge.soap.transport import SoapRequest, Transport
+from bridge.soap.transport import SoapRequest, SoapResponse, Transport
+from bridge.soap.wssecurity import UsernameToken
 from bridge.soap.xml import FaultCodePath, SoapFault, parse_envelope
 
-__all__ = ["Backend", "BackendStats", "CallRecord", "SessionStyle"]
+__all__ = ["Backend", "BackendStats", "BodyErrors", "CallRecord", "SessionStyle"]
 
 log = logging.getLogger("bridge.soap")
 T = TypeVar("T")
@@ -31,17 +32,45 @@ REDACTED = "***"  # stands for a session token in anything shown to people
 
 @dataclass(frozen=True)
 class SessionStyle:
-    """How a system holds sessions, compiled from its `system.yaml`."""
+    """How a system holds sessions, compiled from its `system.yaml`.
 
-    kind: str  # "header-token" or "none"
+    kind: header-token (login; token in a SOAP header), body-token (login;
+    token in a request element), cookie (login; an HTTP cookie), ws-security
+    (a UsernameToken on every call), credentials (user and password in request
+    elements of every call), none.
+    """
+
+    kind: str
     login: EnvelopeTemplate | None = None
     login_values: Mapping[str, Value] = field(default_factory=dict)
     token_path: str | None = None  # Clark-notation path of the token in the login reply
+    login_check: Callable[[etree._Element], bool] | None = None
     header: HeaderTemplate | None = None
+    body_element: str | None = None
+    cookie: str | None = None
+    ws_security: UsernameToken | None = None
+    credentials: tuple[str, str, str, str] | None = None  # (user element, user, pass element, pass)
     logout: EnvelopeTemplate | None = None
     logout_values: Callable[[str], Mapping[str, Value]] | None = None
     expired_codes: frozenset[str] = frozenset()
     limit_codes: frozenset[str] = frozenset()
+
+    @property
+    def logs_in(self) -> bool:
+        return self.kind in ("header-token", "body-token", "cookie") and self.login is not None
+
+
+@dataclass(frozen=True)
+class BodyErrors:
+    """Errors inside normal answers: per operation, a test and the code's path."""
+
+    checks: Mapping[str, tuple[Callable[[etree._Element], bool], str]]
+
+    def code(self, operation: str, reply: etree._Element) -> str | None:
+        check = self.checks.get(operation)
+        if check is None or not check[0](reply):
+            return None
+        return (reply.findtext(check[1]) or "").strip() or "unknown"
 
 
 @dataclass
@@ -71,6 +100,7 @@ class Backend:
         style: SessionStyle,
         fault_code_path: FaultCodePath | None,
         timeout: float,
+        body_errors: BodyErrors | None = None,
     ) -> None:
         self.name = name
         self.endpoint = endpoint
@@ -79,52 +109,97 @@ class Backend:
         self.style = style
         self.fault_code_path = fault_code_path
         self.timeout = timeout
+        self.body_errors = body_errors
         self.stats = BackendStats()
 
-    async def _send(self, template: EnvelopeTemplate, body: bytes) -> etree._Element:
+    async def _send(
+        self, template: EnvelopeTemplate, body: bytes, cookie: str | None = None
+    ) -> tuple[etree._Element, SoapResponse]:
         op = template.operation.name
         self.stats.calls += 1
+        headers = template.http_headers
+        if cookie is not None:
+            headers = {**headers, "Cookie": cookie}
         response = await self.transport.send(
-            SoapRequest(self.endpoint, body, template.http_headers, op, self.timeout)
+            SoapRequest(self.endpoint, body, headers, op, self.timeout)
         )
         if response.status >= 500 and not response.body.lstrip().startswith(b"<"):
             raise BackendUnavailable()
         if response.status not in (200, 202, 500) and response.status < 500:
             raise BackendError(f"The legacy system answered HTTP {response.status}.")
         try:
-            return parse_envelope(response.body, op, self.fault_code_path)
+            reply = parse_envelope(response.body, op, self.fault_code_path)
         except BackendError:
             if response.status >= 500:
                 raise BackendUnavailable() from None
             raise
+        if self.body_errors is not None:
+            code = self.body_errors.code(op, reply)
+            if code is not None:
+                raise SoapFault(op, "in-body", code)
+        return reply, response
 
     async def call(
         self, session: Session, template: EnvelopeTemplate, values: Mapping[str, Value]
     ) -> etree._Element:
         """One SOAP call on a leased session; returns the response's body element."""
-        if self.style.kind != "none" and session.token is None:
+        if self.style.logs_in and session.token is None:
             await self._login(session)
-        body = template.render(values, self.style.header, session.token)
-        return await self._send(template, body)
+        body, cookie = self._envelope(template, values, session.token)
+        reply, _ = await self._send(template, body, cookie)
+        return reply
+
+    def _envelope(
+        self, template: EnvelopeTemplate, values: Mapping[str, Any], token: str | None
+    ) -> tuple[bytes, str | None]:
+        style = self.style
+        cookie = None
+        extra = ""
+        if (
+            style.kind == "body-token"
+            and style.body_element
+            and template.accepts(style.body_element)
+        ):
+            values = {**values, style.body_element: token}
+        elif style.kind == "credentials" and style.credentials is not None:
+            user_el, user, pass_el, password = style.credentials
+            values = {**values, user_el: user, pass_el: password}
+        elif style.kind == "cookie" and style.cookie and token is not None:
+            cookie = f"{style.cookie}={token}"
+        elif style.kind == "ws-security" and style.ws_security is not None:
+            extra = style.ws_security.header()
+        header = style.header if style.kind == "header-token" else None
+        return template.render(values, header, token, extra), cookie
 
     def render(
-        self, template: EnvelopeTemplate, values: Mapping[str, Value], token: str = REDACTED
+        self, template: EnvelopeTemplate, values: Mapping[str, Any], token: str = REDACTED
     ) -> bytes:
-        """The envelope `call` would send, with the session token replaced."""
-        return template.render(values, self.style.header, token)
+        """The envelope `call` would send, with secrets replaced (for `explain`)."""
+        style = self.style
+        if style.kind in ("credentials", "ws-security"):
+            # Render with placeholder credentials: explain never prints secrets.
+            shown = Backend.__new__(Backend)
+            shown.style = _redacted(style)
+            return shown._envelope(template, values, token)[0]
+        return self._envelope(template, values, token)[0]
 
     async def _login(self, session: Session) -> None:
         style = self.style
-        if style.login is None or style.token_path is None:
+        if style.login is None:
             return
         body = style.login.render(style.login_values)
         try:
-            reply = await self._send(style.login, body)
+            reply, response = await self._send(style.login, body)
         except SoapFault as fault:
             if fault.vendor_code in style.limit_codes:
                 raise SessionLimitReached(retry_after=2) from None
             raise
-        token = (reply.findtext(style.token_path) or "").strip()
+        if style.login_check is not None and not style.login_check(reply):
+            raise BackendError("The legacy system refused the gateway's login.")
+        if style.kind == "cookie":
+            token = (response.cookies.get(style.cookie or "") or "").strip()
+        else:
+            token = (reply.findtext(style.token_path or "") or "").strip()
         if not token:
             raise BackendError("The legacy system's login answer carried no session token.")
         session.forget()
@@ -148,8 +223,10 @@ class Backend:
         if style.logout is None or style.logout_values is None or session.token is None:
             return
         try:
-            body = style.logout.render(style.logout_values(session.token))
-            await self._send(style.logout, body)
+            body, cookie = self._envelope(
+                style.logout, style.logout_values(session.token), session.token
+            )
+            await self._send(style.logout, body, cookie)
             self.stats.logouts += 1
         except Exception as exc:  # shutdown goes on whatever one logout does
             log.warning("logout from %s failed: %s", self.name, type(exc).__name__)
@@ -158,3 +235,15 @@ class Backend:
     async def close(self) -> None:
         await self.pool.drain(self._logout)
         await self.transport.close()
+
+
+def _redacted(style: SessionStyle) -> SessionStyle:
+    import dataclasses
+
+    credentials = style.credentials
+    if credentials is not None:
+        credentials = (credentials[0], REDACTED, credentials[2], REDACTED)
+    wss = style.ws_security
+    if wss is not None:
+        wss = dataclasses.replace(wss, username=REDACTED, password=REDACTED)
+    return dataclasses.replace(style, credentials=credentials, ws_security=wss)

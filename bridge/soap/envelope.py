@@ -8,10 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from bridge.soap.wsdl import ElementInfo, OperationInfo
 
-__all__ = ["EnvelopeTemplate", "EnvelopeValueError", "HeaderTemplate", "Value", "escape_text"]
+__all__ = [
+    "EnvelopeTemplate",
+    "EnvelopeValueError",
+    "HeaderTemplate",
+    "Value",
+    "escape_text",
+    "nest",
+]
 
 Value = str | Sequence[str] | None
 
@@ -49,23 +57,48 @@ class _Prefixes:
         return "".join(f' xmlns:{p}="{ns}"' for ns, p in self.by_ns.items())
 
 
-def _render(el: ElementInfo, values: Mapping[str, Value], prefix: str, px: _Prefixes) -> str:
-    """Render `el` from values keyed by slash paths relative to the operation element."""
+def nest(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Turn slash-path keys (`Readings/Reading`) into nested mappings, merging subtrees."""
+    tree: dict[str, Any] = {}
+    for key, value in values.items():
+        parts = key.strip("/").split("/")
+        node = tree
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        last = parts[-1]
+        if isinstance(value, Mapping) and isinstance(node.get(last), dict):
+            node[last] = {**nest(value), **node[last]}
+        elif isinstance(value, Mapping):
+            node[last] = nest(value) if any("/" in k for k in value) else dict(value)
+        elif last in node and isinstance(node[last], dict):
+            continue  # a subtree already holds this element's children
+        else:
+            node[last] = value
+    return tree
+
+
+def _render(el: ElementInfo, values: Mapping[str, Any], px: _Prefixes) -> str:
+    """Render the children of `el` from a tree of values keyed by element name.
+
+    A value is text, a mapping (a complex child), or a list of either (a
+    repeating child); children are written in the WSDL's order.
+    """
     parts: list[str] = []
     for child in el.children:
-        key = f"{prefix}{child.name}"
-        tag = px.tag(child.qname)
-        if child.is_complex and child.children:
-            inner = _render(child, values, key + "/", px)
-            if inner:
-                parts.append(f"<{tag}>{inner}</{tag}>")
-            continue
-        value = values.get(key)
+        value = values.get(child.name)
         if value is None:
             continue
-        items = [value] if isinstance(value, str) else list(value)
+        tag = px.tag(child.qname)
+        items = value if isinstance(value, list | tuple) else [value]
         for item in items:
-            parts.append(f"<{tag}>{escape_text(item)}</{tag}>")
+            if isinstance(item, Mapping):
+                inner = _render(child, item, px)
+                parts.append(f"<{tag}>{inner}</{tag}>" if inner else f"<{tag}/>")
+            elif item is not None:
+                parts.append(f"<{tag}>{escape_text(str(item))}</{tag}>")
     return "".join(parts)
 
 
@@ -78,7 +111,7 @@ class HeaderTemplate:
 
     def render(self, token: str, px: _Prefixes) -> str:
         tag = px.tag(self.element.qname)
-        return f"<{tag}>{_render(self.element, {self.token_path: token}, '', px)}</{tag}>"
+        return f"<{tag}>{_render(self.element, nest({self.token_path: token}), px)}</{tag}>"
 
 
 class EnvelopeTemplate:
@@ -93,19 +126,31 @@ class EnvelopeTemplate:
         if operation.soap_version == "1.1":
             self.http_headers["SOAPAction"] = f'"{operation.soap_action}"'
 
+    def accepts(self, name: str) -> bool:
+        """Whether the request element has a child called `name`."""
+        return self.operation.input.child(name) is not None
+
     def render(
         self,
-        values: Mapping[str, Value],
+        values: Mapping[str, Any],
         header: HeaderTemplate | None = None,
         token: str | None = None,
+        extra_headers: str = "",
     ) -> bytes:
+        """The envelope. `values` is a tree (or slash-path keys); `extra_headers`
+        is ready XML for the SOAP Header, such as a WS-Security element."""
         px = _Prefixes()
         env = px.tag("{" + self.operation.envelope_ns + "}Envelope").split(":")[0]
         body_tag = px.tag(self.operation.input.qname)
-        body = _render(self.operation.input, values, "", px)
+        if any("/" in k for k in values):
+            values = nest(values)
+        body = _render(self.operation.input, values, px)
         head = ""
         if header is not None and token is not None:
-            head = f"<{env}:Header>{header.render(token, px)}</{env}:Header>"
+            head = header.render(token, px)
+        head += extra_headers
+        if head:
+            head = f"<{env}:Header>{head}</{env}:Header>"
         inner = f"<{body_tag}>{body}</{body_tag}>" if body else f"<{body_tag}/>"
         return (
             f"<?xml version='1.0' encoding='utf-8'?>\n"

@@ -79,7 +79,10 @@ class AiohttpTransport:
                 body = await resp.content.read(MAX_RESPONSE_BYTES + 1)
                 if len(body) > MAX_RESPONSE_BYTES:
                     raise BackendError("The legacy system's answer is too large.")
-                return SoapResponse(resp.status, body, resp.headers.get("Content-Type", ""))
+                cookies = {name: morsel.value for name, morsel in resp.cookies.items()}
+                return SoapResponse(
+                    resp.status, body, resp.headers.get("Content-Type", ""), cookies
+                )
         except TimeoutError as exc:
             raise BackendTimeout() from exc
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:

@@ -50,7 +50,8 @@ def test_compile_hospital_serves_patient_read_and_search(hospital) -> None:
         "given",
         "identifier",
     ]
-    assert patient.search.params["family"].element == "LastName"
+    assert patient.search.params["family"].pushed
+    assert patient.search.call.request({"params.family": "Smi"})["LastName"] == "Smi"
     assert patient.search.params["identifier"].system == "urn:oid:2.16.840.1.113883.3.7777.1"
     paging = patient.search.paging
     assert (paging.style, paging.cursor, paging.page_size) == ("cursor", f"{EHR}CursorId", 25)

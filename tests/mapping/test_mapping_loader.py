@@ -53,7 +53,7 @@ def test_load_model_unknown_key_suggests_close_match_and_lists_known_keys() -> N
     )
     assert _problems(text) == [
         "Patient.yaml:4:5: unknown key 'form'; did you mean 'from'? "
-        "known: each, fhir, fields, from, transform, value, when"
+        "known: direction, each, fhir, fields, from, transform, value, when"
     ]
 
 
@@ -69,7 +69,7 @@ def test_load_model_unknown_key_in_nested_group_lists_field_keys() -> None:
     )
     assert _problems(text) == [
         "Patient.yaml:7:9: unknown key 'transfrom'; did you mean 'transform'? "
-        "known: each, fhir, fields, from, transform, value, when"
+        "known: direction, each, fhir, fields, from, transform, value, when"
     ]
 
 
@@ -97,7 +97,7 @@ def test_load_model_unknown_key_in_system_session_login() -> None:
     )
     assert _problems(text, SystemFile, "system.yaml") == [
         "system.yaml:8:47: unknown key 'tokne'; did you mean 'token'? "
-        "known: operation, request, token"
+        "known: operation, request, success, token"
     ]
 
 
@@ -113,7 +113,7 @@ def test_load_model_unknown_key_in_search_param_lists_param_keys() -> None:
     )
     assert _problems(text) == [
         "Patient.yaml:6:47: unknown key 'descripton'; did you mean 'description'? "
-        "known: description, element, system, transform, type"
+        "known: description, element, fhir, prefixes, required, system, target, transform, type"
     ]
 
 
@@ -121,7 +121,7 @@ def test_load_model_unknown_key_without_close_match_still_lists_known_keys() -> 
     text = "resource: Patient\nfields:\n  - fhir: id\n    zzzz: MRN\n"
     # Every other 'known:' list in the mapping room follows a '; '.
     assert _problems(text) == [
-        "Patient.yaml:4:5: unknown key 'zzzz'; known: each, fhir, fields, from, transform, "
+        "Patient.yaml:4:5: unknown key 'zzzz'; known: direction, each, fhir, fields, from, transform, "
         "value, when"
     ]
 
@@ -150,7 +150,7 @@ def test_load_model_misspelt_key_reports_missing_and_unknown_together() -> None:
     assert _problems(text) == [
         "Patient.yaml:1:1: 'fields' is required",
         "Patient.yaml:2:1: unknown key 'feilds'; did you mean 'fields'? "
-        "known: description, fields, profile, read, resource, search",
+        "known: create, delete, description, fields, profile, read, resource, search, update",
     ]
 
 
@@ -166,9 +166,9 @@ def test_load_model_several_problems_are_all_reported() -> None:
     )
     assert _problems(text) == [
         "Patient.yaml:4:5: unknown key 'form'; did you mean 'from'? "
-        "known: each, fhir, fields, from, transform, value, when",
+        "known: direction, each, fhir, fields, from, transform, value, when",
         "Patient.yaml:7:5: unknown key 'trasnform'; did you mean 'transform'? "
-        "known: each, fhir, fields, from, transform, value, when",
+        "known: direction, each, fhir, fields, from, transform, value, when",
     ]
 
 
@@ -221,9 +221,9 @@ def test_load_model_wrong_value_type_in_system_file(text: str, expected: str) ->
         ),
         (
             "resource: Patient\nsearch:\n  operation: F\n  records: R\n  params:\n"
-            "    family: {element: X, type: number}\nfields: []\n",
-            "Patient.yaml:6:26: search.params.family.type: Input should be 'string', 'token' "
-            "or 'date' (got 'number')",
+            "    family: {element: X, type: text}\nfields: []\n",
+            "Patient.yaml:6:26: search.params.family.type: Input should be 'string', 'token', "
+            "'date', 'reference' or 'number' (got 'text')",
         ),
     ],
     ids=["list", "resource-pattern", "param-type"],

@@ -173,7 +173,9 @@ def test_build_resource_search_page_is_valid_fhir(patient) -> None:
 
 
 def _values(patient: Any, **criteria: Criterion) -> dict[str, Any]:
-    return search_values(patient.search, criteria)
+    """The legacy request elements the criteria fill (rendered as the gateway sends them)."""
+    context = search_values(patient.search, {k: [v] for k, v in criteria.items()})
+    return patient.search.call.request(context)
 
 
 def test_search_values_birthdate_goes_legacy(patient) -> None:

@@ -1,0 +1,256 @@
+"""The orchestrator: FHIR interactions in, SOAP calls out, through compiled mappings.
+
+The gateway package is the only code that sees both `fhir/` and `soap/`
+(through `mapping/`). It holds no per-client state: everything a later page
+needs travels in its sealed paging token.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from lxml import etree
+
+from bridge import __version__
+from bridge.errors import (
+    InvalidRequest,
+    MappedFault,
+    MappingError,
+    MethodNotAllowed,
+    NotFound,
+    Problem,
+    SessionLimitReached,
+    UnknownResourceType,
+    UnmappedFault,
+)
+from bridge.fhir.capability import ResourceCapability, capability_statement
+from bridge.fhir.paging import PageTokens
+from bridge.gateway.steps import run_steps
+from bridge.mapping.compiled import CompiledResource, CompiledSystem, RunContext
+from bridge.mapping.runner import build_resource
+from bridge.soap.backend import Backend
+from bridge.soap.envelope import EnvelopeValueError
+from bridge.soap.pool import Session, SessionPool
+from bridge.soap.transport import AiohttpTransport, Transport
+from bridge.soap.xml import SoapFault
+
+__all__ = ["INTERACTIONS", "GatewayCore", "Served"]
+
+log = logging.getLogger("bridge.gateway")
+_FHIR_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
+INTERACTIONS = ("read", "search", "create", "update", "delete")
+
+
+@dataclass(frozen=True)
+class Served:
+    """One interaction on a resource type, the mapping that serves it and its backend."""
+
+    resource: CompiledResource
+    system: CompiledSystem
+    backend: Backend
+
+
+def _default_transport(system: CompiledSystem) -> Transport:
+    return AiohttpTransport(
+        connect_timeout=system.connect_timeout, max_connections=system.max_connections
+    )
+
+
+def _has(resource: CompiledResource, interaction: str) -> bool:
+    return {
+        "read": resource.read is not None,
+        "search": resource.search is not None,
+        "create": resource.create is not None,
+        "update": bool(resource.update),
+        "delete": resource.delete is not None,
+    }[interaction]
+
+
+class GatewayCore:
+    def __init__(
+        self,
+        systems: Sequence[CompiledSystem],
+        *,
+        page_tokens: PageTokens,
+        default_count: int = 20,
+        max_count: int = 200,
+        transport_factory: Callable[[CompiledSystem], Transport] = _default_transport,
+        started: str = "",
+    ) -> None:
+        self.page_tokens = page_tokens
+        self.default_count = default_count
+        self.max_count = max_count
+        self.started = started
+        self.systems = list(systems)
+        self.backends: dict[str, Backend] = {}
+        # resource type -> interaction -> what serves it. Each (type, interaction)
+        # has one owner: a hospital may read lab results from the lab system and
+        # write device readings to the EHR, but never one interaction from two.
+        self.routes: dict[str, dict[str, Served]] = {}
+        problems: list[Problem] = []
+        for system in systems:
+            backend = Backend(
+                name=system.name,
+                endpoint=system.endpoint,
+                transport=transport_factory(system),
+                pool=SessionPool(
+                    max_size=system.max_sessions,
+                    idle_timeout=system.idle_timeout,
+                    wait_timeout=system.wait_timeout,
+                ),
+                style=system.session,
+                fault_code_path=system.fault_code_path,
+                timeout=system.timeout,
+                body_errors=system.body_errors,
+            )
+            self.backends[system.name] = backend
+            for rtype, resource in system.resources.items():
+                routes = self.routes.setdefault(rtype, {})
+                for interaction in INTERACTIONS:
+                    if not _has(resource, interaction):
+                        continue
+                    other = routes.get(interaction)
+                    if other is not None:
+                        problems.append(
+                            Problem(
+                                resource.file,
+                                1,
+                                1,
+                                f"resource '{rtype}' {interaction} is already served by system "
+                                f"'{other.system.name}' ({other.resource.file}); a gateway serves "
+                                "each interaction of a resource type from one system",
+                            )
+                        )
+                        continue
+                    routes[interaction] = Served(resource, system, backend)
+        if problems:
+            raise MappingError(problems)
+
+    # -- lookup and errors ---------------------------------------------------
+
+    @property
+    def served(self) -> dict[str, Served]:
+        """One entry per resource type (its first interaction), for listings."""
+        return {rtype: next(iter(r.values())) for rtype, r in self.routes.items() if r}
+
+    def route(self, rtype: str, interaction: str) -> Served:
+        routes = self.routes.get(rtype)
+        if not routes:
+            raise UnknownResourceType(f"This server does not serve '{rtype}' resources.")
+        served = routes.get(interaction)
+        if served is None:
+            verb = {"search": "searched", "read": "read by id"}.get(interaction, interaction + "d")
+            raise MethodNotAllowed(f"'{rtype}' resources cannot be {verb} here.")
+        return served
+
+    def builder(self, rtype: str) -> CompiledResource | None:
+        """The mapping that builds `rtype` resources from legacy records."""
+        routes = self.routes.get(rtype, {})
+        for interaction in ("search", "read", "create", "update"):
+            if interaction in routes:
+                return routes[interaction].resource
+        return None
+
+    @asynccontextmanager
+    async def faults(self, served: Served) -> AsyncIterator[None]:
+        """Translate legacy faults through the system's declared fault table."""
+        try:
+            yield
+        except SoapFault as fault:
+            rule = served.system.faults.get(fault.vendor_code or "")
+            if rule is not None:
+                diagnostics = rule.diagnostics or f"The legacy system reported {fault.vendor_code}."
+                raise MappedFault(
+                    rule.status, rule.issue, diagnostics, retry_after=rule.retry_after
+                ) from None
+            if fault.vendor_code in served.system.session.limit_codes:
+                raise SessionLimitReached() from None
+            log.warning(
+                "unmapped fault from %s.%s: code=%s vendor=%s",
+                served.system.name,
+                fault.operation,
+                fault.fault_code,
+                fault.vendor_code,
+            )
+            raise UnmappedFault() from None
+        except EnvelopeValueError as exc:
+            raise InvalidRequest("A value contains characters XML cannot carry.") from exc
+
+    # -- metadata --------------------------------------------------------------
+
+    def capability(self, base: str, security: dict[str, Any] | None = None) -> dict[str, Any]:
+        caps = []
+        for rtype, routes in self.routes.items():
+            interactions: list[str] = []
+            params: tuple[tuple[str, str, str], ...] = ()
+            profiles: tuple[str, ...] = ()
+            documentation = ""
+            includes: list[str] = []
+            for interaction in INTERACTIONS:
+                served = routes.get(interaction)
+                if served is None:
+                    continue
+                r = served.resource
+                profiles = profiles or r.profiles
+                documentation = documentation or r.description
+                code = "search-type" if interaction == "search" else interaction
+                interactions.append(code)
+                if interaction == "search" and r.search is not None:
+                    params = tuple(
+                        (p.name, p.type, p.description) for p in r.search.params.values()
+                    )
+                    includes = [f"{rtype}:{name}" for name in r.search.include]
+            caps.append(
+                ResourceCapability(
+                    type=rtype,
+                    interactions=tuple(interactions),
+                    search_params=params,
+                    profiles=profiles,
+                    documentation=documentation,
+                    extra={"searchInclude": includes} if includes else {},
+                )
+            )
+        return capability_statement(
+            base, caps, version=__version__, date=self.started, security=security
+        )
+
+    # -- read ------------------------------------------------------------------
+
+    def check_id(self, rid: str) -> None:
+        if not rid or len(rid) > 64 or not set(rid) <= _FHIR_ID_CHARS:
+            raise InvalidRequest("A resource id is 1-64 letters, digits, '-' or '.'.")
+
+    async def read(self, rtype: str, rid: str) -> dict[str, Any]:
+        served = self.route(rtype, "read")
+        read = served.resource.read
+        assert read is not None
+        self.check_id(rid)
+        if read.id_pattern is not None and not read.id_pattern.search(rid):
+            raise NotFound(f"{rtype}/{rid} is not known.")
+        backend = served.backend
+        ctx = RunContext(values={"id": rid})
+
+        async def work(session: Session) -> etree._Element | None:
+            ctx.steps.clear()
+            replies = await run_steps(backend, session, read.steps, ctx)
+            for reply in replies:
+                record = reply.find(read.record)
+                if record is not None:
+                    return record
+            return None
+
+        async with self.faults(served):
+            record = await backend.run(work)
+        if record is None:
+            raise NotFound(f"{rtype}/{rid} is not known.")
+        return build_resource(served.resource, record, ctx)
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def close(self) -> None:
+        for backend in self.backends.values():
+            await backend.close()

@@ -1,0 +1,195 @@
+"""Writes: create (with If-None-Exist), update (with If-Match), patch and delete.
+
+Writes never retry blindly: the only retry is the one after the legacy system
+refused a call for an expired session, which it did before doing anything.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl
+
+import jsonpatch
+from jsonpointer import JsonPointerException
+
+from bridge.errors import (
+    BackendError,
+    FhirError,
+    InvalidRequest,
+    UnprocessableEntity,
+)
+from bridge.fhir.validate import validate_resource
+from bridge.gateway.searching import SearchInteractions
+from bridge.gateway.steps import run_steps
+from bridge.mapping.compiled import CompiledWrite, RunContext
+from bridge.mapping.runner import BadValue, fhir_values, legacy_record
+from bridge.soap.pool import Session
+
+__all__ = ["PreconditionFailed", "WriteInteractions", "WriteResult"]
+
+
+class PreconditionFailed(FhirError):
+    status = 412
+    code = "conflict"
+    default_diagnostics = "The precondition of this request does not hold."
+
+
+class WriteResult:
+    def __init__(self, status: int, resource: dict[str, Any] | None, location: str | None) -> None:
+        self.status = status
+        self.resource = resource
+        self.location = location
+
+
+def _etag_value(if_match: str) -> str:
+    value = if_match.strip()
+    if value.startswith("W/"):
+        value = value[2:]
+    return value.strip('"')
+
+
+class WriteInteractions(SearchInteractions):
+    async def _run_write(
+        self,
+        rtype: str,
+        interaction: str,
+        spec: CompiledWrite,
+        body: dict[str, Any] | None,
+        rid: str | None,
+    ) -> str | None:
+        served = self.route(rtype, interaction)
+        tree: dict[str, Any] | None = None
+        if body is not None:
+            try:
+                tree = legacy_record(served.resource, body)
+            except BadValue as exc:
+                raise UnprocessableEntity(f"{rtype}.{exc}") from None
+        ctx = RunContext(values={"id": rid} if rid else {})
+        record = (spec.record, tree) if tree is not None else None
+
+        async def work(session: Session) -> str | None:
+            ctx.steps.clear()
+            replies = await run_steps(served.backend, session, spec.steps, ctx, record)
+            if spec.id is None:
+                return rid
+            for reply in replies:
+                found = (reply.findtext(spec.id) or "").strip()
+                if found:
+                    return found
+            raise BackendError("The legacy system accepted the write but returned no id.")
+
+        async with self.faults(served):
+            result: str | None = await served.backend.run(work)
+        return result
+
+    async def _respond(
+        self, rtype: str, spec: CompiledWrite, body: dict[str, Any], rid: str
+    ) -> dict[str, Any]:
+        if spec.respond == "read" and "read" in self.routes.get(rtype, {}):
+            return await self.read(rtype, rid)
+        return {**body, "id": rid}
+
+    async def create(
+        self, rtype: str, body: Any, base: str, *, if_none_exist: str | None = None
+    ) -> WriteResult:
+        served = self.route(rtype, "create")
+        spec = served.resource.create
+        assert spec is not None
+        resource = validate_resource(body, rtype)
+        if if_none_exist is not None:
+            existing = await self._conditional(rtype, spec, if_none_exist, base)
+            if existing is not None:
+                return WriteResult(200, existing, f"{base}/{rtype}/{existing['id']}")
+        resource = {k: v for k, v in resource.items() if k not in ("id", "meta")}
+        new_id = await self._run_write(rtype, "create", spec, resource, None)
+        if not new_id:
+            raise BackendError("The legacy system accepted the write but returned no id.")
+        self.check_id(new_id)
+        answer = await self._respond(rtype, spec, resource, new_id)
+        return WriteResult(201, answer, f"{base}/{rtype}/{new_id}")
+
+    async def _conditional(
+        self, rtype: str, spec: CompiledWrite, query: str, base: str
+    ) -> dict[str, Any] | None:
+        items = parse_qsl(query.lstrip("?"), keep_blank_values=True)
+        if not items:
+            raise InvalidRequest("If-None-Exist needs a search, like identifier=system|value.")
+        allowed = set(spec.conditional)
+        unknown = sorted({k for k, _ in items} - allowed)
+        if unknown:
+            known = ", ".join(sorted(allowed)) or "none"
+            raise InvalidRequest(f"If-None-Exist may use {known}; not {', '.join(unknown)}.")
+        bundle = await self.search(rtype, [*items, ("_count", "2")], base, strict=True)
+        entries = bundle.get("entry", [])
+        if len(entries) > 1:
+            raise PreconditionFailed("If-None-Exist matches more than one resource.")
+        return entries[0]["resource"] if entries else None
+
+    def _update_route(self, rtype: str, body: dict[str, Any]) -> CompiledWrite:
+        served = self.route(rtype, "update")
+        for spec in served.resource.update:
+            if all(
+                any(str(v).lower() == value.lower() for v in fhir_values(body, path))
+                for path, value in spec.when
+            ):
+                return spec
+        conditions = [
+            " and ".join(f"{'.'.join(s.name for s in p)}={v}" for p, v in spec.when)
+            for spec in served.resource.update
+        ]
+        raise UnprocessableEntity(
+            f"The legacy system takes only these changes to a {rtype}: "
+            + "; ".join(c or "any" for c in conditions)
+            + "."
+        )
+
+    async def update(
+        self, rtype: str, rid: str, body: Any, *, if_match: str | None = None
+    ) -> WriteResult:
+        self.check_id(rid)
+        resource = validate_resource(body, rtype)
+        if resource.get("id") != rid:
+            raise InvalidRequest("The resource's id must equal the id in the URL.")
+        spec = self._update_route(rtype, resource)
+        if if_match is not None:
+            await self._check_version(rtype, rid, spec, if_match)
+        await self._run_write(rtype, "update", spec, resource, rid)
+        answer = await self._respond(rtype, spec, resource, rid)
+        return WriteResult(200, answer, None)
+
+    async def _check_version(
+        self, rtype: str, rid: str, spec: CompiledWrite, if_match: str
+    ) -> None:
+        if spec.version is None:
+            raise PreconditionFailed(
+                f"The legacy system keeps no version of a {rtype}: If-Match cannot be honoured."
+            )
+        current = await self.read(rtype, rid)
+        versions = [str(v) for v in fhir_values(current, spec.version)]
+        if _etag_value(if_match) not in versions:
+            raise PreconditionFailed(f"The {rtype} has changed since that version.")
+
+    async def patch(
+        self, rtype: str, rid: str, operations: Any, *, if_match: str | None = None
+    ) -> WriteResult:
+        self.check_id(rid)
+        self.route(rtype, "update")
+        if not isinstance(operations, list):
+            raise InvalidRequest("A JSON Patch is a list of operations.")
+        current = await self.read(rtype, rid)
+        try:
+            patched = jsonpatch.apply_patch(current, operations)
+        except (jsonpatch.JsonPatchException, JsonPointerException, TypeError) as exc:
+            raise UnprocessableEntity(
+                f"The patch cannot be applied: {type(exc).__name__}."
+            ) from exc
+        if patched.get("id") != rid or patched.get("resourceType") != rtype:
+            raise UnprocessableEntity("A patch may not change the resource's type or id.")
+        return await self.update(rtype, rid, patched, if_match=if_match)
+
+    async def delete(self, rtype: str, rid: str) -> None:
+        self.check_id(rid)
+        served = self.route(rtype, "delete")
+        spec = served.resource.delete
+        assert spec is not None
+        await self._run_write(rtype, "delete", spec, None, rid)

@@ -143,12 +143,20 @@ class CompiledWhen:
         return present and text.strip() in (self.values or frozenset())
 
     def holds_in_tree(self, tree: Mapping[str, Any], local_path: str) -> bool:
-        """The same test on a legacy record being written (a tree of values)."""
+        """The same test on a legacy record being written (a tree of values).
+
+        `exists: true` always holds here (see below); `equals`, `in` and
+        `exists: false` test what earlier fields wrote.
+        """
         node: Any = tree
         for part in local_path.split("/"):
             node = node.get(part) if isinstance(node, Mapping) else None
         text = node if isinstance(node, str) else None
         present = bool(text and text.strip())
+        if self.exists is True:
+            # On writes, presence comes from the FHIR data: a group guarded by
+            # "when X exists" is written whenever the resource has it.
+            return True
         if self.exists is not None:
             return present is self.exists
         return present and text is not None and text.strip() in (self.values or frozenset())

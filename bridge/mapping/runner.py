@@ -20,7 +20,7 @@ from bridge.mapping.compiled import (
     RunContext,
 )
 from bridge.mapping.fhirmodel import PathStep
-from bridge.mapping.transforms import TransformError
+from bridge.mapping.transforms import Component, TransformError
 
 __all__ = [
     "BadValue",
@@ -205,7 +205,7 @@ def _write(tree: dict[str, Any], fields: tuple[CompiledField, ...], node: Any) -
                         child = f.children[0]
                         values = fhir_values(item, child.steps)
                         if values:
-                            _tree_append(tree, f.local_each, _to_legacy(child, values[0]))
+                            _tree_append(tree, f.local_each, str(_to_legacy(child, values[0])))
                         continue
                     sub: dict[str, Any] = {}
                     _write(sub, f.children, item)
@@ -226,24 +226,63 @@ def _write(tree: dict[str, Any], fields: tuple[CompiledField, ...], node: Any) -
         values = fhir_values(node, f.steps) if f.steps and f.steps[0].name else []
         if not values:
             continue
-        _tree_set(tree, f.local, _to_legacy(f, values[0]))
+        _put(tree, f.local, _to_legacy(f, values[0]))
 
 
-def _to_legacy(f: CompiledField, value: Any) -> str:
+class _Joined:
+    """The components of one delimited legacy element, as fields write them."""
+
+    def __init__(self, separator: str) -> None:
+        self.separator = separator
+        self.parts: dict[int, str] = {}
+
+    def text(self) -> str:
+        size = max(self.parts) + 1 if self.parts else 0
+        return self.separator.join(self.parts.get(i, "") for i in range(size))
+
+
+def _to_legacy(f: CompiledField, value: Any) -> Any:
     try:
         legacy = f.pipeline.to_legacy(value)
     except TransformError as exc:
         raise BadValue(f"{_label(f)}: {exc}") from None
+    if isinstance(legacy, Component):
+        return legacy
     if isinstance(legacy, bool):
         return "true" if legacy else "false"
     return str(legacy)
+
+
+def _put(tree: dict[str, Any], path: str, value: Any) -> None:
+    if not isinstance(value, Component):
+        _tree_set(tree, path, value)
+        return
+    parts = path.split("/")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    joined = node.get(parts[-1])
+    if not isinstance(joined, _Joined):
+        joined = node[parts[-1]] = _Joined(value.separator)
+    joined.parts.setdefault(value.index, value.value)
+
+
+def _finish(node: Any) -> Any:
+    if isinstance(node, _Joined):
+        return node.text()
+    if isinstance(node, dict):
+        return {k: _finish(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_finish(v) for v in node]
+    return node
 
 
 def legacy_record(resource: CompiledResource, fhir: Mapping[str, Any]) -> dict[str, Any]:
     """The legacy record (a tree of element values) a FHIR resource writes."""
     tree: dict[str, Any] = {}
     _write(tree, resource.fields, fhir)
-    return tree
+    finished: dict[str, Any] = _finish(tree)
+    return finished
 
 
 # -- search ------------------------------------------------------------------------

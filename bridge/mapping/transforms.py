@@ -24,9 +24,12 @@ from bridge.mapping.tables import CodeTable
 __all__ = [
     "TRANSFORMS",
     "BooleanTransform",
+    "Component",
+    "DateTimeTransform",
     "DateTransform",
     "NumberTransform",
     "Pipeline",
+    "QuantityTransform",
     "SplitTransform",
     "TableTransform",
     "TemplateTransform",
@@ -93,11 +96,192 @@ class DateTransform(Transform):
         return self.format.replace("YYYY", y).replace("MM", mo).replace("DD", d)
 
 
+@dataclass(frozen=True)
+class Component:
+    """One part of a delimited legacy value; the writer joins the parts."""
+
+    separator: str
+    index: int
+    value: str
+
+
+_DT_TOKENS = {
+    "YYYY": r"(?P<Y>\d{4})",
+    "MM": r"(?P<M>\d{1,2})",
+    "DD": r"(?P<D>\d{1,2})",
+    "HH": r"(?P<h>\d{1,2})",
+    "mm": r"(?P<m>\d{2})",
+    "ss": r"(?P<s>\d{2})",
+}
+
+
+class DateTimeTransform(Transform):
+    """A legacy local date-time (no offset) in a known zone <-> a FHIR dateTime.
+
+    FHIR requires a zone whenever a time is given, so reads attach the legacy
+    system's zone and writes convert whatever zone the client used into it.
+    """
+
+    name = "datetime"
+
+    def __init__(self, fmt: str, zone: str) -> None:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            self.zone = ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise TransformError(f"unknown time zone '{zone}'") from exc
+        pattern = re.escape(fmt)
+        for token, group in _DT_TOKENS.items():
+            if token in ("ss",) and token not in fmt:
+                continue
+            if token not in fmt:
+                raise TransformError(f"datetime format '{fmt}' must contain {token}")
+            pattern = pattern.replace(token, group, 1)
+        self.format = fmt
+        self._regex = re.compile(f"^{pattern}$")
+
+    def to_fhir(self, value: Any) -> Any:
+        m = self._regex.match(str(value).strip())
+        if m is None:
+            raise TransformError(f"not a date-time in the format {self.format}")
+        try:
+            local = datetime.datetime(
+                int(m["Y"]),
+                int(m["M"]),
+                int(m["D"]),
+                int(m["h"]),
+                int(m["m"]),
+                int(m.groupdict().get("s") or 0),
+                tzinfo=self.zone,
+            )
+        except ValueError:
+            raise TransformError(f"not a date-time in the format {self.format}") from None
+        return local.isoformat()
+
+    def to_legacy(self, value: Any) -> Any:
+        text = str(value).strip()
+        try:
+            moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise TransformError("needs a FHIR dateTime like 2026-11-24T09:30:00-05:00") from None
+        if moment.tzinfo is None:
+            if len(text) > 10:
+                raise TransformError("a dateTime with a time needs a time zone")
+            moment = moment.replace(tzinfo=self.zone)
+        local = moment.astimezone(self.zone)
+        out = self.format
+        for token, value_ in (
+            ("YYYY", f"{local.year:04d}"),
+            ("MM", f"{local.month:02d}"),
+            ("DD", f"{local.day:02d}"),
+            ("HH", f"{local.hour:02d}"),
+            ("mm", f"{local.minute:02d}"),
+            ("ss", f"{local.second:02d}"),
+        ):
+            out = out.replace(token, value_, 1)
+        return out
+
+
+# UCUM units the quantity transform converts between: (dimension, factor to base).
+_UCUM: dict[str, tuple[str, float]] = {
+    "kg": ("mass", 1.0),
+    "g": ("mass", 0.001),
+    "[lb_av]": ("mass", 0.45359237),
+    "[oz_av]": ("mass", 0.028349523125),
+    "m": ("length", 1.0),
+    "cm": ("length", 0.01),
+    "mm": ("length", 0.001),
+    "[in_i]": ("length", 0.0254),
+    "[ft_i]": ("length", 0.3048),
+    "Cel": ("temperature", 1.0),
+    "/min": ("rate", 1.0),
+    "{beats}/min": ("rate", 1.0),
+    "{steps}": ("count", 1.0),
+    "1": ("count", 1.0),
+    "mm[Hg]": ("pressure", 1.0),
+    "%": ("fraction", 1.0),
+}
+_UNIT_NAMES = {
+    "kg": "kg",
+    "g": "g",
+    "[lb_av]": "lb",
+    "[oz_av]": "oz",
+    "cm": "cm",
+    "m": "m",
+    "mm": "mm",
+    "[in_i]": "in",
+    "[ft_i]": "ft",
+    "Cel": "C",
+    "/min": "/min",
+    "{beats}/min": "beats/minute",
+    "{steps}": "steps",
+    "1": "1",
+    "mm[Hg]": "mmHg",
+    "%": "%",
+}
+
+
+class QuantityTransform(Transform):
+    """A legacy number in a fixed unit <-> a FHIR Quantity in a UCUM unit.
+
+    Reads give `{value, unit, system, code}` in the FHIR unit; writes take a
+    Quantity in any UCUM unit of the same dimension and convert it.
+    """
+
+    name = "quantity"
+
+    def __init__(self, legacy: str, fhir: str, decimals: int) -> None:
+        for unit in (legacy, fhir):
+            if unit not in _UCUM:
+                raise TransformError(f"unknown UCUM unit '{unit}'; known: {', '.join(_UCUM)}")
+        if _UCUM[legacy][0] != _UCUM[fhir][0]:
+            raise TransformError(f"'{legacy}' and '{fhir}' measure different things")
+        self.legacy = legacy
+        self.fhir = fhir
+        self.decimals = decimals
+
+    def _convert(self, number: float, source: str, target: str) -> float:
+        return number * _UCUM[source][1] / _UCUM[target][1]
+
+    def to_fhir(self, value: Any) -> Any:
+        try:
+            number = float(str(value).strip())
+        except ValueError:
+            raise TransformError("not a number") from None
+        converted = round(self._convert(number, self.legacy, self.fhir), self.decimals)
+        if self.decimals == 0:
+            converted = int(converted)
+        return {
+            "value": converted,
+            "unit": _UNIT_NAMES.get(self.fhir, self.fhir),
+            "system": "http://unitsofmeasure.org",
+            "code": self.fhir,
+        }
+
+    def to_legacy(self, value: Any) -> Any:
+        if not isinstance(value, dict) or "value" not in value:
+            raise TransformError("needs a Quantity with a value")
+        code = value.get("code") or self.fhir
+        if code not in _UCUM or _UCUM[code][0] != _UCUM[self.fhir][0]:
+            raise TransformError(f"the unit '{code}' cannot be converted to '{self.legacy}'")
+        try:
+            number = float(value["value"])
+        except (TypeError, ValueError):
+            raise TransformError("the Quantity's value is not a number") from None
+        converted = round(self._convert(number, code, self.legacy), max(self.decimals, 2))
+        text = f"{converted:.{max(self.decimals, 2)}f}".rstrip("0").rstrip(".")
+        return text or "0"
+
+
 class SplitTransform(Transform):
-    """One component of a delimited value, like `LAST^FIRST^MIDDLE`."""
+    """One component of a delimited value, like `LAST^FIRST^MIDDLE`.
+
+    Writing gives a `Component`: the fields that share the legacy element are
+    joined back into one value, with empty parts where none was given.
+    """
 
     name = "split"
-    invertible = False  # one component alone cannot rebuild the whole value
 
     def __init__(self, separator: str, index: int) -> None:
         if not separator:
@@ -111,6 +295,12 @@ class SplitTransform(Transform):
             return None
         part = parts[self.index].strip()
         return part or None
+
+    def to_legacy(self, value: Any) -> Any:
+        text = str(value)
+        if self.separator in text:
+            raise TransformError(f"a value may not contain the separator '{self.separator}'")
+        return Component(self.separator, self.index, text)
 
 
 class TableTransform(Transform):
@@ -316,9 +506,27 @@ def _number(kind: str) -> Callable[[Any, Mapping[str, CodeTable]], Transform]:
     return build
 
 
+def _datetime(raw: Any, tables: Mapping[str, CodeTable]) -> Transform:
+    args = _args(raw, "format", {"format": str, "zone": str})
+    if "format" not in args or "zone" not in args:
+        raise TransformError("'datetime' needs a format and a zone, e.g. America/New_York")
+    return DateTimeTransform(args["format"], args["zone"])
+
+
+def _quantity(raw: Any, tables: Mapping[str, CodeTable]) -> Transform:
+    args = _args(raw, "legacy", {"legacy": str, "fhir": str, "decimals": int})
+    if "legacy" not in args:
+        raise TransformError("'quantity' needs the legacy unit, e.g. {legacy: '[lb_av]', fhir: kg}")
+    return QuantityTransform(
+        args["legacy"], args.get("fhir", args["legacy"]), args.get("decimals", 2)
+    )
+
+
 TRANSFORMS: dict[str, Callable[[Any, Mapping[str, CodeTable]], Transform]] = {
     "boolean": _boolean,
     "date": _date,
+    "datetime": _datetime,
+    "quantity": _quantity,
     "decimal": _number("decimal"),
     "integer": _number("integer"),
     "split": _split,

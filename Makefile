@@ -22,7 +22,25 @@ lint: $(STAMP)
 	$(BIN)/mypy bridge
 
 test: lint
+	$(BIN)/bridge check
+	$(BIN)/bridge test
 	$(BIN)/pytest
+
+# The benchmark (bench/README.md): ~7 minutes, or ~2 with QUICK=1. It installs what it
+# needs: wrk from apt when missing (else bench/loader.py, in Python, stands in) and the
+# py-spy profiler into the venv (pinned here, not in pyproject.toml).
+bench: $(STAMP)
+	@if ! command -v wrk >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi; \
+	  echo "bench: wrk is missing; installing it with apt-get"; \
+	  $$SUDO apt-get install -y wrk >/dev/null 2>&1 || \
+	    { $$SUDO apt-get update >/dev/null 2>&1 && $$SUDO apt-get install -y wrk >/dev/null 2>&1; } || true; \
+	fi
+	@if command -v wrk >/dev/null 2>&1; then echo "bench: load generator: wrk ($$(command -v wrk))"; \
+	  else echo "bench: wrk is not available: the load generator is bench/loader.py (Python)"; fi
+	@[ -x $(BIN)/py-spy ] || $(BIN)/pip install --quiet py-spy==0.4.3 \
+	  || echo "bench: py-spy could not be installed: no profile this run"
+	$(BIN)/python bench/run.py $(if $(QUICK),--quick) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

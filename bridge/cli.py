@@ -4,6 +4,9 @@ bridge serve --config gateway.yaml      the gateway
 bridge demo                             mock hospital + gateway, ready to try
 bridge mock --port 8081                 the mock legacy hospital alone
 bridge check [SYSTEM_DIR ...]           check mapping folders against their WSDLs
+bridge explain "GET /fhir/Patient?..."  the SOAP envelopes a FHIR request becomes
+bridge test [SYSTEM_DIR ...]            run the golden cases beside the mappings
+bridge schema [--out docs]              write the mapping format's JSON Schemas
 """
 
 from __future__ import annotations
@@ -11,8 +14,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from bridge.errors import ConfigError
+from bridge.errors import ConfigError, FhirError
+
+if TYPE_CHECKING:
+    from bridge.mapping.compiled import CompiledSystem
 
 __all__ = ["main"]
 
@@ -67,7 +74,7 @@ def _check(args: argparse.Namespace) -> int:
     from bridge.mapping.compiler import compile_system
     from bridge.settings import environment
 
-    folders = args.systems or sorted(p.parent for p in Path("mappings").glob("*/system.yaml"))
+    folders = _folders(args.systems)
     failed = False
     env = environment()
     for folder in folders:
@@ -80,6 +87,53 @@ def _check(args: argparse.Namespace) -> int:
         resources = ", ".join(sorted(system.resources)) or "no resources"
         print(f"{folder}: ok ({resources})")
     return 1 if failed else 0
+
+
+def _folders(given: list[Path]) -> list[Path]:
+    return given or sorted(p.parent for p in Path("mappings").glob("*/system.yaml"))
+
+
+def _compile_all(folders: list[Path]) -> list[CompiledSystem]:
+    from bridge.mapping.compiler import compile_system
+    from bridge.settings import environment
+
+    env = environment()
+    return [compile_system(folder, env) for folder in folders]
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from bridge.tools.explain import explain, load_body
+
+    systems = _compile_all(_folders(args.system))
+    blocks, result = explain(args.request, systems, body=load_body(args.body), against=args.against)
+    print("\n".join(blocks) if blocks else "(no SOAP call)")
+    if result is not None:
+        print(result)
+    return 0
+
+
+def _test(args: argparse.Namespace) -> int:
+    from bridge.tools.golden import run_cases
+
+    failed = 0
+    total = 0
+    for system in _compile_all(_folders(args.systems)):
+        for case in run_cases(system):
+            total += 1
+            print(f"{'ok  ' if case.ok else 'FAIL'} {system.name}/{case.name}")
+            if not case.ok:
+                failed += 1
+                print(case.detail)
+    print(f"{total - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from bridge.tools.schema import write_schemas
+
+    for path in write_schemas(args.out):
+        print(path)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,12 +161,30 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("systems", nargs="*", type=Path)
     check.set_defaults(run=_check)
 
+    explain = sub.add_parser("explain", help="show the SOAP envelopes a FHIR request becomes")
+    explain.add_argument("request", help='e.g. "GET /fhir/Patient?family=smith"')
+    explain.add_argument("--body", type=Path, help="a JSON file: the body of POST/PUT/PATCH")
+    explain.add_argument("--against", help="also send to a live system at this base URL")
+    explain.add_argument("--system", type=Path, action="append", default=[])
+    explain.set_defaults(run=_explain)
+
+    golden = sub.add_parser("test", help="run the golden cases kept beside the mappings")
+    golden.add_argument("systems", nargs="*", type=Path)
+    golden.set_defaults(run=_test)
+
+    schema = sub.add_parser("schema", help="write the JSON Schemas of the mapping format")
+    schema.add_argument("--out", type=Path, default=Path("docs"))
+    schema.set_defaults(run=_schema)
+
     args = parser.parse_args(argv)
     try:
         code: int = args.run(args)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+    except FhirError as exc:
+        print(f"{exc.status} {exc.code}: {exc.diagnostics}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return code

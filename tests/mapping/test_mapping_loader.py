@@ -121,8 +121,8 @@ def test_load_model_unknown_key_without_close_match_still_lists_known_keys() -> 
     text = "resource: Patient\nfields:\n  - fhir: id\n    zzzz: MRN\n"
     # Every other 'known:' list in the mapping room follows a '; '.
     assert _problems(text) == [
-        "Patient.yaml:4:5: unknown key 'zzzz'; known: direction, each, fhir, fields, from, transform, "
-        "value, when"
+        "Patient.yaml:4:5: unknown key 'zzzz'; known: direction, each, fhir, fields, from, "
+        "transform, value, when"
     ]
 
 

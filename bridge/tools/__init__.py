@@ -1,0 +1,1 @@
+"""The integration engineer's tools: explain, golden tests, the mapping JSON Schema."""

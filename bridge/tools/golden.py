@@ -1,0 +1,133 @@
+"""`bridge test`: golden cases kept beside a mapping, in `<system>/tests/`.
+
+Reads:  NAME.response.xml (a SOAP answer as the legacy system sends it) and
+        NAME.expected.json (the FHIR resource, or a list of them, it must give).
+Writes: NAME.request.json (a FHIR resource a client sends) and
+        NAME.expected.xml (the SOAP request body element it must produce);
+        a NAME starting with `update` uses the update route, else create.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from lxml import etree
+
+from bridge.mapping.compiled import CompiledResource, CompiledSystem, RunContext
+from bridge.mapping.runner import BadValue, build_resource, legacy_record
+from bridge.soap.envelope import nest
+from bridge.soap.xml import SoapFault, parse_envelope
+
+__all__ = ["CaseResult", "run_cases"]
+
+
+@dataclass
+class CaseResult:
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+def _pretty_json(value: Any) -> list[str]:
+    text = orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode()
+    return text.splitlines()
+
+
+def _canonical(element: etree._Element) -> list[str]:
+    copy = etree.fromstring(etree.tostring(element), etree.XMLParser(remove_blank_text=True))
+    for el in copy.iter():
+        if isinstance(el.tag, str):
+            el.tag = etree.QName(el).localname
+            if el.text is not None and not el.text.strip():
+                el.text = None
+    etree.cleanup_namespaces(copy)
+    return etree.tostring(copy, pretty_print=True, encoding="unicode").splitlines()
+
+
+def _diff(expected: list[str], actual: list[str], name: str) -> str:
+    return "\n".join(
+        difflib.unified_diff(expected, actual, f"{name} (expected)", f"{name} (got)", lineterm="")
+    )
+
+
+def _resource_for(system: CompiledSystem, rtype: str) -> CompiledResource | None:
+    return system.resources.get(rtype)
+
+
+def _read_case(system: CompiledSystem, name: str, response: Path, expected: Path) -> CaseResult:
+    wanted = orjson.loads(expected.read_bytes())
+    first = wanted[0] if isinstance(wanted, list) and wanted else wanted
+    rtype = first.get("resourceType", "") if isinstance(first, dict) else ""
+    resource = _resource_for(system, rtype)
+    if resource is None:
+        return CaseResult(name, False, f"{expected}: no mapping for resourceType '{rtype}'")
+    try:
+        reply = parse_envelope(response.read_bytes(), "golden", system.fault_code_path)
+    except SoapFault as fault:
+        return CaseResult(name, False, f"{response}: the answer is a fault ({fault.vendor_code})")
+    records: list[etree._Element] = []
+    read = resource.read
+    if read is not None and reply.tag == read.call.template.operation.output.qname:
+        found = reply.find(read.record)
+        records = [found] if found is not None else []
+    elif resource.search is not None:
+        records = list(reply.iterfind(resource.search.records))
+    if not records:
+        return CaseResult(name, False, f"{response}: no record found in the answer")
+    built = [build_resource(resource, r, RunContext()) for r in records]
+    got: Any = built if isinstance(wanted, list) else built[0]
+    if got == wanted:
+        return CaseResult(name, True)
+    return CaseResult(name, False, _diff(_pretty_json(wanted), _pretty_json(got), name))
+
+
+def _write_case(system: CompiledSystem, name: str, request: Path, expected: Path) -> CaseResult:
+    body = orjson.loads(request.read_bytes())
+    rtype = body.get("resourceType", "") if isinstance(body, dict) else ""
+    resource = _resource_for(system, rtype)
+    if resource is None:
+        return CaseResult(name, False, f"{request}: no mapping for resourceType '{rtype}'")
+    spec = resource.update[0] if name.startswith("update") and resource.update else resource.create
+    if spec is None:
+        return CaseResult(name, False, f"{request}: {rtype} has no write to test")
+    try:
+        tree = legacy_record(resource, body)
+    except BadValue as exc:
+        return CaseResult(name, False, f"{request}: {exc}")
+    step = spec.steps[0]
+    ctx = RunContext(values={"id": str(body.get("id", ""))})
+    values: dict[str, Any] = {**({spec.record: tree} if spec.record else tree)}
+    values.update(step.call.request(ctx))
+    envelope = step.call.template.render(nest(values))
+    parsed = parse_envelope(envelope, step.call.operation, None)
+    wanted = etree.parse(str(expected)).getroot()
+    got_lines, wanted_lines = _canonical(parsed), _canonical(wanted)
+    if got_lines == wanted_lines:
+        return CaseResult(name, True)
+    return CaseResult(name, False, _diff(wanted_lines, got_lines, name))
+
+
+def run_cases(system: CompiledSystem) -> list[CaseResult]:
+    folder = system.folder / "tests"
+    results: list[CaseResult] = []
+    if not folder.is_dir():
+        return results
+    for response in sorted(folder.glob("*.response.xml")):
+        name = response.name.removesuffix(".response.xml")
+        expected = response.with_name(f"{name}.expected.json")
+        if not expected.is_file():
+            results.append(CaseResult(name, False, f"{expected} is missing"))
+            continue
+        results.append(_read_case(system, name, response, expected))
+    for request in sorted(folder.glob("*.request.json")):
+        name = request.name.removesuffix(".request.json")
+        expected = request.with_name(f"{name}.expected.xml")
+        if not expected.is_file():
+            results.append(CaseResult(name, False, f"{expected} is missing"))
+            continue
+        results.append(_write_case(system, name, request, expected))
+    return results

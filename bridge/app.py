@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import AsyncIterator
@@ -36,11 +37,14 @@ from bridge.fhir.negotiate import FHIR_JSON, check_acceptable
 from bridge.fhir.outcome import operation_outcome
 from bridge.fhir.paging import PageTokens
 from bridge.gateway import Gateway, WriteResult
+from bridge.mapping.compiled import CompiledSystem
 from bridge.mapping.compiler import compile_system
 from bridge.middleware import AccessLogMiddleware, LimitsMiddleware, RequestIdMiddleware
+from bridge.reload import MappingReloader
 from bridge.settings import Settings, environment
+from bridge.soap.backend import Backend
 
-__all__ = ["FhirResponse", "create_app", "create_gateway"]
+__all__ = ["FhirResponse", "GatewayHolder", "create_app", "create_gateway"]
 
 log = logging.getLogger("bridge.app")
 
@@ -108,10 +112,22 @@ def _strict(request: Request) -> bool:
     return any(p.strip() == "handling=strict" for p in prefer.split(","))
 
 
-def create_gateway(settings: Settings) -> Gateway:
+def compile_systems(settings: Settings) -> list[CompiledSystem]:
     env = environment()
-    systems = [compile_system(ref.path, env, endpoint=ref.endpoint) for ref in settings.systems]
-    if settings.paging_key is not None:
+    return [compile_system(ref.path, env, endpoint=ref.endpoint) for ref in settings.systems]
+
+
+def create_gateway(
+    settings: Settings,
+    systems: list[CompiledSystem] | None = None,
+    reuse: dict[str, Backend] | None = None,
+    page_tokens: PageTokens | None = None,
+) -> Gateway:
+    if systems is None:
+        systems = compile_systems(settings)
+    if page_tokens is not None:
+        key = b""
+    elif settings.paging_key is not None:
         key = settings.paging_key.get_secret_value().encode()
     else:
         key = secrets.token_bytes(32)
@@ -121,11 +137,33 @@ def create_gateway(settings: Settings) -> Gateway:
         )
     return Gateway(
         systems,
-        page_tokens=PageTokens(key, settings.page_ttl),
+        page_tokens=page_tokens or PageTokens(key, settings.page_ttl),
+        reuse=reuse,
         default_count=settings.limits.default_count,
         max_count=settings.limits.max_count,
         started=datetime.now(UTC).isoformat(timespec="seconds"),
     )
+
+
+class GatewayHolder:
+    """The gateway serving new requests; hot reload replaces it atomically."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.current = gateway
+        self._retired: list[Gateway] = []
+
+    def swap(self, gateway: Gateway) -> Gateway:
+        old, self.current = self.current, gateway
+        self._retired.append(old)
+        return old
+
+    async def close(self) -> None:
+        closed: set[int] = set()
+        for gateway in [self.current, *self._retired]:
+            for backend in gateway.backends.values():
+                if id(backend) not in closed:
+                    closed.add(id(backend))
+                    await backend.close()
 
 
 def create_verifier(settings: Settings) -> TokenVerifier | None:
@@ -182,7 +220,18 @@ def _principal(request: Request) -> Principal | None:
 def create_app(
     settings: Settings, gateway: Gateway | None = None, verifier: TokenVerifier | None = None
 ) -> Starlette:
-    gw = gateway or create_gateway(settings)
+    holder = GatewayHolder(gateway or create_gateway(settings))
+
+    def gw_of(request: Request) -> Gateway:
+        # One gateway per request: a hot reload swaps `holder.current`, and a
+        # request in flight finishes on the mapping it started with.
+        state = request.scope.setdefault("state", {})
+        gateway_now = state.get("gateway")
+        if gateway_now is None:
+            gateway_now = state["gateway"] = holder.current
+        assert isinstance(gateway_now, Gateway)
+        return gateway_now
+
     token_verifier = verifier if verifier is not None else create_verifier(settings)
 
     def base(request: Request) -> str:
@@ -192,14 +241,14 @@ def create_app(
 
     async def metadata(request: Request) -> Response:
         _negotiate(request)
-        return FhirResponse(gw.capability(base(request)), pretty=_wants_pretty(request))
+        return FhirResponse(gw_of(request).capability(base(request)), pretty=_wants_pretty(request))
 
     async def read(request: Request) -> Response:
         _negotiate(request)
         rtype = request.path_params["rtype"]
         principal = _principal(request)
         patient_only = permit(request, rtype, "read")
-        resource = await gw.read(rtype, request.path_params["rid"])
+        resource = await gw_of(request).read(rtype, request.path_params["rid"])
         patient = principal.patient if principal is not None else None
         if (
             patient_only
@@ -213,7 +262,7 @@ def create_app(
         """405 for an interaction nobody serves, then the token's scopes (403).
 
         True when the token is confined to its patient's compartment."""
-        gw.route(rtype, interaction)
+        gw_of(request).route(rtype, interaction)
         letter = {"read": "r", "search": "s", "create": "c", "update": "u", "delete": "d"}
         return authorize(_principal(request), rtype, letter[interaction])
 
@@ -238,10 +287,12 @@ def create_app(
         permit(request, rtype, "search")
         token = request.query_params.get("_page")
         if token is not None:
-            bundle = await gw.next_page(rtype, token, base(request))
+            bundle = await gw_of(request).next_page(rtype, token, base(request))
         else:
             items = list(request.query_params.multi_items())
-            bundle = await gw.search(rtype, items, base(request), strict=_strict(request))
+            bundle = await gw_of(request).search(
+                rtype, items, base(request), strict=_strict(request)
+            )
         return FhirResponse(confine(request, rtype, bundle), pretty=_wants_pretty(request))
 
     async def search_post(request: Request) -> Response:
@@ -261,7 +312,7 @@ def create_app(
         items = list(request.query_params.multi_items()) + form
         rtype = request.path_params["rtype"]
         permit(request, rtype, "search")
-        bundle = await gw.search(rtype, items, base(request), strict=_strict(request))
+        bundle = await gw_of(request).search(rtype, items, base(request), strict=_strict(request))
         return FhirResponse(confine(request, rtype, bundle), pretty=_wants_pretty(request))
 
     async def json_body(request: Request, *, patch: bool = False) -> Any:
@@ -288,7 +339,7 @@ def create_app(
         rtype = request.path_params["rtype"]
         permit(request, rtype, "create")
         body = await json_body(request)
-        result = await gw.create(
+        result = await gw_of(request).create(
             rtype, body, base(request), if_none_exist=request.headers.get("if-none-exist")
         )
         return written(request, result)
@@ -300,23 +351,25 @@ def create_app(
         if_match = request.headers.get("if-match")
         if request.method == "PATCH":
             operations = await json_body(request, patch=True)
-            result = await gw.patch(rtype, rid, operations, if_match=if_match)
+            result = await gw_of(request).patch(rtype, rid, operations, if_match=if_match)
         else:
-            result = await gw.update(rtype, rid, await json_body(request), if_match=if_match)
+            result = await gw_of(request).update(
+                rtype, rid, await json_body(request), if_match=if_match
+            )
         return written(request, result)
 
     async def delete(request: Request) -> Response:
         _negotiate(request)
         rtype, rid = request.path_params["rtype"], request.path_params["rid"]
         permit(request, rtype, "delete")
-        await gw.delete(rtype, rid)
+        await gw_of(request).delete(rtype, rid)
         return Response(status_code=204)
 
     async def healthz(request: Request) -> Response:
         return FhirResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        return FhirResponse({"status": "ready", "resources": sorted(gw.served)})
+        return FhirResponse({"status": "ready", "resources": sorted(holder.current.routes)})
 
     routes = [
         Route("/fhir/metadata", metadata, methods=["GET"]),
@@ -339,12 +392,27 @@ def create_app(
         Middleware(AuthMiddleware, verifier=token_verifier, render=_outcome_response),
     ]
 
+    reloader: MappingReloader | None = None
+    if settings.reload_mappings:
+        reloader = MappingReloader(
+            holder,
+            [ref.path for ref in settings.systems],
+            lambda: compile_systems(settings),
+            lambda systems, backends: create_gateway(
+                settings, systems, backends, holder.current.page_tokens
+            ),
+        )
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        watcher = asyncio.create_task(reloader.watch()) if reloader is not None else None
         try:
             yield
         finally:
-            await gw.close()  # logs every legacy session out
+            if reloader is not None and watcher is not None:
+                reloader.stop()
+                await asyncio.gather(watcher, return_exceptions=True)
+            await holder.close()  # logs every legacy session out
 
     app = Starlette(
         routes=routes,
@@ -356,5 +424,6 @@ def create_app(
         },
         lifespan=lifespan,
     )
-    app.state.gateway = gw
+    app.state.gateway = holder
+    app.state.reloader = reloader
     return app

@@ -31,7 +31,9 @@ def _serve(args: argparse.Namespace) -> int:
     from bridge.logs import configure_logging
     from bridge.settings import load_settings
 
-    settings = load_settings(args.config, host=args.host, port=args.port)
+    settings = load_settings(
+        args.config, host=args.host, port=args.port, reload_mappings=args.reload_mappings
+    )
     configure_logging(settings.log_level)
     app = create_app(settings)
     uvicorn.run(
@@ -147,6 +149,12 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--config", type=Path, help="YAML or TOML settings file")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument(
+        "--reload-mappings",
+        action="store_true",
+        default=None,
+        help="watch the mapping folders; swap in edits that compile, keep serving otherwise",
+    )
     serve.set_defaults(run=_serve)
 
     demo = sub.add_parser("demo", help="run the mock hospital and the gateway, ready to try")

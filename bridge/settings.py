@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=lambda: AuthSettings())
     workers: int = Field(1, ge=1, le=64)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    reload_mappings: bool = Field(
+        False, description="Watch the mapping folders and swap in clean edits while serving."
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -8,7 +8,7 @@ needs travels in its sealed paging token.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -80,6 +80,7 @@ class GatewayCore:
         max_count: int = 200,
         transport_factory: Callable[[CompiledSystem], Transport] = _default_transport,
         started: str = "",
+        reuse: Mapping[str, Backend] | None = None,
     ) -> None:
         self.page_tokens = page_tokens
         self.default_count = default_count
@@ -93,6 +94,11 @@ class GatewayCore:
         self.routes: dict[str, dict[str, Served]] = {}
         problems: list[Problem] = []
         for system in systems:
+            kept = (reuse or {}).get(system.name)
+            if kept is not None and kept.fingerprint == system.fingerprint:
+                self.backends[system.name] = kept
+                self._route(system, kept, problems)
+                continue
             backend = Backend(
                 name=system.name,
                 endpoint=system.endpoint,
@@ -107,28 +113,32 @@ class GatewayCore:
                 timeout=system.timeout,
                 body_errors=system.body_errors,
             )
+            backend.fingerprint = system.fingerprint
             self.backends[system.name] = backend
-            for rtype, resource in system.resources.items():
-                routes = self.routes.setdefault(rtype, {})
-                for interaction in INTERACTIONS:
-                    if not _has(resource, interaction):
-                        continue
-                    other = routes.get(interaction)
-                    if other is not None:
-                        problems.append(
-                            Problem(
-                                resource.file,
-                                1,
-                                1,
-                                f"resource '{rtype}' {interaction} is already served by system "
-                                f"'{other.system.name}' ({other.resource.file}); a gateway serves "
-                                "each interaction of a resource type from one system",
-                            )
-                        )
-                        continue
-                    routes[interaction] = Served(resource, system, backend)
+            self._route(system, backend, problems)
         if problems:
             raise MappingError(problems)
+
+    def _route(self, system: CompiledSystem, backend: Backend, problems: list[Problem]) -> None:
+        for rtype, resource in system.resources.items():
+            routes = self.routes.setdefault(rtype, {})
+            for interaction in INTERACTIONS:
+                if not _has(resource, interaction):
+                    continue
+                other = routes.get(interaction)
+                if other is not None:
+                    problems.append(
+                        Problem(
+                            resource.file,
+                            1,
+                            1,
+                            f"resource '{rtype}' {interaction} is already served by system "
+                            f"'{other.system.name}' ({other.resource.file}); a gateway serves "
+                            "each interaction of a resource type from one system",
+                        )
+                    )
+                    continue
+                routes[interaction] = Served(resource, system, backend)
 
     # -- lookup and errors ---------------------------------------------------
 

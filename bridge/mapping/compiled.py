@@ -305,3 +305,6 @@ class CompiledSystem:
     tables: dict[str, CodeTable]
     body_errors: BodyErrors | None = None
     files: tuple[Path, ...] = ()
+    # Changes when anything the backend depends on changes (connection,
+    # session, WSDL): a reload keeps the sessions of a system whose print holds.
+    fingerprint: str = ""

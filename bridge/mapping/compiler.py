@@ -8,6 +8,7 @@ together, each as `file:line:col: message`.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -279,6 +280,15 @@ class _Compiler(ResourceCompiler):
             tables=tables,
             body_errors=body_errors,
             files=tuple(dict.fromkeys(files)),
+            fingerprint=hashlib.sha256(
+                b"\0".join(
+                    [
+                        path.read_bytes(),
+                        wsdl_path.read_bytes(),
+                        *(v.encode() for v in (endpoint or "", username, password)),
+                    ]
+                )
+            ).hexdigest(),
         )
 
     def body_errors(

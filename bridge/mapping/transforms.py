@@ -24,12 +24,14 @@ from bridge.mapping.tables import CodeTable
 __all__ = [
     "TRANSFORMS",
     "BooleanTransform",
+    "CaseTransform",
     "Component",
     "DateTimeTransform",
     "DateTransform",
     "NumberTransform",
     "Pipeline",
     "QuantityTransform",
+    "RegexTransform",
     "SplitTransform",
     "TableTransform",
     "TemplateTransform",
@@ -303,6 +305,47 @@ class SplitTransform(Transform):
         return Component(self.separator, self.index, text)
 
 
+class RegexTransform(Transform):
+    """The first group a regular expression finds in the legacy value (one way)."""
+
+    name = "regex"
+    invertible = False
+
+    def __init__(self, pattern: str) -> None:
+        try:
+            self.regex = re.compile(pattern)
+        except re.error as exc:
+            raise TransformError(f"not a regular expression: {exc}") from None
+        if self.regex.groups < 1:
+            raise TransformError("the regular expression needs a group: (...)")
+
+    def to_fhir(self, value: Any) -> Any:
+        m = self.regex.search(str(value))
+        return m.group(1) if m and m.group(1) else None
+
+
+class CaseTransform(Transform):
+    """Upper, lower or title case (one way: the original case is lost)."""
+
+    name = "case"
+    invertible = False
+
+    def __init__(self, kind: str) -> None:
+        if kind not in ("upper", "lower", "title"):
+            raise TransformError(f"'case' is upper, lower or title, not '{kind}'")
+        self.kind = kind
+
+    def to_fhir(self, value: Any) -> Any:
+        text = str(value)
+        return (
+            text.upper()
+            if self.kind == "upper"
+            else text.lower()
+            if self.kind == "lower"
+            else text.title()
+        )
+
+
 class TableTransform(Transform):
     name = "table"
 
@@ -522,8 +565,20 @@ def _quantity(raw: Any, tables: Mapping[str, CodeTable]) -> Transform:
     )
 
 
+def _regex(raw: Any, tables: Mapping[str, CodeTable]) -> Transform:
+    args = _args(raw, "pattern", {"pattern": str})
+    return RegexTransform(args.get("pattern", ""))
+
+
+def _case(raw: Any, tables: Mapping[str, CodeTable]) -> Transform:
+    args = _args(raw, "to", {"to": str})
+    return CaseTransform(args.get("to", ""))
+
+
 TRANSFORMS: dict[str, Callable[[Any, Mapping[str, CodeTable]], Transform]] = {
     "boolean": _boolean,
+    "case": _case,
+    "regex": _regex,
     "date": _date,
     "datetime": _datetime,
     "quantity": _quantity,

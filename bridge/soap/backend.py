@@ -111,6 +111,7 @@ class Backend:
         self.timeout = timeout
         self.body_errors = body_errors
         self.stats = BackendStats()
+        self.fingerprint = ""
 
     async def _send(
         self, template: EnvelopeTemplate, body: bytes, cookie: str | None = None

@@ -142,6 +142,7 @@ def explain(
         systems = [_with_endpoint(s, against) for s in systems]
     gateway = Gateway(systems, page_tokens=PageTokens(b"explain"), transport_factory=transport)
     result: str | None = None
+    tokens: list[str] = []  # live session tokens, redacted from what is shown
 
     async def go() -> None:
         nonlocal result
@@ -159,6 +160,8 @@ def explain(
                 result = f"HTTP {exc.status}: {exc.diagnostics}"
         finally:
             count = {name: len(r.calls) for name, r in recorders.items()}
+            for backend in gateway.backends.values():
+                tokens.extend(s.token or "" for s in backend.pool._sessions.values())
             await gateway.close()
             for name, recorder in recorders.items():
                 del recorder.calls[count[name] :]  # the shutdown's logouts are not the request's
@@ -170,7 +173,7 @@ def explain(
         secrets = [str(v) for v in backend.style.login_values.values()]
         if backend.style.credentials is not None:
             secrets += [backend.style.credentials[3]]
-        secrets += [s.token or "" for s in backend.pool._sessions.values()]
+        secrets += tokens
         for call in recorder.calls:
             login = backend.style.login
             if login is not None and call.operation == login.operation.name:

@@ -17,7 +17,9 @@ PATIENT_ELEMENTS = (
     "MaritalStatus, Language, DeceasedFlag, DeceasedDate"
 )
 OPERATIONS = "FetchNext, FindPatients, GetPatient, Login, Logout"
-TRANSFORMS = "boolean, date, decimal, integer, split, table, template"
+TRANSFORMS = (
+    "boolean, case, date, datetime, decimal, integer, quantity, regex, split, table, template"
+)
 EHR = "{urn:hospital:ehr}"
 
 
@@ -278,9 +280,9 @@ def test_compile_one_way_transform_on_search_param_is_refused(hospital_copy) -> 
     hospital_copy.edit(
         "Patient.yaml",
         "      transform: [{table: sex}]\n    identifier:",
-        "      transform: [{split: {separator: '/', index: 0}}]\n    identifier:",
+        "      transform: [{regex: '^(.)'}]\n    identifier:",
     )
-    where = hospital_copy.at("Patient.yaml", "transform: [{split: {separator: '/'")
+    where = hospital_copy.at("Patient.yaml", "transform: [{regex: '^(.)'}]")
     assert hospital_copy.problems() == [
         f"{where}: param 'gender': a search value must be converted to the legacy form, "
         "and this transform only works one way"

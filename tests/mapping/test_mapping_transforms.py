@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from bridge.mapping.tables import CodeTable, load_table
-from bridge.mapping.transforms import Pipeline, TransformError, build_transform
+from bridge.mapping.transforms import Component, Pipeline, TransformError, build_transform
 
 TABLES_DIR = Path(__file__).resolve().parents[2] / "mappings" / "hospital" / "tables"
 GENDER = "http://hl7.org/fhir/administrative-gender"
@@ -122,12 +122,22 @@ def test_split_shorthand_is_the_separator() -> None:
     assert _build({"split": "|"}).to_fhir("a|b") == "a"
 
 
-def test_split_cannot_be_reversed() -> None:
-    split = _build({"split": {"separator": "^", "index": 0}})
-    assert split.invertible is False
+def test_split_reverses_into_a_component_the_writer_joins() -> None:
+    split = _build({"split": {"separator": "^", "index": 1}})
+    assert split.invertible is True
+    assert split.to_legacy("Green") == Component("^", 1, "Green")
     with pytest.raises(TransformError) as caught:
-        split.to_legacy("Green")
-    assert str(caught.value) == "transform 'split' cannot be reversed"
+        split.to_legacy("Gr^een")
+    assert str(caught.value) == "a value may not contain the separator '^'"
+
+
+def test_regex_cannot_be_reversed() -> None:
+    regex = _build({"regex": "^([A-Z]+)"})
+    assert regex.invertible is False
+    assert regex.to_fhir("ABC123") == "ABC"
+    with pytest.raises(TransformError) as caught:
+        regex.to_legacy("ABC")
+    assert str(caught.value) == "transform 'regex' cannot be reversed"
 
 
 @pytest.mark.parametrize(
@@ -343,7 +353,8 @@ def test_build_transform_unknown_name_lists_known() -> None:
     with pytest.raises(TransformError) as caught:
         _build({"datum": "MM/DD/YYYY"})
     assert str(caught.value) == (
-        "unknown transform 'datum'; known: boolean, date, decimal, integer, split, table, template"
+        "unknown transform 'datum'; known: boolean, case, date, datetime, decimal, integer, "
+        "quantity, regex, split, table, template"
     )
 
 
@@ -355,13 +366,13 @@ def test_build_transform_step_has_one_key() -> None:
 
 def test_pipeline_invertible_only_when_every_step_is(tables) -> None:
     date = _build({"date": "MM/DD/YYYY"})
-    split = _build({"split": {"separator": "^", "index": 1}})
+    regex = _build({"regex": "^(.)"})
     table = _build({"table": "sex"}, tables)
     assert Pipeline().invertible is True
     assert Pipeline((date,)).invertible is True
     assert Pipeline((table,)).invertible is True
-    assert Pipeline((split,)).invertible is False
-    assert Pipeline((split, table)).invertible is False
+    assert Pipeline((regex,)).invertible is False
+    assert Pipeline((regex, table)).invertible is False
 
 
 def test_pipeline_runs_steps_in_order_and_reverses_them(tables) -> None:

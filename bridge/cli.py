@@ -86,6 +86,13 @@ def _check(args: argparse.Namespace) -> int:
             failed = True
             print(exc, file=sys.stderr)
             continue
+        from bridge.tools.golden import check_samples
+
+        samples = check_samples(system)
+        if samples:
+            failed = True
+            print("\n".join(str(p) for p in samples), file=sys.stderr)
+            continue
         resources = ", ".join(sorted(system.resources)) or "no resources"
         print(f"{folder}: ok ({resources})")
     return 1 if failed else 0

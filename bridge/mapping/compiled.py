@@ -178,6 +178,7 @@ class CompiledField:
     local_each: str | None = None
     reads: bool = True
     writes: bool = False
+    resource_type: str | None = None  # a contained resource's type
 
     @property
     def is_group(self) -> bool:

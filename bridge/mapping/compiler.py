@@ -45,6 +45,7 @@ class _Compiler(ResourceCompiler):
         self.env = env
         self.endpoint_override = endpoint
         self.problems: list[Problem] = []
+        self.session_fills: set[str] = set()  # request elements the session style fills
 
     # -- helpers -----------------------------------------------------------
 
@@ -153,8 +154,12 @@ class _Compiler(ResourceCompiler):
         spec: s.Steps,
         variables: tuple[str, ...],
         extra: Mapping[str, s.RequestValue] | None = None,
+        provided: tuple[str, ...] = (),
     ) -> tuple[CompiledStep, ...] | None:
-        """Compile `operation`+`request` or `steps`; `extra` joins the first step's request."""
+        """Compile `operation`+`request` or `steps`; `extra` joins the first step's request.
+
+        `provided` names first-step request elements filled at run time (a
+        written record, optional search parameters)."""
         if spec.steps is None:
             assert spec.operation is not None
             raw_steps = [s.Step(operation=spec.operation, request=spec.request)]
@@ -193,6 +198,18 @@ class _Compiler(ResourceCompiler):
             if call is None:
                 ok = False
                 continue
+            filled = {k.split("/")[0] for k in request} | self.session_fills
+            if i == 0:
+                filled |= set(provided)
+            for child in call.template.operation.input.children:
+                if child.min_occurs >= 1 and child.name not in filled:
+                    self.fail(
+                        doc,
+                        (*sloc, "operation"),
+                        f"request of {call.operation}: the required element '{child.name}' "
+                        "is never filled; give it a value in 'request'",
+                    )
+                    ok = False
             if step.name is not None:
                 if step.name in outputs or step.name in ("item", "params"):
                     self.fail(doc, (*sloc, "name"), f"step name '{step.name}' is used twice")
@@ -245,6 +262,18 @@ class _Compiler(ResourceCompiler):
         username = self.env_value(doc, ("connection", "username"), conn.username) or ""
         password = self.env_value(doc, ("connection", "password"), conn.password) or ""
         session = self.session(doc, wsdl, spec.session, username, password)
+        self.session_fills = {
+            e
+            for e in (
+                spec.session.body,
+                *(
+                    (spec.session.credentials.username, spec.session.credentials.password)
+                    if spec.session.credentials
+                    else ()
+                ),
+            )
+            if e
+        }
         tables = self.tables()
         resources: dict[str, CompiledResource] = {}
         for file in sorted(self.folder.glob("*.yaml")):

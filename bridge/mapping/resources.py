@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,6 +57,7 @@ class Scope:
 class ResourceCompiler:
     # Provided by the compiler class this is mixed into.
     problems: list[Any]
+    _current_fields: Sequence[s.FieldSpec] = ()
 
     def fail(self, doc: Document, loc: Loc, message: str) -> None:
         raise NotImplementedError
@@ -73,6 +75,7 @@ class ResourceCompiler:
         spec: s.Steps,
         variables: tuple[str, ...],
         extra: dict[str, s.RequestValue] | None = None,
+        provided: tuple[str, ...] = (),
     ) -> tuple[CompiledStep, ...] | None:
         raise NotImplementedError
 
@@ -123,6 +126,7 @@ class ResourceCompiler:
                 variables = (*variables, *(f"params.{p}" for p in search.params))
         if all(x is None for x in (spec.read, spec.search, spec.create, spec.update, spec.delete)):
             self.fail(doc, ("resource",), "a resource needs at least one interaction")
+        self._current_fields = spec.fields
         writes = self.writes(doc, wsdl, spec, tables)
         request_record = writes[3]
         fields: tuple[CompiledField, ...] = ()
@@ -273,7 +277,9 @@ class ResourceCompiler:
             *(f"params.{n}.{x}" for n, p in params.items() for x in p.prefixes),
             *_PAGING_VARS[spec.paging.style],
         )
-        steps = self.steps(doc, loc, wsdl, spec, variables, extra)
+        # Elements of optional parameters are filled only when the client asks.
+        optional = tuple(k.split("/")[0] for k in extra)
+        steps = self.steps(doc, loc, wsdl, spec, variables, extra, optional)
         if steps is None:
             return None, None
         op = self._last_output(steps)
@@ -346,7 +352,8 @@ class ResourceCompiler:
         resource: str,
         variables: tuple[str, ...],
     ) -> tuple[CompiledWrite | None, ElementInfo | None]:
-        steps = self.steps(doc, loc, wsdl, spec, variables)
+        written = _written_elements(spec.record, self._current_fields)
+        steps = self.steps(doc, loc, wsdl, spec, variables, None, written)
         if steps is None:
             return None, None
         first = steps[0].call.template.operation
@@ -419,7 +426,23 @@ class ResourceCompiler:
         if steps is None:
             return None
         full = [*prefix, *steps]
-        if not (len(full) == 1 and full[0].name == "id") and not legacy_only:
+        if f.resource is not None:
+            if (
+                f.fields is None
+                or not full
+                or full[-1].name != "contained"
+                or full[-1].index is None
+            ):
+                self.fail(
+                    doc, (*floc, "resource"), "'resource' names the type of a group at contained[n]"
+                )
+                return None
+            if not resource_exists(f.resource):
+                self.fail(
+                    doc, (*floc, "resource"), f"'{f.resource}' is not a FHIR R4 resource type"
+                )
+                return None
+        elif not (len(full) == 1 and full[0].name == "id") and not legacy_only:
             message = check_path(resource, full, leaf=f.fields is None)
             if message:
                 self.fail(doc, (*floc, "fhir"), f"field '{f.fhir}': {message}")
@@ -451,10 +474,13 @@ class ResourceCompiler:
             group_prefix = full
             if f.each is not None:
                 group_prefix = [*full[:-1], PathStep(full[-1].name, 0)]
+            child_resource = resource
+            if f.resource is not None:
+                child_resource, group_prefix = f.resource, []  # checked as its own type
             children = self.fields(
                 doc,
                 (*floc, "fields"),
-                resource,
+                child_resource,
                 group_prefix,
                 item_base,
                 f.fields,
@@ -472,6 +498,7 @@ class ResourceCompiler:
                 local_when=local_when,
                 reads=reads,
                 writes=writes,
+                resource_type=f.resource,
             )
         if f.from_ is not None:
             source = None
@@ -482,6 +509,15 @@ class ResourceCompiler:
             ):
                 found = self.resolve(doc, (*floc, "from"), base, f.from_, f"field '{f.fhir}'")
                 if found is None:
+                    return None
+                if found[1].is_complex and found[1].children:
+                    inner = ", ".join(c.name for c in found[1].children)
+                    self.fail(
+                        doc,
+                        (*floc, "from"),
+                        f"field '{f.fhir}': '{f.from_}' holds elements, not a value; take one "
+                        f"of {inner}, or make a group with 'each'",
+                    )
                     return None
                 source = found[0]
             pipeline = self.pipeline(doc, (*floc, "transform"), f.transform, tables)
@@ -567,3 +603,24 @@ def _find(base: ElementInfo, path: str) -> ElementInfo | None:
     for step in path.strip("/").split("/"):
         current = current.child(step) if current is not None else None
     return current
+
+
+def _written_elements(record: str | None, fields: Sequence[s.FieldSpec]) -> tuple[str, ...]:
+    """First-step request elements a written record fills."""
+    if record:
+        return (record.strip("/").split("/")[0],)
+    names: set[str] = set()
+
+    def walk(specs: Sequence[s.FieldSpec]) -> None:
+        for f in specs:
+            if f.direction == "read":
+                continue
+            if f.from_:
+                names.add(f.from_.strip("/").split("/")[0])
+            if f.each:
+                names.add(f.each.strip("/").split("/")[0])
+            if f.fields and not f.each:
+                walk(f.fields)
+
+    walk(fields)
+    return tuple(names)

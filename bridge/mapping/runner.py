@@ -114,6 +114,8 @@ def _fill(
             else:
                 group: dict[str, Any] = {}
                 _fill(group, f.children, record, ctx)
+                if group and f.resource_type is not None:
+                    group = {"resourceType": f.resource_type, **group}
                 _set(target, f.steps, group)
             continue
         if f.source is None:

@@ -238,6 +238,9 @@ class FieldSpec(Strict):
     when: When | None = None
     each: str | None = None
     fields: list[FieldSpec] | None = None
+    resource: str | None = Field(
+        None, description="For a group at contained[n]: the type of the contained resource."
+    )
     direction: Literal["both", "read", "write"] = "both"
 
     @model_validator(mode="after")

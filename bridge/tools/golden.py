@@ -17,12 +17,13 @@ from typing import Any
 import orjson
 from lxml import etree
 
+from bridge.errors import Problem
 from bridge.mapping.compiled import CompiledResource, CompiledSystem, RunContext
 from bridge.mapping.runner import BadValue, build_resource, legacy_record
 from bridge.soap.envelope import nest
 from bridge.soap.xml import SoapFault, parse_envelope
 
-__all__ = ["CaseResult", "run_cases"]
+__all__ = ["CaseResult", "check_samples", "run_cases"]
 
 
 @dataclass
@@ -109,6 +110,46 @@ def _write_case(system: CompiledSystem, name: str, request: Path, expected: Path
     if got_lines == wanted_lines:
         return CaseResult(name, True)
     return CaseResult(name, False, _diff(wanted_lines, got_lines, name))
+
+
+def check_samples(system: CompiledSystem) -> list[Problem]:
+    """Every resource the mapping builds from the system's sample answers must be valid FHIR."""
+    from fhir.resources.R4B import get_fhir_model_class
+    from pydantic import ValidationError
+
+    problems: list[Problem] = []
+    folder = system.folder / "tests"
+    for response in sorted(folder.glob("*.response.xml")) if folder.is_dir() else []:
+        try:
+            reply = parse_envelope(response.read_bytes(), "sample", system.fault_code_path)
+        except SoapFault:
+            continue
+        for resource in system.resources.values():
+            records: list[etree._Element] = []
+            if (
+                resource.read is not None
+                and reply.tag == resource.read.call.template.operation.output.qname
+            ):
+                found = reply.find(resource.read.record)
+                records = [found] if found is not None else []
+            elif resource.search is not None:
+                records = list(reply.iterfind(resource.search.records))
+            for record in records:
+                built = build_resource(resource, record, RunContext())
+                try:
+                    get_fhir_model_class(resource.type).model_validate(built)
+                except ValidationError as exc:
+                    where = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})
+                    problems.append(
+                        Problem(
+                            str(response),
+                            1,
+                            1,
+                            f"the {resource.type} built from this sample answer is not valid "
+                            f"FHIR ({resource.file}): {', '.join(where[:5])}",
+                        )
+                    )
+    return problems
 
 
 def run_cases(system: CompiledSystem) -> list[CaseResult]:

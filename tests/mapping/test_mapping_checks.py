@@ -1,0 +1,66 @@
+"""Deeper checks of `bridge check`: required elements, sample data, contained resources."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bridge.mapping.compiler import compile_system
+from bridge.mapping.runner import build_resource
+from bridge.soap.xml import parse_envelope
+from bridge.tools.golden import check_samples
+
+
+def test_check_required_request_element_never_filled(hospital_copy) -> None:
+    hospital_copy.edit("Patient.yaml", '  request: {MRN: "{id}"}\n', "")
+    where = hospital_copy.at("Patient.yaml", "operation: GetPatient")
+    assert hospital_copy.problems() == [
+        f"{where}: request of GetPatient: the required element 'MRN' is never filled; "
+        "give it a value in 'request'"
+    ]
+
+
+def test_check_samples_flag_an_invalid_resource(hospital_copy) -> None:
+    hospital_copy.edit(
+        "Patient.yaml",
+        "  - fhir: birthDate\n    from: DOB\n    transform: [{date: MM/DD/YYYY}]\n",
+        "  - fhir: birthDate\n    from: DOB\n",
+    )
+    system = compile_system(Path("mappings/hospital"), {})
+    problems = [str(p) for p in check_samples(system)]
+    assert problems
+    assert all("birthDate" in p for p in problems)
+    assert problems[0].startswith("mappings/hospital/tests/")
+    assert "the Patient built from this sample answer is not valid FHIR" in problems[0]
+
+
+def test_contained_group_builds_a_typed_resource(hospital_copy) -> None:
+    hospital_copy.edit(
+        "Patient.yaml",
+        "  - fhir: active\n    value: true\n",
+        "  - fhir: active\n    value: true\n"
+        "  - fhir: contained[0]\n    resource: Organization\n    fields:\n"
+        "      - {fhir: id, value: org1}\n      - {fhir: name, from: City}\n",
+    )
+    system = compile_system(Path("mappings/hospital"), {})
+    reply = parse_envelope(
+        Path("mappings/hospital/tests/patient_middle_name.response.xml").read_bytes(), "x", None
+    )
+    patient = system.resources["Patient"]
+    assert patient.read is not None
+    built = build_resource(patient, reply.find(patient.read.record))
+    assert built["contained"][0]["resourceType"] == "Organization"
+    assert built["contained"][0]["id"] == "org1"
+
+
+def test_contained_group_checks_paths_against_its_type(hospital_copy) -> None:
+    hospital_copy.edit(
+        "Patient.yaml",
+        "  - fhir: active\n    value: true\n",
+        "  - fhir: active\n    value: true\n"
+        "  - fhir: contained[0]\n    resource: Organization\n    fields:\n"
+        "      - {fhir: nmae, from: City}\n",
+    )
+    where = hospital_copy.at("Patient.yaml", "fhir: nmae")
+    assert hospital_copy.problems() == [
+        f"{where}: field 'nmae': Organization has no element 'nmae'; did you mean 'name'?"
+    ]

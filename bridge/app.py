@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 from starlette.applications import Starlette
@@ -114,7 +115,14 @@ def _strict(request: Request) -> bool:
 
 def compile_systems(settings: Settings) -> list[CompiledSystem]:
     env = environment()
-    return [compile_system(ref.path, env, endpoint=ref.endpoint) for ref in settings.systems]
+    systems = []
+    for ref in settings.systems:
+        system = compile_system(ref.path, env, endpoint=ref.endpoint)
+        if ref.origin:
+            path = urlsplit(system.endpoint).path
+            system = dataclasses.replace(system, endpoint=ref.origin.rstrip("/") + path)
+        systems.append(system)
+    return systems
 
 
 def create_gateway(

@@ -23,9 +23,9 @@ __all__ = ["run_demo", "start_mock"]
 _ROOT = Path(__file__).resolve().parent.parent
 
 
-def _mappings() -> Path:
-    local = Path("mappings/hospital")
-    return local if local.is_dir() else _ROOT / "mappings" / "hospital"
+def _mappings() -> list[Path]:
+    root = Path("mappings") if Path("mappings").is_dir() else _ROOT / "mappings"
+    return sorted(p.parent for p in root.glob("*/system.yaml"))
 
 
 def start_mock(host: str, port: int, *extra: str) -> subprocess.Popen[str]:
@@ -84,7 +84,9 @@ def run_demo(*, host: str, port: int, mock_port: int) -> int:
             host=host,
             port=port,
             base_url=base,
-            systems=[SystemRef(path=_mappings(), endpoint=f"{mock_url}/ehr")],
+            systems=[
+                SystemRef(path=folder, endpoint=None, origin=mock_url) for folder in _mappings()
+            ],
             paging_key=secrets.token_urlsafe(32),
             auth=AuthSettings(mode="jwt", issuer=issuer.issuer, jwks=issuer.jwks()),
         )

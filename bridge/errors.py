@@ -163,11 +163,20 @@ class UnmappedFault(BackendError):
 class MappedFault(FhirError):
     """A legacy fault translated through a system's declared fault table."""
 
-    def __init__(self, status: int, code: str, diagnostics: str, *, retry_after: int = 0) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        diagnostics: str,
+        *,
+        retry_after: int = 0,
+        empty_search: bool = False,
+    ) -> None:
         headers = {"Retry-After": str(retry_after)} if retry_after else None
         super().__init__(diagnostics, headers=headers)
         self.status = status
         self.code = code
+        self.empty_search = empty_search
 
 
 class BackendUnavailable(FhirError):

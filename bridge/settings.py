@@ -31,6 +31,11 @@ class SystemRef(_Strict):
 
     path: Path
     endpoint: str | None = Field(None, description="Overrides the endpoint in system.yaml.")
+    origin: str | None = Field(
+        None,
+        description="Overrides scheme, host and port of the endpoint, keeping its path "
+        "(e.g. every system of a test hospital on one port).",
+    )
 
 
 class Limits(_Strict):
@@ -63,7 +68,11 @@ class Settings(BaseSettings):
         None, description="The public FHIR base, e.g. https://fhir.example.org/fhir."
     )
     systems: list[SystemRef] = Field(
-        default_factory=lambda: [SystemRef(path=Path("mappings/hospital"), endpoint=None)]
+        default_factory=lambda: [
+            SystemRef(path=p.parent, endpoint=None, origin=None)
+            for p in sorted(Path("mappings").glob("*/system.yaml"))
+        ],
+        description="The legacy system folders served; by default every folder in mappings/.",
     )
     paging_key: SecretStr | None = Field(
         None, description="Seals paging links; give every replica the same one."

@@ -169,12 +169,18 @@ def start_gateway(
     base = f"http://127.0.0.1:{port}/fhir"
     issuer = issuer or DevIssuer(issuer="https://issuer.test", audience=base)
     issuer.audience = base
-    folder = mappings or ROOT / "mappings" / "hospital"
+    # Every system of the mock hospital listens on one origin, each at its path.
+    origin = ehr_url.rsplit("/", 1)[0]
+    folders = (
+        [mappings]
+        if mappings
+        else sorted(p.parent for p in (ROOT / "mappings").glob("*/system.yaml"))
+    )
     config = {
         "host": "127.0.0.1",
         "port": port,
         "base_url": base,
-        "systems": [{"path": str(folder), "endpoint": ehr_url}],
+        "systems": [{"path": str(folder), "origin": origin} for folder in folders],
         "paging_key": paging_key or secrets.token_urlsafe(24),
         "auth": {"mode": "jwt", "issuer": issuer.issuer, "jwks": issuer.jwks()},
         **(extra or {}),

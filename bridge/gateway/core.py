@@ -175,7 +175,11 @@ class GatewayCore:
             if rule is not None:
                 diagnostics = rule.diagnostics or f"The legacy system reported {fault.vendor_code}."
                 raise MappedFault(
-                    rule.status, rule.issue, diagnostics, retry_after=rule.retry_after
+                    rule.status,
+                    rule.issue,
+                    diagnostics,
+                    retry_after=rule.retry_after,
+                    empty_search=rule.empty_search,
                 ) from None
             if fault.vendor_code in served.system.session.limit_codes:
                 raise SessionLimitReached() from None
@@ -248,9 +252,14 @@ class GatewayCore:
             ctx.steps.clear()
             replies = await run_steps(backend, session, read.steps, ctx)
             for reply in replies:
-                record = reply.find(read.record)
-                if record is not None:
-                    return record
+                if read.match is None:
+                    record = reply.find(read.record)
+                    if record is not None:
+                        return record
+                    continue
+                for record in reply.iterfind(read.record):
+                    if (record.findtext(read.match) or "").strip() == rid:
+                        return record
             return None
 
         async with self.faults(served):

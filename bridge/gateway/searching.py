@@ -7,7 +7,7 @@ from typing import Any
 
 from lxml import etree
 
-from bridge.errors import InvalidRequest
+from bridge.errors import InvalidRequest, MappedFault
 from bridge.fhir.bundle import search_url, searchset
 from bridge.fhir.filter import matches
 from bridge.fhir.paging import PageState
@@ -118,28 +118,43 @@ class SearchInteractions(GatewayCore):
             for v in query.all.get(name, [])
         ]
         resource_map = served.resource
+        seen_ctx: list[RunContext] = []
+
+        seen_ids: set[str] = set()
 
         def accept(record: etree._Element, ctx: RunContext) -> dict[str, Any] | None:
+            if not seen_ctx:
+                seen_ctx.append(ctx)
             resource = build_resource(resource_map, record, ctx)
+            rid = str(resource.get("id", ""))
+            if rid and rid in seen_ids:
+                return None  # a search never answers one resource twice
+            seen_ids.add(rid)
             for path, kind, wanted in filters:
                 if not matches(resource, [s.name for s in path], kind, wanted):
                     return None
             return resource
 
         count = max(query.count, 1)
-        async with self.faults(served):
-            page = await fetch_page(
-                served.backend,
-                search,
-                values,
-                state.offset,
-                count,
-                state.hint,
-                accept,
-                filtered=bool(filters),
-            )
+        try:
+            async with self.faults(served):
+                page = await fetch_page(
+                    served.backend,
+                    search,
+                    values,
+                    state.offset,
+                    count,
+                    state.hint,
+                    accept,
+                    filtered=bool(filters),
+                )
+        except MappedFault as fault:
+            if not fault.empty_search:
+                raise
+            return searchset(base, [], total=0, self_url=self_url, next_url=None)
         resources = page.resources if query.count > 0 else []
-        included = self._included(search, includes, page.records) if resources else []
+        ctx = seen_ctx[0] if seen_ctx else RunContext(values=values)
+        included = self._included(search, includes, page.records, ctx) if resources else []
         next_url = None
         if page.next_position is not None and query.count > 0:
             nxt = PageState(rtype, params, page.next_position, query.count, page.hint)
@@ -154,7 +169,11 @@ class SearchInteractions(GatewayCore):
         )
 
     def _included(
-        self, search: CompiledSearch, includes: list[str], records: list[etree._Element]
+        self,
+        search: CompiledSearch,
+        includes: list[str],
+        records: list[etree._Element],
+        ctx: RunContext,
     ) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         seen: set[tuple[str, str]] = set()
@@ -165,7 +184,7 @@ class SearchInteractions(GatewayCore):
                 continue
             for record in records:
                 for nested in record.iterfind(inc.each):
-                    resource = build_resource(builder, nested)
+                    resource = build_resource(builder, nested, ctx)
                     key = (resource.get("resourceType", ""), str(resource.get("id", "")))
                     if key not in seen:
                         seen.add(key)

@@ -36,6 +36,17 @@ async def run_steps(
         if step.for_each is not None:
             source, item_path = step.for_each
             items = [el for reply in ctx.steps.get(source, []) for el in reply.iterfind(item_path)]
+            # Values (not records) are visited once each: several results of
+            # one accession ask for its report once.
+            seen: set[str] = set()
+            unique = []
+            for el in items:
+                key = (el.text or "").strip() if len(el) == 0 else ""
+                if key and key in seen:
+                    continue
+                seen.add(key)
+                unique.append(el)
+            items = unique
             for item in items:
                 ctx.item = item
                 values = {**extra, **step.call.request(ctx)}

@@ -176,6 +176,8 @@ class WriteInteractions(SearchInteractions):
         self.route(rtype, "update")
         if not isinstance(operations, list):
             raise InvalidRequest("A JSON Patch is a list of operations.")
+        if "read" not in self.routes.get(rtype, {}):
+            return await self._blind_patch(rtype, rid, operations)
         current = await self.read(rtype, rid)
         try:
             patched = jsonpatch.apply_patch(current, operations)
@@ -186,6 +188,42 @@ class WriteInteractions(SearchInteractions):
         if patched.get("id") != rid or patched.get("resourceType") != rtype:
             raise UnprocessableEntity("A patch may not change the resource's type or id.")
         return await self.update(rtype, rid, patched, if_match=if_match)
+
+    async def _blind_patch(self, rtype: str, rid: str, operations: list[Any]) -> WriteResult:
+        """A patch where the legacy system cannot be read back.
+
+        The patch applies to the id alone (a `replace` of an element it does
+        not hold adds it), and one of the declared update routes must take
+        the result; the answer is an OperationOutcome, not the resource.
+        """
+        skeleton: dict[str, Any] = {"resourceType": rtype, "id": rid}
+        adds = []
+        for op in operations:
+            if not isinstance(op, dict) or op.get("op") not in ("replace", "add"):
+                raise UnprocessableEntity(
+                    f"The legacy system cannot be read, so a {rtype} patch may only "
+                    "add or replace elements."
+                )
+            adds.append({**op, "op": "add"})
+        try:
+            patched = jsonpatch.apply_patch(skeleton, adds)
+        except (jsonpatch.JsonPatchException, JsonPointerException, TypeError) as exc:
+            raise UnprocessableEntity(
+                f"The patch cannot be applied: {type(exc).__name__}."
+            ) from exc
+        spec = self._update_route(rtype, patched)
+        await self._run_write(rtype, "update", spec, patched, rid)
+        outcome = {
+            "resourceType": "OperationOutcome",
+            "issue": [
+                {
+                    "severity": "information",
+                    "code": "informational",
+                    "diagnostics": f"The legacy system applied the change to {rtype}/{rid}.",
+                }
+            ],
+        }
+        return WriteResult(200, outcome, None)
 
     async def delete(self, rtype: str, rid: str) -> None:
         self.check_id(rid)

@@ -49,9 +49,16 @@ class RunContext:
     values: Mapping[str, str] = field(default_factory=dict)
     steps: dict[str, list[etree._Element]] = field(default_factory=dict)
     item: etree._Element | None = None
+    position: int = 0  # 1-based place of the current item in an `each` group
 
     def lookup(self, p: Placeholder) -> str | None:
         if p.kind == "var":
+            if p.name == "position":
+                return str(self.position) if self.position else None
+            head, _, part = p.name.rpartition(".")
+            if head == "id" and part.isdigit():  # {id.0}: a part of a dotted id
+                parts = self.values.get("id", "").split(".")
+                return parts[int(part)] if int(part) < len(parts) else None
             return self.values.get(p.name)
         if p.kind == "item":
             if self.item is None or p.path is None:
@@ -179,6 +186,7 @@ class CompiledField:
     reads: bool = True
     writes: bool = False
     resource_type: str | None = None  # a contained resource's type
+    sources: tuple[str, ...] = ()  # several legacy values, joined (reads only)
 
     @property
     def is_group(self) -> bool:
@@ -219,6 +227,7 @@ class CompiledRead:
     steps: tuple[CompiledStep, ...]
     record: str
     id_pattern: re.Pattern[str] | None
+    match: str | None = None  # Clark path, in each record, of the id
 
     @property
     def call(self) -> CompiledCall:

@@ -56,6 +56,8 @@ class _Compiler(ResourceCompiler):
         self, doc: Document, loc: Loc, base: ElementInfo, path: str, what: str
     ) -> tuple[str, ElementInfo] | None:
         """Resolve `A/B/C` under `base` into a Clark path; report what is missing."""
+        if path.strip() in (".", ""):
+            return ".", base  # the element itself
         current = base
         clark: list[str] = []
         for step in path.strip("/").split("/"):
@@ -96,7 +98,11 @@ class _Compiler(ResourceCompiler):
     ) -> Placeholder | None:
         if name in scope.variables:
             return Placeholder(name, "var", default=default)
+        if re.fullmatch(r"id\.\d", name) and "id" in scope.variables:
+            return Placeholder(name, "var", default=default)  # a part of a dotted id
         head, _, rest = name.partition(".")
+        if name == "item" and scope.item is not None:
+            return Placeholder(name, "item", path=".", default=default)  # the item's own text
         if head == "item" and scope.item is not None and rest:
             found = self.resolve(doc, loc, scope.item, rest, "{item}") if rest != "." else None
             path = found[0] if found else ("." if rest == "." else None)

@@ -176,12 +176,23 @@ class ResourceCompiler:
                 self.fail(doc, ("read", "id_pattern"), f"not a regular expression: {exc}")
         if found is None:
             return None, None
-        return CompiledRead(steps, found[0], pattern), found[1]
+        match = None
+        if spec.match is not None:
+            hit = self.resolve(doc, ("read", "match"), found[1], spec.match, "match")
+            match = hit[0] if hit else None
+        return CompiledRead(steps, found[0], pattern, match), found[1]
 
     # -- search ------------------------------------------------------------------
 
     def param(
-        self, doc: Document, loc: Loc, name: str, p: s.SearchParam, resource: str, tables: Any
+        self,
+        doc: Document,
+        loc: Loc,
+        name: str,
+        p: s.SearchParam,
+        resource: str,
+        tables: Any,
+        referenced: frozenset[str] = frozenset(),
     ) -> tuple[CompiledParam | None, dict[str, s.RequestValue]]:
         pipeline = self.pipeline(doc, (*loc, "transform"), p.transform, tables)
         extra: dict[str, s.RequestValue] = {}
@@ -194,7 +205,7 @@ class ResourceCompiler:
             for prefix, element in p.prefixes.items():
                 extra[element] = f"{{params.{name}.{prefix}}}"
             prefixes = frozenset(p.prefixes)
-        pushed = bool(extra)
+        pushed = bool(extra) or name in referenced
         if pushed and not pipeline.invertible:
             self.fail(
                 doc,
@@ -246,6 +257,11 @@ class ResourceCompiler:
         params: dict[str, CompiledParam] = {}
         extra: dict[str, s.RequestValue] = {}
         owners: dict[str, str] = {}
+        # Parameters a step names as {params.NAME...} reach the legacy system too.
+        texts = [str(v) for v in spec.request.values()] + [
+            str(v) for step in spec.steps or [] for v in step.request.values()
+        ]
+        referenced = frozenset(n for n in spec.params if any(f"{{params.{n}" in t for t in texts))
         first_op = wsdl.operations.get(
             spec.operation or (spec.steps or [s.Step(operation="")])[0].operation
         )
@@ -260,7 +276,9 @@ class ResourceCompiler:
                     bad = bad or found is None
                 if bad:
                     continue
-            param, param_extra = self.param(doc, (*loc, "params", name), name, p, resource, tables)
+            param, param_extra = self.param(
+                doc, (*loc, "params", name), name, p, resource, tables, referenced
+            )
             if param is None:
                 continue
             # Parameters that fill the same element share the first one's slot.
@@ -357,7 +375,7 @@ class ResourceCompiler:
         if steps is None:
             return None, None
         first = steps[0].call.template.operation
-        record: ElementInfo | None = None
+        record: ElementInfo | None = first.input  # without `record`, fields fill the request
         if spec.record is not None:
             found = self.resolve(doc, (*loc, "record"), first.input, spec.record, "record")
             record = found[1] if found else None
@@ -500,6 +518,34 @@ class ResourceCompiler:
                 writes=writes,
                 resource_type=f.resource,
             )
+        if isinstance(f.from_, list):
+            found_all = [
+                self.resolve(doc, (*floc, "from", i), base, path, f"field '{f.fhir}'")
+                for i, path in enumerate(f.from_)
+            ]
+            if any(x is None for x in found_all):
+                return None
+            pipeline = self.pipeline(doc, (*floc, "transform"), f.transform, tables)
+            first = pipeline.steps[0].name if pipeline.steps else ""
+            if first != "join":
+                self.fail(
+                    doc,
+                    (*floc, "transform"),
+                    f"field '{f.fhir}': several 'from' paths need a first transform 'join'",
+                )
+                return None
+            return CompiledField(
+                tuple(steps),
+                None,
+                None,
+                pipeline,
+                when,
+                where=where,
+                local_when=local_when,
+                reads=reads,
+                writes=False,
+                sources=tuple(x[0] for x in found_all if x is not None),
+            )
         if f.from_ is not None:
             source = None
             if f.from_.strip() == ".":
@@ -541,11 +587,16 @@ class ResourceCompiler:
             )
         template = None
         if isinstance(f.value, str) and "{" in f.value:
-            template = self.value_template(doc, (*floc, "value"), f.value, scope)
+            # A value may use the interaction's placeholders, {item.PATH} for the
+            # record it is built from, and {position} inside an `each` group.
+            local = Scope((*scope.variables, "position"), scope.steps, base)
+            template = self.value_template(doc, (*floc, "value"), f.value, local)
+        pipeline = self.pipeline(doc, (*floc, "transform"), f.transform, tables)
         return CompiledField(
             tuple(steps),
             None,
             f.value,
+            pipeline,
             when=when,
             where=where,
             template=template,
@@ -615,7 +666,7 @@ def _written_elements(record: str | None, fields: Sequence[s.FieldSpec]) -> tupl
         for f in specs:
             if f.direction == "read":
                 continue
-            if f.from_:
+            if isinstance(f.from_, str):
                 names.add(f.from_.strip("/").split("/")[0])
             if f.each:
                 names.add(f.each.strip("/").split("/")[0])

@@ -106,10 +106,13 @@ def _fill(
         if f.is_group:
             if f.each is not None:
                 items = []
-                for item in record.iterfind(f.each):
+                outer = ctx.position
+                for position, item in enumerate(record.iterfind(f.each), start=1):
                     built: dict[str, Any] = {}
+                    ctx.position = position
                     _fill(built, f.children, item, ctx)
                     items.append(built)
+                ctx.position = outer
                 _set(target, f.steps, items)
             else:
                 group: dict[str, Any] = {}
@@ -118,8 +121,27 @@ def _fill(
                     group = {"resourceType": f.resource_type, **group}
                 _set(target, f.steps, group)
             continue
+        if f.sources:
+            texts = [(record.findtext(p) or "").strip() for p in f.sources]
+            if not all(texts):
+                continue
+            try:
+                joined = f.pipeline.to_fhir(texts)
+            except TransformError as exc:
+                log.warning("legacy value dropped at %s: %s", f.where, exc)
+                continue
+            _set(target, f.steps, joined)
+            continue
         if f.source is None:
+            if f.template is not None:
+                ctx.item = record
             value = f.template.render(ctx) if f.template is not None else f.constant
+            if value is not None and f.template is not None and f.pipeline.steps:
+                try:
+                    value = f.pipeline.to_fhir(value)
+                except TransformError as exc:
+                    log.warning("value dropped at %s: %s", f.where, exc)
+                    continue
             if value is not None:
                 _set(target, f.steps, value)
             continue
@@ -197,21 +219,17 @@ def _label(f: CompiledField) -> str:
 def _write(tree: dict[str, Any], fields: tuple[CompiledField, ...], node: Any) -> None:
     for f in fields:
         if f.is_group:
-            if not any(c.writes or c.is_group for c in f.children):
+            if not f.writes or not any(c.writes or c.is_group for c in f.children):
                 continue
             if f.local_when and f.when is not None and not f.when.holds_in_tree(tree, f.local_when):
                 continue
             if f.each is not None and f.local_each is not None:
                 for item in fhir_values(node, f.steps):
-                    if len(f.children) == 1 and f.children[0].local == ".":
-                        child = f.children[0]
-                        values = fhir_values(item, child.steps)
-                        if values:
-                            _tree_append(tree, f.local_each, str(_to_legacy(child, values[0])))
-                        continue
                     sub: dict[str, Any] = {}
                     _write(sub, f.children, item)
-                    if sub:
+                    if set(sub) == {"."}:
+                        _tree_append(tree, f.local_each, sub["."])  # the element's own text
+                    elif sub:
                         _tree_append(tree, f.local_each, sub)
                 continue
             found = fhir_values(node, f.steps)
@@ -228,7 +246,20 @@ def _write(tree: dict[str, Any], fields: tuple[CompiledField, ...], node: Any) -
         values = fhir_values(node, f.steps) if f.steps and f.steps[0].name else []
         if not values:
             continue
-        _put(tree, f.local, _to_legacy(f, values[0]))
+        try:
+            _put(tree, f.local, _to_legacy(f, values[0]))
+        except BadValue:
+            # `participant[0].actor` names a role, not a position: the first
+            # item of the list that the transform accepts is the one meant.
+            anywhere = [PathStep(s.name, -2 if s.index == 0 else s.index) for s in f.steps]
+            for candidate in fhir_values(node, anywhere):
+                try:
+                    _put(tree, f.local, _to_legacy(f, candidate))
+                    break
+                except BadValue:
+                    continue
+            else:
+                raise
 
 
 class _Joined:
@@ -338,15 +369,17 @@ def search_values(
                 continue
             if param.prefixes:
                 prefix = criterion.prefix or "eq"
-                if prefix not in param.prefixes:
+                # An inclusive legacy range (From/To) also serves gt, lt and eq:
+                # the legacy search is then broader, and a `fhir` filter trims it.
+                bounds = {"eq": ("eq", "ge", "le"), "gt": ("gt", "ge"), "lt": ("lt", "le")}
+                targets = [b for b in bounds.get(prefix, (prefix,)) if b in param.prefixes]
+                if not targets:
                     if param.fhir is None:
                         raise BadValue(f"{name}: the prefix '{prefix}' is not supported here.")
                     continue  # the gateway applies it to the results
-                values[f"params.{name}.{prefix}"] = _legacy_value(param, criterion)
-                if prefix == "eq":
-                    for bound in ("ge", "le"):
-                        if bound in param.prefixes:
-                            values.setdefault(f"params.{name}.{bound}", values[f"params.{name}.eq"])
+                legacy = _legacy_value(param, criterion)
+                for bound in targets:
+                    values.setdefault(f"params.{name}.{bound}", legacy)
             else:
                 key = f"params.{param.key}"
                 value = _legacy_value(param, criterion)

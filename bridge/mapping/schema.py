@@ -179,6 +179,9 @@ class FaultRule(Strict):
         None, description="What the client reads. Never the legacy fault text, which may hold PHI."
     )
     retry_after: int = Field(0, ge=0)
+    empty_search: bool = Field(
+        False, description="In a search, this fault means no match: an empty Bundle."
+    )
 
 
 class InBodyErrors(Strict):
@@ -232,7 +235,9 @@ class FieldSpec(Strict):
     """
 
     fhir: str = Field("", description="The FHIR element; empty only for a legacy constant.")
-    from_: str | None = Field(None, alias="from")
+    from_: str | list[str] | None = Field(
+        None, alias="from", description="A legacy path, or several joined by a 'join' transform."
+    )
     value: Scalar | None = None
     transform: Pipeline = Field(default_factory=list)
     when: When | None = None
@@ -258,8 +263,12 @@ class FieldSpec(Strict):
             raise ValueError("give exactly one of 'from', 'value' or 'fields'")
         if self.each is not None and self.fields is None:
             raise ValueError("'each' repeats a group: it needs 'fields'")
-        if self.transform and self.from_ is None:
-            raise ValueError("'transform' applies to a value taken 'from' the legacy record")
+        templated = isinstance(self.value, str) and "{" in self.value
+        if self.transform and self.from_ is None and not templated:
+            raise ValueError(
+                "'transform' applies to a value taken 'from' the legacy record "
+                "(or to a value with {placeholders})"
+            )
         return self
 
 
@@ -329,6 +338,11 @@ class ReadSpec(Steps):
     record: str = Field(description="Path, in the last step's answer, of the legacy record.")
     id_pattern: str | None = Field(
         None, description="Ids that cannot match this regular expression are 404 without a call."
+    )
+    match: str | None = Field(
+        None,
+        description="For systems without a get-by-id: the element, in each record at "
+        "'record', whose value must equal the id.",
     )
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "Component",
     "DateTimeTransform",
     "DateTransform",
+    "JoinTransform",
     "NumberTransform",
     "Pipeline",
     "QuantityTransform",
@@ -305,6 +306,21 @@ class SplitTransform(Transform):
         return Component(self.separator, self.index, text)
 
 
+class JoinTransform(Transform):
+    """Several legacy values joined into one (an id made of two keys); one way."""
+
+    name = "join"
+    invertible = False
+
+    def __init__(self, separator: str) -> None:
+        self.separator = separator
+
+    def to_fhir(self, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return self.separator.join(str(v) for v in value)
+        return value
+
+
 class RegexTransform(Transform):
     """The first group a regular expression finds in the legacy value (one way)."""
 
@@ -565,6 +581,11 @@ def _quantity(raw: Any, tables: Mapping[str, CodeTable]) -> Transform:
     )
 
 
+def _join(raw: Any, tables: Mapping[str, CodeTable]) -> Transform:
+    args = _args(raw, "separator", {"separator": str})
+    return JoinTransform(args.get("separator", "-"))
+
+
 def _regex(raw: Any, tables: Mapping[str, CodeTable]) -> Transform:
     args = _args(raw, "pattern", {"pattern": str})
     return RegexTransform(args.get("pattern", ""))
@@ -584,6 +605,7 @@ TRANSFORMS: dict[str, Callable[[Any, Mapping[str, CodeTable]], Transform]] = {
     "quantity": _quantity,
     "decimal": _number("decimal"),
     "integer": _number("integer"),
+    "join": _join,
     "split": _split,
     "table": _table,
     "template": _template,

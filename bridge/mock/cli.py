@@ -1,4 +1,4 @@
-"""``bridge mock``: run the mock hospital, or write its WSDL.
+"""``bridge mock``: run the mock hospital, or write its WSDLs.
 
 The gateway's ``bridge`` command hands everything after ``mock`` to
 :func:`main`; ``python -m bridge.mock`` does the same.
@@ -7,12 +7,15 @@ The gateway's ``bridge`` command hands everything after ``mock`` to
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
+import importlib
 import socket
 from pathlib import Path
 
 import uvicorn
 
-from bridge.mock.state import EhrOptions
+from bridge.mock.catalog import SYSTEMS
+from bridge.mock.options import HOSPITAL_TIMEZONE, MockOptions
 
 __all__ = ["main"]
 
@@ -20,7 +23,10 @@ __all__ = ["main"]
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bridge mock",
-        description="Run the mock legacy hospital (SOAP EHR at /ehr, JSON side door at /_mock/).",
+        description=(
+            "Run the mock legacy hospital: SOAP systems at /ehr, /lab, /scheduling, "
+            "/pharmacy and /billing, JSON side door at /_mock/."
+        ),
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (127.0.0.1)")
     parser.add_argument(
@@ -41,6 +47,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--page-size", type=int, default=25, help="records per FindPatients/FetchNext page (25)"
     )
+    parser.add_argument(
+        "--today",
+        type=_date,
+        metavar="YYYY-MM-DD",
+        help=(
+            "the hospital's reference date: slots, lab history and claims are laid out "
+            f"around it (default: the current date in {HOSPITAL_TIMEZONE})"
+        ),
+    )
     parser.add_argument("--username", default="bridge", help="the one account's user (bridge)")
     parser.add_argument(
         "--password", default="bridge-dev-password", help="the one account's password"
@@ -49,9 +64,33 @@ def _parser() -> argparse.ArgumentParser:
         "--write-wsdl",
         type=Path,
         metavar="PATH",
-        help="write the EHR WSDL as checked in (address http://127.0.0.1:8081/ehr) and exit",
+        help=(
+            "write the WSDLs as checked in (addresses on http://127.0.0.1:8081) and exit: "
+            "a directory gets every system's (DIR/hospital/ehr.wsdl, DIR/lab/lab.wsdl, ...); "
+            "a path ending in .wsdl gets the EHR's alone"
+        ),
     )
     return parser
+
+
+def _date(text: str) -> _dt.date:
+    try:
+        return _dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def _write_wsdls(target: Path) -> list[Path]:
+    """Write the checked-in form of the WSDLs; spyne is imported only here."""
+    modules = {spec.name: importlib.import_module(f"bridge.mock.{spec.name}") for spec in SYSTEMS}
+    if target.suffix == ".wsdl":
+        pairs = [(target, modules["ehr"])]
+    else:
+        pairs = [(target / spec.wsdl_file, modules[spec.name]) for spec in SYSTEMS]
+    for path, module in pairs:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(module.checked_in_wsdl())
+    return [path for path, _ in pairs]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,16 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.write_wsdl is not None:
-        # Imported late: spyne is slow to import and only needed from here on.
-        from bridge.mock.ehr import checked_in_wsdl
-
-        args.write_wsdl.parent.mkdir(parents=True, exist_ok=True)
-        args.write_wsdl.write_bytes(checked_in_wsdl())
-        print(f"wrote {args.write_wsdl}")
+        for path in _write_wsdls(args.write_wsdl):
+            print(f"wrote {path}")
         return 0
 
     try:
-        options = EhrOptions(
+        options = MockOptions(
             patients=args.patients,
             seed=args.seed,
             session_idle_timeout=args.session_idle_timeout,
@@ -77,13 +112,14 @@ def main(argv: list[str] | None = None) -> int:
             page_size=args.page_size,
             username=args.username,
             password=args.password,
+            today=args.today,
         )
     except ValueError as exc:
         parser.error(str(exc))
     return _serve(options, args.host, args.port)
 
 
-def _serve(options: EhrOptions, host: str, port: int) -> int:
+def _serve(options: MockOptions, host: str, port: int) -> int:
     from bridge.mock.server import build_app
 
     config = uvicorn.Config(

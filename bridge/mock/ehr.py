@@ -3,89 +3,138 @@
 The wire contract (names, order, fault shape) is what the gateway's
 mapping files are written against; ``wsdl/hospital/ehr.wsdl`` is its
 checked-in copy and a test keeps the two equal. All behaviour lives in
-:class:`bridge.mock.state.EhrState`; this module only translates between
-SOAP and that state.
+:class:`bridge.mock.ehr_state.EhrState`; this module only translates
+between SOAP and that state.
 """
 
 from __future__ import annotations
 
-import logging
-import re
-import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from typing import Any, ClassVar, TypeVar, cast
+from decimal import Decimal
+from typing import Any, ClassVar, cast
 
-from lxml import etree
-from spyne import Application, Array, ComplexModel, Fault, Integer, ServiceBase, Unicode
-from spyne import rpc as _spyne_rpc
+from spyne import Application, Array, ComplexModel, Integer, ServiceBase, Unicode
+from spyne import Decimal as XsDecimal
 from spyne.protocol.soap import Soap11
-from spyne.server.wsgi import WsgiApplication
 
+from bridge.mock.clinical import VitalReading
 from bridge.mock.data import PatientRecord
-from bridge.mock.state import EhrState, Page, SearchCriteria, VendorError
+from bridge.mock.ehr_state import EhrState, Page, ReadingInput, SearchCriteria
+from bridge.mock.soapkit import (
+    OPTIONAL,
+    REQUIRED,
+    WsgiApp,
+    build_wsgi,
+    operation,
+    pretty_wsdl,
+    rpc,
+    vendor_error_type,
+)
+from bridge.mock.soapkit import wsdl_document as _wsdl_document
 
-__all__ = ["TNS", "WsgiApp", "build_wsgi_app", "checked_in_wsdl", "wsdl_document"]
+__all__ = [
+    "CHECKED_IN_LOCATION",
+    "TNS",
+    "WsgiApp",
+    "build_wsgi_app",
+    "checked_in_wsdl",
+    "wsdl_document",
+]
 
 TNS = "urn:hospital:ehr"
-
-_F = TypeVar("_F", bound=Callable[..., Any])
-WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-
-
-def _rpc(*args: Any, **kwargs: Any) -> Callable[[_F], _F]:
-    # spyne is untyped; this keeps the decorated methods visible to mypy.
-    return cast(Callable[[_F], _F], _spyne_rpc(*args, **kwargs))
-
-
-_REQUIRED = {"min_occurs": 1, "nillable": False}
-_OPTIONAL = {"min_occurs": 0, "nillable": False}
 
 
 class SessionHeader(ComplexModel):  # type: ignore[misc]
     __namespace__ = TNS
-    _type_info: ClassVar[list[tuple[str, Any]]] = [("SessionId", Unicode(**_REQUIRED))]
+    _type_info: ClassVar[list[tuple[str, Any]]] = [("SessionId", Unicode(**REQUIRED))]
 
 
 class Patient(ComplexModel):  # type: ignore[misc]
     __namespace__ = TNS
     # A list, not class attributes, so the element order is explicit.
     _type_info: ClassVar[list[tuple[str, Any]]] = [
-        ("MRN", Unicode(**_REQUIRED)),
-        ("Name", Unicode(**_REQUIRED)),
-        ("DOB", Unicode(**_REQUIRED)),
-        ("Sex", Unicode(**_REQUIRED)),
-        ("AddressLine1", Unicode(**_OPTIONAL)),
-        ("AddressLine2", Unicode(**_OPTIONAL)),
-        ("City", Unicode(**_OPTIONAL)),
-        ("State", Unicode(**_OPTIONAL)),
-        ("Zip", Unicode(**_OPTIONAL)),
-        ("Phone", Unicode(**_OPTIONAL)),
-        ("MaritalStatus", Unicode(**_OPTIONAL)),
-        ("Language", Unicode(**_OPTIONAL)),
-        ("DeceasedFlag", Unicode(**_REQUIRED)),
-        ("DeceasedDate", Unicode(**_OPTIONAL)),
+        ("MRN", Unicode(**REQUIRED)),
+        ("Name", Unicode(**REQUIRED)),
+        ("DOB", Unicode(**REQUIRED)),
+        ("Sex", Unicode(**REQUIRED)),
+        ("AddressLine1", Unicode(**OPTIONAL)),
+        ("AddressLine2", Unicode(**OPTIONAL)),
+        ("City", Unicode(**OPTIONAL)),
+        ("State", Unicode(**OPTIONAL)),
+        ("Zip", Unicode(**OPTIONAL)),
+        ("Phone", Unicode(**OPTIONAL)),
+        ("MaritalStatus", Unicode(**OPTIONAL)),
+        ("Language", Unicode(**OPTIONAL)),
+        ("DeceasedFlag", Unicode(**REQUIRED)),
+        ("DeceasedDate", Unicode(**OPTIONAL)),
     ]
 
 
-_PatientList = Array(Patient, **_OPTIONAL)
-_PAGE_RETURNS = (_PatientList, Unicode(**_OPTIONAL), Integer(**_REQUIRED))
-_PAGE_NAMES = ("Patients", "CursorId", "TotalCount")
+class Allergy(ComplexModel):  # type: ignore[misc]
+    __namespace__ = TNS
+    _type_info: ClassVar[list[tuple[str, Any]]] = [
+        ("AllergyId", Unicode(**REQUIRED)),
+        ("Substance", Unicode(**REQUIRED)),
+        ("SubstanceCode", Unicode(**REQUIRED)),
+        ("Reaction", Unicode(**OPTIONAL)),
+        ("Severity", Unicode(**OPTIONAL)),
+        ("Status", Unicode(**REQUIRED)),
+        ("RecordedDate", Unicode(**OPTIONAL)),
+    ]
 
 
-class VendorErrorDetail(Fault):  # type: ignore[misc]
-    """Declares the fault detail in the WSDL (``wsdl:fault`` on every operation).
+class Problem(ComplexModel):  # type: ignore[misc]
+    __namespace__ = TNS
+    _type_info: ClassVar[list[tuple[str, Any]]] = [
+        ("ProblemId", Unicode(**REQUIRED)),
+        ("Description", Unicode(**REQUIRED)),
+        ("ICD10", Unicode(**REQUIRED)),
+        ("OnsetDate", Unicode(**OPTIONAL)),
+        ("Status", Unicode(**REQUIRED)),
+        ("Sensitive", Unicode(**REQUIRED)),
+    ]
 
-    Never raised: spyne would put these fields straight under ``<Fault>``;
-    :func:`_fault` builds the ``<detail>`` content by hand instead.
-    """
+
+class Medication(ComplexModel):  # type: ignore[misc]
+    __namespace__ = TNS
+    _type_info: ClassVar[list[tuple[str, Any]]] = [
+        ("MedId", Unicode(**REQUIRED)),
+        ("Name", Unicode(**REQUIRED)),
+        ("LocalCode", Unicode(**REQUIRED)),
+        ("Dose", Unicode(**OPTIONAL)),
+        ("Route", Unicode(**OPTIONAL)),
+        ("Frequency", Unicode(**OPTIONAL)),
+        ("StartDate", Unicode(**OPTIONAL)),
+        ("Status", Unicode(**REQUIRED)),
+    ]
+
+
+class Reading(ComplexModel):  # type: ignore[misc]
+    """A vital-sign reading; ``ReadingId`` is absent on the way in, set on the way out."""
 
     __namespace__ = TNS
-    __type_name__ = "VendorError"
     _type_info: ClassVar[list[tuple[str, Any]]] = [
-        ("Code", Unicode(**_REQUIRED)),
-        ("Message", Unicode(**_REQUIRED)),
+        ("ReadingId", Unicode(**OPTIONAL)),
+        ("TypeCode", Unicode(**REQUIRED)),
+        ("Value", XsDecimal(**REQUIRED)),
+        ("Unit", Unicode(**REQUIRED)),
+        ("TakenAt", Unicode(**REQUIRED)),
+        ("DeviceId", Unicode(**OPTIONAL)),
     ]
+
+
+class ReadingIdList(ComplexModel):  # type: ignore[misc]
+    __namespace__ = TNS
+    _type_info: ClassVar[list[tuple[str, Any]]] = [
+        ("ReadingId", Unicode(min_occurs=0, max_occurs="unbounded", nillable=False)),
+    ]
+
+
+VendorErrorDetail = vendor_error_type(TNS)
+
+_PatientList = Array(Patient, **OPTIONAL)
+_PAGE_RETURNS = (_PatientList, Unicode(**OPTIONAL), Integer(**REQUIRED))
+_PAGE_NAMES = ("Patients", "CursorId", "TotalCount")
+_HEADER = (SessionHeader,)
 
 
 def _patient(record: PatientRecord) -> Any:
@@ -96,17 +145,12 @@ def _page(page: Page) -> tuple[list[Any], str | None, int]:
     return [_patient(r) for r in page.records], page.cursor_id, page.total
 
 
-def _fault(error: VendorError) -> Any:
-    # Passed as an element so spyne emits <detail><tns:VendorError>, not a
-    # dict-shaped <detail><detail> or untyped children.
-    vendor = etree.Element(f"{{{TNS}}}VendorError", nsmap={"tns": TNS})
-    etree.SubElement(vendor, f"{{{TNS}}}Code").text = error.code
-    etree.SubElement(vendor, f"{{{TNS}}}Message").text = error.message
-    return Fault(
-        faultcode="Server" if error.server else "Client",
-        faultstring=error.message,
-        detail=vendor,
-    )
+def _reading(reading: VitalReading) -> Any:
+    values = reading._asdict()
+    values["Value"] = Decimal(reading.Value)
+    if reading.DeviceId is None:
+        del values["DeviceId"]
+    return Reading(**values)
 
 
 def _ehr(ctx: Any) -> EhrState:
@@ -118,61 +162,49 @@ def _session_id(ctx: Any) -> str | None:
     return None if header is None else cast("str | None", header.SessionId)
 
 
-@contextmanager
-def _operation(ctx: Any, name: str, *, injectable: bool = True) -> Iterator[EhrState]:
-    """Count the call, maybe inject a fault, and render VendorError as SOAP."""
-    ehr = _ehr(ctx)
-    try:
-        ehr.begin_call(name, injectable=injectable)
-        yield ehr
-    except VendorError as error:
-        ehr.record_fault(error.code)
-        raise _fault(error) from None
-
-
 class EhrService(ServiceBase):  # type: ignore[misc]
     """The operations, in the order the WSDL lists them."""
 
-    @_rpc(
-        Unicode(**_REQUIRED),
-        Unicode(**_REQUIRED),
-        _returns=Unicode(**_REQUIRED),
+    @rpc(
+        Unicode(**REQUIRED),
+        Unicode(**REQUIRED),
+        _returns=Unicode(**REQUIRED),
         _out_variable_name="SessionId",
         _throws=VendorErrorDetail,
     )
     def Login(ctx: Any, Username: str, Password: str) -> str:
-        with _operation(ctx, "Login", injectable=False) as ehr:
-            return ehr.login(Username, Password)
+        with operation(_ehr(ctx), TNS, "Login", injectable=False):
+            return _ehr(ctx).login(Username, Password)
 
-    @_rpc(
-        Unicode(**_REQUIRED),
-        _returns=Unicode(**_REQUIRED),
+    @rpc(
+        Unicode(**REQUIRED),
+        _returns=Unicode(**REQUIRED),
         _out_variable_name="Result",
         _throws=VendorErrorDetail,
     )
     def Logout(ctx: Any, SessionId: str) -> str:
-        with _operation(ctx, "Logout") as ehr:
-            ehr.logout(SessionId)
+        with operation(_ehr(ctx), TNS, "Logout"):
+            _ehr(ctx).logout(SessionId)
             return "OK"
 
-    @_rpc(
-        Unicode(**_REQUIRED),
-        _in_header=(SessionHeader,),
-        _returns=Patient.customize(**_REQUIRED),
+    @rpc(
+        Unicode(**REQUIRED),
+        _in_header=_HEADER,
+        _returns=Patient.customize(**REQUIRED),
         _out_variable_name="Patient",
         _throws=VendorErrorDetail,
     )
     def GetPatient(ctx: Any, MRN: str) -> Any:
-        with _operation(ctx, "GetPatient") as ehr:
-            return _patient(ehr.get_patient(_session_id(ctx), MRN))
+        with operation(_ehr(ctx), TNS, "GetPatient"):
+            return _patient(_ehr(ctx).get_patient(_session_id(ctx), MRN))
 
-    @_rpc(
-        Unicode(**_OPTIONAL),
-        Unicode(**_OPTIONAL),
-        Unicode(**_OPTIONAL),
-        Unicode(**_OPTIONAL),
-        Unicode(**_OPTIONAL),
-        _in_header=(SessionHeader,),
+    @rpc(
+        Unicode(**OPTIONAL),
+        Unicode(**OPTIONAL),
+        Unicode(**OPTIONAL),
+        Unicode(**OPTIONAL),
+        Unicode(**OPTIONAL),
+        _in_header=_HEADER,
         _returns=_PAGE_RETURNS,
         _out_variable_names=_PAGE_NAMES,
         _throws=VendorErrorDetail,
@@ -185,22 +217,106 @@ class EhrService(ServiceBase):  # type: ignore[misc]
         Sex: str | None,
         MRN: str | None,
     ) -> tuple[list[Any], str | None, int]:
-        with _operation(ctx, "FindPatients") as ehr:
+        with operation(_ehr(ctx), TNS, "FindPatients"):
             criteria = SearchCriteria(
                 last_name=LastName, first_name=FirstName, dob=DOB, sex=Sex, mrn=MRN
             )
-            return _page(ehr.find_patients(_session_id(ctx), criteria))
+            return _page(_ehr(ctx).find_patients(_session_id(ctx), criteria))
 
-    @_rpc(
-        Unicode(**_REQUIRED),
-        _in_header=(SessionHeader,),
+    @rpc(
+        Unicode(**REQUIRED),
+        _in_header=_HEADER,
         _returns=_PAGE_RETURNS,
         _out_variable_names=_PAGE_NAMES,
         _throws=VendorErrorDetail,
     )
     def FetchNext(ctx: Any, CursorId: str) -> tuple[list[Any], str | None, int]:
-        with _operation(ctx, "FetchNext") as ehr:
-            return _page(ehr.fetch_next(_session_id(ctx), CursorId))
+        with operation(_ehr(ctx), TNS, "FetchNext"):
+            return _page(_ehr(ctx).fetch_next(_session_id(ctx), CursorId))
+
+    # -- the selected patient's chart ------------------------------------------
+
+    @rpc(
+        Unicode(**REQUIRED),
+        _in_header=_HEADER,
+        _returns=Unicode(**REQUIRED),
+        _out_variable_name="Result",
+        _throws=VendorErrorDetail,
+    )
+    def SelectPatient(ctx: Any, MRN: str) -> str:
+        with operation(_ehr(ctx), TNS, "SelectPatient"):
+            _ehr(ctx).select_patient(_session_id(ctx), MRN)
+            return "OK"
+
+    @rpc(
+        _in_header=_HEADER,
+        _returns=Array(Allergy, **OPTIONAL),
+        _out_variable_name="Allergies",
+        _throws=VendorErrorDetail,
+    )
+    def GetAllergies(ctx: Any) -> list[Any]:
+        with operation(_ehr(ctx), TNS, "GetAllergies"):
+            return [Allergy(**a._asdict()) for a in _ehr(ctx).allergies(_session_id(ctx))]
+
+    @rpc(
+        _in_header=_HEADER,
+        _returns=Array(Problem, **OPTIONAL),
+        _out_variable_name="Problems",
+        _throws=VendorErrorDetail,
+    )
+    def GetProblems(ctx: Any) -> list[Any]:
+        with operation(_ehr(ctx), TNS, "GetProblems"):
+            return [Problem(**p._asdict()) for p in _ehr(ctx).problems(_session_id(ctx))]
+
+    @rpc(
+        _in_header=_HEADER,
+        _returns=Array(Medication, **OPTIONAL),
+        _out_variable_name="Medications",
+        _throws=VendorErrorDetail,
+    )
+    def GetMedications(ctx: Any) -> list[Any]:
+        with operation(_ehr(ctx), TNS, "GetMedications"):
+            return [Medication(**m._asdict()) for m in _ehr(ctx).medications(_session_id(ctx))]
+
+    # -- vitals ---------------------------------------------------------------
+
+    @rpc(
+        Unicode(**REQUIRED),
+        Array(Reading, **REQUIRED),
+        _in_header=_HEADER,
+        _returns=(Integer(**REQUIRED), ReadingIdList.customize(**REQUIRED)),
+        _out_variable_names=("Accepted", "ReadingIds"),
+        _throws=VendorErrorDetail,
+    )
+    def RecordVitals(ctx: Any, MRN: str, Readings: list[Any] | None) -> tuple[int, Any]:
+        with operation(_ehr(ctx), TNS, "RecordVitals"):
+            batch = [
+                ReadingInput(
+                    type_code=r.TypeCode,
+                    value=r.Value,
+                    unit=r.Unit,
+                    taken_at=r.TakenAt,
+                    device_id=r.DeviceId,
+                )
+                for r in Readings or ()
+                if r is not None
+            ]
+            ids = _ehr(ctx).record_vitals(_session_id(ctx), MRN, batch)
+            return len(ids), ReadingIdList(ReadingId=ids)
+
+    @rpc(
+        Unicode(**REQUIRED),
+        Unicode(**OPTIONAL),
+        Unicode(**OPTIONAL),
+        _in_header=_HEADER,
+        _returns=Array(Reading, **OPTIONAL),
+        _out_variable_name="Readings",
+        _throws=VendorErrorDetail,
+    )
+    def GetVitals(ctx: Any, MRN: str, FromDate: str | None, ToDate: str | None) -> list[Any]:
+        with operation(_ehr(ctx), TNS, "GetVitals"):
+            readings = _ehr(ctx).get_vitals(_session_id(ctx), MRN, FromDate, ToDate)
+            return [_reading(r) for r in readings]
 
 
 def _application() -> Any:
@@ -213,96 +329,14 @@ def _application() -> Any:
     )
 
 
-def _quiet_spyne() -> None:
-    # spyne logs every Fault (with a traceback) at ERROR; faults are the
-    # mock's normal answers, and their messages may name patients.
-    logging.getLogger("spyne").setLevel(logging.CRITICAL + 1)
-
-
-class _EhrWsgi(WsgiApplication):  # type: ignore[misc]
-    """spyne's WSGI server, with malformed requests answered in vendor form.
-
-    spyne rejects XML that fails schema validation before any of our code
-    runs; a real EHR answers those with its own code, so we re-dress the
-    fault as EHR-BAD-REQUEST with a VendorError detail.
-    """
-
-    def __init__(self, app: Any, ehr: EhrState) -> None:
-        super().__init__(app)
-        self._ehr = ehr
-
-    def generate_contexts(self, ctx: Any, in_string_charset: Any = None) -> Any:
-        # spyne only turns Faults into answers here; a body that does not
-        # decode with its declared charset would escape as a bare HTTP 500.
-        try:
-            return super().generate_contexts(ctx, in_string_charset)
-        except (UnicodeError, LookupError) as exc:
-            fault = Fault("Client", f"Cannot decode the request body: {exc}")
-            ctx.in_object = None
-            ctx.in_error = ctx.out_error = fault
-            return (ctx,)
-
-    def handle_error(self, p_ctx: Any, others: Any, error: Any, start_response: Any) -> Any:
-        if not _is_vendor_fault(error):
-            vendor = VendorError("EHR-BAD-REQUEST", _bad_request_message(error))
-            if not str(getattr(error, "faultcode", "Client")).startswith("Client"):
-                vendor = VendorError("EHR-INTERNAL", "Internal error", server=True)
-            self._ehr.record_fault(vendor.code)
-            error = _fault(vendor)
-            p_ctx.out_error = error
-        return super().handle_error(p_ctx, others, error, start_response)
-
-
-_SCHEMA_MESSAGE = re.compile(r"SCHEMAV?_?\w*:\w+: (.*?)['\"]?$")
-
-
-def _bad_request_message(error: Any) -> str:
-    # lxml's validator message arrives as a bytes repr with file:line noise:
-    # b"<string>:1:0:ERROR:SCHEMASV:SCHEMAV_ELEMENT_CONTENT: Element ...".
-    text = str(getattr(error, "faultstring", "") or "")
-    match = _SCHEMA_MESSAGE.search(text)
-    if match is not None:
-        return f"Request does not match the schema: {match.group(1)}"
-    return text or "Malformed request"
-
-
-def _is_vendor_fault(error: Any) -> bool:
-    detail = getattr(error, "detail", None)
-    return isinstance(detail, etree._Element) and detail.tag == f"{{{TNS}}}VendorError"
-
-
 def build_wsgi_app(ehr: EhrState) -> WsgiApp:
     """The EHR as a WSGI app bound to ``ehr``; latency is slept per call here."""
-    _quiet_spyne()
-    application = _application()
-
-    def attach_state(ctx: Any) -> None:
-        ctx.udc = ehr
-
-    application.event_manager.add_listener("method_call", attach_state)
-    soap = _EhrWsgi(application, ehr)
-
-    def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        # Sleep in the worker thread, as a slow backend would: the event
-        # loop and the side door stay responsive.
-        delay = ehr.latency_seconds()
-        if delay > 0 and environ.get("REQUEST_METHOD") == "POST":
-            time.sleep(delay)
-        return cast(Iterable[bytes], soap(environ, start_response))
-
-    return wsgi
+    return build_wsgi(_application(), ehr, tns=TNS, bad_request="EHR-BAD-REQUEST")
 
 
 def wsdl_document(location: str) -> bytes:
-    """The WSDL exactly as ``/ehr?wsdl`` serves it, with ``location`` as address.
-
-    Built through the same WSGI server class, because spyne takes the
-    binding's transport URI from the server it is served by.
-    """
-    _quiet_spyne()
-    wsdl = WsgiApplication(_application()).doc.wsdl11
-    wsdl.build_interface_document(location)
-    return cast(bytes, wsdl.get_interface_document())
+    """The WSDL exactly as ``/ehr?wsdl`` serves it, with ``location`` as address."""
+    return _wsdl_document(_application(), location)
 
 
 # Where the checked-in copy says the service lives: the documented dev port.
@@ -311,5 +345,4 @@ CHECKED_IN_LOCATION = "http://127.0.0.1:8081/ehr"
 
 def checked_in_wsdl() -> bytes:
     """The WSDL as ``wsdl/hospital/ehr.wsdl`` stores it: pretty, fixed address."""
-    root = etree.fromstring(wsdl_document(CHECKED_IN_LOCATION))
-    return etree.tostring(root, pretty_print=True, xml_declaration=True, encoding="UTF-8")
+    return pretty_wsdl(wsdl_document(CHECKED_IN_LOCATION))

@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
+from bridge.mock.catalog import SYSTEMS
+
 __all__ = ["MockHospital", "MockHospitalError"]
 
 READY_PREFIX = "mock hospital ready at "
@@ -38,7 +40,10 @@ _OPTIONS: dict[str, Any] = {
     "page_size": 25,
     "username": "bridge",
     "password": "bridge-dev-password",
+    "today": None,  # None: the current date in the hospital (America/New_York)
 }
+
+_PATHS = {spec.name: spec.path for spec in SYSTEMS}
 
 
 class MockHospitalError(RuntimeError):
@@ -61,6 +66,10 @@ class MockHospital:
             raise ValueError(f"mock hospital URL must be http(s)://..., got {url!r}")
         self.url = url.rstrip("/")
         self.ehr_url = self.url + "/ehr"
+        self.lab_url = self.url + "/lab"
+        self.scheduling_url = self.url + "/scheduling"
+        self.pharmacy_url = self.url + "/pharmacy"
+        self.billing_url = self.url + "/billing"
         self.options: dict[str, Any] = {**_OPTIONS, **(options or {})}
         self._process: subprocess.Popen[bytes] | None = None
         self._stderr: IO[bytes] | None = None
@@ -76,6 +85,16 @@ class MockHospital:
     def __repr__(self) -> str:
         return f"MockHospital({self.url!r})"
 
+    def system_url(self, system: str) -> str:
+        """The SOAP endpoint of ``system`` (``ehr``, ``lab``, ``scheduling``, ...)."""
+        try:
+            return self.url + _PATHS[system]
+        except KeyError:
+            raise ValueError(f"unknown system {system!r}; known: {sorted(_PATHS)}") from None
+
+    def wsdl_url(self, system: str) -> str:
+        return self.system_url(system) + "?wsdl"
+
     # -- lifecycle ------------------------------------------------------
 
     @classmethod
@@ -85,7 +104,8 @@ class MockHospital:
 
         Options are ``bridge mock``'s, as keywords: ``patients``, ``seed``,
         ``session_idle_timeout``, ``max_sessions``, ``page_size``,
-        ``username``, ``password``.
+        ``username``, ``password``, ``today`` (``"2026-11-24"`` or a
+        ``datetime.date``; pin it for deterministic slots and histories).
         """
         hospital = cls.spawn(host=host, **options)
         try:
@@ -101,7 +121,8 @@ class MockHospital:
             raise TypeError(f"unknown mock hospital options {unknown}; known: {sorted(_OPTIONS)}")
         argv = [sys.executable, "-m", "bridge.mock", "--host", host, "--port", "0"]
         for key, value in options.items():
-            argv += ["--" + key.replace("_", "-"), str(value)]
+            if value is not None:
+                argv += ["--" + key.replace("_", "-"), str(value)]
 
         # stderr goes to a file, not a pipe: nobody reads it while the mock
         # runs, and a full pipe would block the child.
@@ -152,8 +173,27 @@ class MockHospital:
         """Call and fault counters per system, e.g. ``stats()["ehr"]["logins"]``."""
         return dict(self._request("GET", "/_mock/stats"))
 
+    def info(self) -> dict[str, Any]:
+        """``GET /_mock/info``: seed, patients, ``today``, time zone, the systems."""
+        return dict(self._request("GET", "/_mock/info"))
+
+    def get(self, path: str, **params: Any) -> Any:
+        """A side-door view as parsed JSON, e.g. ``get("/_mock/ehr/vitals", mrn="100001")``.
+
+        ``path`` may leave out the ``/_mock`` prefix; keyword values become
+        the query string (``None`` is left out).
+        """
+        if not path.startswith("/"):
+            path = "/" + path
+        if not path.startswith("/_mock/"):
+            path = "/_mock" + path
+        query = {k: str(v) for k, v in params.items() if v is not None}
+        if query:
+            path += "?" + urllib.parse.urlencode(query)
+        return self._request("GET", path)
+
     def reset(self) -> None:
-        """Forget sessions, cursors, stats and injected faults."""
+        """Forget sessions, cursors, stats, injected faults and every write made through SOAP."""
         self._request("POST", "/_mock/reset")
 
     def inject_faults(self, **settings: Any) -> dict[str, Any]:

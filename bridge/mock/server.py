@@ -2,13 +2,13 @@
 
 Each legacy system is a WSGI app (spyne) mounted at its own path behind
 a2wsgi's thread pool, wrapped so the side door can make it refuse calls.
-Adding a system (``/lab``, ``/scheduling``, ...) means one more entry in
-:func:`_systems`: a state object, a WSGI app and a path.
+Adding a system means a state class, a service module, an entry in
+:data:`bridge.mock.catalog.SYSTEMS` and one line in :func:`_wsgi_apps`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import gc
 from typing import Any, cast
 
 from a2wsgi import WSGIMiddleware
@@ -16,28 +16,21 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bridge.mock import ehr as _ehr
-from bridge.mock import sidedoor
-from bridge.mock.ehr import WsgiApp
-from bridge.mock.state import EhrOptions, EhrState, HospitalState, SystemState
+from bridge.mock import billing, ehr, lab, pharmacy, scheduling, sidedoor
+from bridge.mock.catalog import SYSTEMS
+from bridge.mock.hospital_state import Hospital
+from bridge.mock.options import MockOptions
+from bridge.mock.soapkit import WsgiApp
+from bridge.mock.state import SystemState
+from bridge.mock.views import routes as view_routes
 
-__all__ = ["WSGI_WORKERS", "MockSystem", "build_app"]
+__all__ = ["WSGI_WORKERS", "build_app"]
 
 # Threads per system: enough for 50 concurrent calls plus latency injection
 # without queueing behind the pool.
 WSGI_WORKERS = 64
 
 _UNAVAILABLE = b"<html><body><h1>503 Service Unavailable</h1></body></html>"
-
-
-@dataclass(frozen=True, slots=True)
-class MockSystem:
-    """One legacy system: its name in stats, its URL path, its state and app."""
-
-    name: str
-    path: str
-    state: SystemState
-    wsgi: WsgiApp
 
 
 class _Refusable:
@@ -65,25 +58,33 @@ class _Refusable:
         await self.app(scope, receive, send)
 
 
-def _systems(options: EhrOptions) -> list[MockSystem]:
-    ehr = EhrState(options)
-    return [MockSystem("ehr", "/ehr", ehr, _ehr.build_wsgi_app(ehr))]
+def _wsgi_apps(hospital: Hospital) -> dict[str, WsgiApp]:
+    return {
+        "ehr": ehr.build_wsgi_app(hospital.ehr),
+        "lab": lab.build_wsgi_app(hospital.lab),
+        "scheduling": scheduling.build_wsgi_app(hospital.scheduling),
+        "pharmacy": pharmacy.build_wsgi_app(hospital.pharmacy),
+        "billing": billing.build_wsgi_app(hospital.billing),
+    }
 
 
-def build_app(options: EhrOptions | None = None) -> Starlette:
+def build_app(options: MockOptions | None = None) -> Starlette:
     """The mock hospital as an ASGI app; ``app.state.hospital`` holds its state."""
-    systems = _systems(options or EhrOptions())
-    hospital = HospitalState([s.state for s in systems])
-    ehr = hospital.system("ehr")
-    assert isinstance(ehr, EhrState)
+    hospital = Hospital(options)
+    # The generated hospital never changes: move it out of the cyclic GC's
+    # sight, so collections during requests do not rescan it.
+    gc.collect()
+    gc.freeze()
 
-    routes = sidedoor.routes(hospital, ehr)
-    for system in systems:
+    routes = [*sidedoor.routes(hospital), *view_routes(hospital)]
+    apps = _wsgi_apps(hospital)
+    for spec in SYSTEMS:
+        state = hospital.system(spec.name)
         # a2wsgi types environ as a TypedDict and the ASGI scope as a union;
         # both are the plain dicts Starlette passes, so the casts are safe.
-        wsgi = cast(ASGIApp, WSGIMiddleware(cast(Any, system.wsgi), workers=WSGI_WORKERS))
+        wsgi = cast(ASGIApp, WSGIMiddleware(cast(Any, apps[spec.name]), workers=WSGI_WORKERS))
         # A Route, not a Mount: Mount("/ehr") would redirect POST /ehr to /ehr/.
-        routes.append(Route(system.path, endpoint=_Refusable(wsgi, system.state)))
+        routes.append(Route(spec.path, endpoint=_Refusable(wsgi, state)))
     app = Starlette(routes=routes)
     app.state.hospital = hospital
     return app

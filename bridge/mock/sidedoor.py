@@ -1,8 +1,9 @@
-"""The JSON side door under ``/_mock/``: stats, reset, fault injection, data.
+"""The JSON side door under ``/_mock/``: info, stats, reset, fault injection, patients.
 
 It exists for tests and the demo; it is plain JSON, never SOAP, and the
 gateway never calls it. Bad input gets a 400 with ``{"error": "..."}``
-naming the field and what it accepts.
+naming the field and what it accepts. Views of each system's records
+(vitals, results, slots, claims, ...) are in :mod:`bridge.mock.views`.
 """
 
 from __future__ import annotations
@@ -14,18 +15,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from bridge.mock.state import EhrState, HospitalState
+from bridge.mock.catalog import SYSTEMS
+from bridge.mock.hospital_state import Hospital
+from bridge.mock.options import HOSPITAL_TIMEZONE
 
-__all__ = ["routes"]
+__all__ = ["BadRequest", "error", "query_int", "routes"]
 
 _DEFAULT_LIMIT = 100
 
 
-class _BadRequest(Exception):
-    pass
+class BadRequest(Exception):
+    """A side-door request with a bad value; its message names the field and the fix."""
 
 
-def _error(status: int, message: str) -> JSONResponse:
+def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
@@ -35,18 +38,40 @@ def _number(body: dict[str, Any], key: str, *, low: float, high: float | None) -
     value = body[key]
     # bool is an int in Python; "true" is not a latency.
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _BadRequest(f"'{key}' must be a number, got {json.dumps(value)}")
+        raise BadRequest(f"'{key}' must be a number, got {json.dumps(value)}")
     if value < low or (high is not None and value > high):
         bounds = f"between {low:g} and {high:g}" if high is not None else f">= {low:g}"
-        raise _BadRequest(f"'{key}' must be {bounds}, got {value}")
+        raise BadRequest(f"'{key}' must be {bounds}, got {value}")
     return float(value)
 
 
 _FAULT_KEYS = ("system", "latency_ms", "fault_rate", "expire_sessions", "refuse_seconds")
 
 
-def routes(hospital: HospitalState, ehr: EhrState) -> list[Route]:
+def routes(hospital: Hospital) -> list[Route]:
     """The side door's routes, bound to the running hospital's state."""
+    ehr = hospital.ehr
+
+    async def info(request: Request) -> JSONResponse:
+        options = hospital.options
+        return JSONResponse(
+            {
+                "seed": options.seed,
+                "patients": options.patients,
+                "today": hospital.world.today.isoformat(),
+                "timezone": HOSPITAL_TIMEZONE,
+                "systems": {
+                    spec.name: {
+                        "path": spec.path,
+                        "wsdl": spec.path + "?wsdl",
+                        "namespace": spec.namespace,
+                        "soap": spec.soap_version,
+                        "sessions": spec.session_style,
+                    }
+                    for spec in SYSTEMS
+                },
+            }
+        )
 
     async def stats(request: Request) -> JSONResponse:
         return JSONResponse(hospital.stats())
@@ -66,21 +91,21 @@ def routes(hospital: HospitalState, ehr: EhrState) -> list[Route]:
         try:
             body = await request.json()
         except ValueError as exc:
-            return _error(400, f"body is not valid JSON: {exc}")
+            return error(400, f"body is not valid JSON: {exc}")
         if not isinstance(body, dict):
-            return _error(400, "body must be a JSON object")
+            return error(400, "body must be a JSON object")
         unknown = sorted(set(body) - set(_FAULT_KEYS))
         if unknown:
-            return _error(400, f"unknown keys {unknown}; known: {list(_FAULT_KEYS)}")
+            return error(400, f"unknown keys {unknown}; known: {list(_FAULT_KEYS)}")
         try:
             latency = _number(body, "latency_ms", low=0, high=None)
             rate = _number(body, "fault_rate", low=0, high=1)
             refuse = _number(body, "refuse_seconds", low=0, high=None)
-        except _BadRequest as exc:
-            return _error(400, str(exc))
+        except BadRequest as exc:
+            return error(400, str(exc))
         expire = body.get("expire_sessions", False)
         if not isinstance(expire, bool):
-            return _error(400, f"'expire_sessions' must be true or false, got {json.dumps(expire)}")
+            return error(400, f"'expire_sessions' must be true or false, got {json.dumps(expire)}")
         name = body.get("system")
         if name is None:
             targets = list(hospital.systems.values())
@@ -88,7 +113,7 @@ def routes(hospital: HospitalState, ehr: EhrState) -> list[Route]:
             targets = [hospital.systems[name]]
         else:
             known = sorted(hospital.systems)
-            return _error(400, f"unknown system {json.dumps(name)}; known: {known}")
+            return error(400, f"unknown system {json.dumps(name)}; known: {known}")
         for system in targets:
             system.set_faults(latency_ms=latency, fault_rate=rate, refuse_seconds=refuse)
             if expire:
@@ -97,20 +122,21 @@ def routes(hospital: HospitalState, ehr: EhrState) -> list[Route]:
 
     async def patients(request: Request) -> JSONResponse:
         try:
-            limit = _query_int(request, "limit", _DEFAULT_LIMIT)
-            offset = _query_int(request, "offset", 0)
-        except _BadRequest as exc:
-            return _error(400, str(exc))
+            limit = query_int(request, "limit", _DEFAULT_LIMIT)
+            offset = query_int(request, "offset", 0)
+        except BadRequest as exc:
+            return error(400, str(exc))
         page = ehr.data.records[offset : offset + limit]
         return JSONResponse([r.to_soap_dict() for r in page])
 
     async def patient(request: Request) -> JSONResponse:
         record = ehr.data.by_mrn.get(request.path_params["mrn"])
         if record is None:
-            return _error(404, "no patient with that MRN")
+            return error(404, "no patient with that MRN")
         return JSONResponse(record.to_soap_dict())
 
     return [
+        Route("/_mock/info", info, methods=["GET"]),
         Route("/_mock/stats", stats, methods=["GET"]),
         Route("/_mock/reset", reset, methods=["POST"]),
         Route("/_mock/faults", get_faults, methods=["GET"]),
@@ -121,14 +147,14 @@ def routes(hospital: HospitalState, ehr: EhrState) -> list[Route]:
     ]
 
 
-def _query_int(request: Request, key: str, default: int) -> int:
+def query_int(request: Request, key: str, default: int) -> int:
     raw = request.query_params.get(key)
     if raw is None:
         return default
     try:
         value = int(raw)
     except ValueError:
-        raise _BadRequest(f"'{key}' must be a non-negative integer, got {raw!r}") from None
+        raise BadRequest(f"'{key}' must be a non-negative integer, got {raw!r}") from None
     if value < 0:
-        raise _BadRequest(f"'{key}' must be a non-negative integer, got {raw!r}")
+        raise BadRequest(f"'{key}' must be a non-negative integer, got {raw!r}")
     return value

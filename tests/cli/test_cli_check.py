@@ -22,7 +22,13 @@ def _check(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
 def test_check_clean_mappings_exit_0() -> None:
     result = _check()
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "mappings/hospital: ok (Patient)"
+    assert result.stdout.splitlines() == [
+        "mappings/billing: ok (Claim)",
+        "mappings/hospital: ok (AllergyIntolerance, Condition, Observation, Patient)",
+        "mappings/lab: ok (DiagnosticReport, Observation)",
+        "mappings/pharmacy: ok (MedicationRequest)",
+        "mappings/scheduling: ok (Appointment, Practitioner, Slot)",
+    ]
 
 
 def test_check_reports_a_planted_mistake_with_file_line_and_exit_1(tmp_path: Path) -> None:

@@ -152,8 +152,20 @@ def test_metadata_lists_exactly_what_the_mapping_declares(gateway: Gateway, fhir
     cap = fhir(reply.json())
     assert cap["fhirVersion"] == "4.0.1"
     assert cap["format"] == ["json"]
-    (patient,) = cap["rest"][0]["resource"]
-    assert patient["type"] == "Patient"
+    served = {r["type"]: [i["code"] for i in r["interaction"]] for r in cap["rest"][0]["resource"]}
+    assert served == {
+        "AllergyIntolerance": ["search-type"],
+        "Appointment": ["search-type", "create", "update"],
+        "Claim": ["read", "create"],
+        "Condition": ["search-type"],
+        "DiagnosticReport": ["read", "search-type"],
+        "MedicationRequest": ["search-type"],
+        "Observation": ["search-type", "create"],
+        "Patient": ["read", "search-type"],
+        "Practitioner": ["read", "search-type"],
+        "Slot": ["search-type"],
+    }
+    patient = next(r for r in cap["rest"][0]["resource"] if r["type"] == "Patient")
     assert [i["code"] for i in patient["interaction"]] == ["read", "search-type"]
     assert {p["name"]: p["type"] for p in patient["searchParam"]} == {
         "family": "string",

@@ -53,7 +53,7 @@ def test_load_model_unknown_key_suggests_close_match_and_lists_known_keys() -> N
     )
     assert _problems(text) == [
         "Patient.yaml:4:5: unknown key 'form'; did you mean 'from'? "
-        "known: direction, each, fhir, fields, from, transform, value, when"
+        "known: direction, each, fhir, fields, from, resource, transform, value, when"
     ]
 
 
@@ -69,7 +69,7 @@ def test_load_model_unknown_key_in_nested_group_lists_field_keys() -> None:
     )
     assert _problems(text) == [
         "Patient.yaml:7:9: unknown key 'transfrom'; did you mean 'transform'? "
-        "known: direction, each, fhir, fields, from, transform, value, when"
+        "known: direction, each, fhir, fields, from, resource, transform, value, when"
     ]
 
 
@@ -122,7 +122,7 @@ def test_load_model_unknown_key_without_close_match_still_lists_known_keys() -> 
     # Every other 'known:' list in the mapping room follows a '; '.
     assert _problems(text) == [
         "Patient.yaml:4:5: unknown key 'zzzz'; known: direction, each, fhir, fields, from, "
-        "transform, value, when"
+        "resource, transform, value, when"
     ]
 
 
@@ -166,9 +166,9 @@ def test_load_model_several_problems_are_all_reported() -> None:
     )
     assert _problems(text) == [
         "Patient.yaml:4:5: unknown key 'form'; did you mean 'from'? "
-        "known: direction, each, fhir, fields, from, transform, value, when",
+        "known: direction, each, fhir, fields, from, resource, transform, value, when",
         "Patient.yaml:7:5: unknown key 'trasnform'; did you mean 'transform'? "
-        "known: direction, each, fhir, fields, from, transform, value, when",
+        "known: direction, each, fhir, fields, from, resource, transform, value, when",
     ]
 
 
@@ -243,7 +243,7 @@ def test_load_model_wrong_value_type_in_resource_file(text: str, expected: str) 
             "resource: Patient\nfields:\n  - fhir: active\n    value: true\n"
             "    transform: [{boolean: {true: Y, false: N}}]\n",
             "Patient.yaml:3:5: fields.0: 'transform' applies to a value taken 'from' the "
-            "legacy record",
+            "legacy record (or to a value with {placeholders})",
         ),
         (
             "resource: Patient\nfields:\n  - fhir: gender\n    from: Sex\n    when: {path: Sex}\n",

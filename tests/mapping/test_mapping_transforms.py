@@ -247,7 +247,11 @@ def test_table_first_local_code_wins_for_writes(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("step", "message"),
     [
-        ({"table": "colour"}, "no code table 'colour'; known: language, marital, sex"),
+        (
+            {"table": "colour"},
+            "no code table 'colour'; known: allergens, allergy-status, language, marital, "
+            "problem-status, severity, sex, vital-types",
+        ),
         (
             {"table": {"name": "sex", "as": "string"}},
             "'as' must be code, Coding or CodeableConcept, not 'string'",
@@ -354,7 +358,7 @@ def test_build_transform_unknown_name_lists_known() -> None:
         _build({"datum": "MM/DD/YYYY"})
     assert str(caught.value) == (
         "unknown transform 'datum'; known: boolean, case, date, datetime, decimal, integer, "
-        "quantity, regex, split, table, template"
+        "join, quantity, regex, split, table, template"
     )
 
 

@@ -1,11 +1,13 @@
 """A tiny SOAP client for the mock EHR tests: envelopes as strings, replies via lxml.
 
 Deliberately not zeep and not the gateway's client: these tests pin the
-wire format itself, so they build and read the XML by hand.
+wire format itself, so they build and read the XML by hand. The other
+systems' clients are in ``clients.py``.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
@@ -15,6 +17,7 @@ import pytest
 from lxml import etree
 
 from bridge.mock import MockHospital
+from tests.mock.clients import BILL, LAB, RX, SCHED, SoapClient, security_header
 
 TNS = "urn:hospital:ehr"
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -110,7 +113,7 @@ def ehr_for(http: httpx.Client) -> Callable[[MockHospital], EhrClient]:
     return lambda hospital: EhrClient(hospital, http)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def small_hospital() -> Iterator[MockHospital]:
     """500 patients, pages of 10, at most 2 sessions: searches span many pages."""
     with MockHospital.start(patients=500, page_size=10, max_sessions=2) as hospital:
@@ -121,3 +124,40 @@ def small_hospital() -> Iterator[MockHospital]:
 def small(small_hospital: MockHospital, ehr_for: Callable[[MockHospital], EhrClient]) -> EhrClient:
     small_hospital.reset()
     return ehr_for(small_hospital)
+
+
+# -- the other legacy systems --------------------------------------------------
+
+
+@pytest.fixture
+def lab(mock_hospital: MockHospital) -> Iterator[SoapClient]:
+    """A lab client with its own cookie jar (one browser-like ASP.NET client)."""
+    with httpx.Client(timeout=10) as jar:
+        yield SoapClient(mock_hospital.lab_url, LAB, jar)
+
+
+@pytest.fixture
+def sched(mock_hospital: MockHospital, http: httpx.Client) -> SoapClient:
+    return SoapClient(mock_hospital.scheduling_url, SCHED, http, soap12=True)
+
+
+@pytest.fixture
+def rx(mock_hospital: MockHospital, http: httpx.Client) -> SoapClient:
+    return SoapClient(mock_hospital.pharmacy_url, RX, http)
+
+
+@pytest.fixture
+def bill(mock_hospital: MockHospital, http: httpx.Client) -> SoapClient:
+    return SoapClient(mock_hospital.billing_url, BILL, http)
+
+
+@pytest.fixture
+def wsse(mock_hospital: MockHospital) -> Callable[..., str]:
+    """A fresh, valid WS-Security header for the mock's account (keywords override)."""
+    return lambda **kw: security_header(mock_hospital.username, mock_hospital.password, **kw)
+
+
+@pytest.fixture(scope="session")
+def today(mock_hospital_server: MockHospital) -> dt.date:
+    """The session mock's reference date (it runs with the real date)."""
+    return dt.date.fromisoformat(mock_hospital_server.info()["today"])

@@ -47,12 +47,37 @@ def test_start_failure_reports_the_child_stderr() -> None:
 
 
 def test_start_passes_options_and_stops_the_child() -> None:
-    with MockHospital.start(patients=20, username="alice", password="s3cret") as hospital:
+    with MockHospital.start(
+        patients=20, username="alice", password="s3cret", today="2026-11-24", seed=9
+    ) as hospital:
         assert hospital.username == "alice"
         assert len(hospital.sample_patients(100)) == 20
+        info = hospital.info()
+        assert (info["today"], info["seed"], info["patients"]) == ("2026-11-24", 9, 20)
+        # The calendar follows the pinned date.
+        slots = hospital.get("/scheduling/slots", provider="DR1001", limit=1)
+        assert slots[0]["Start"].startswith("2026-11-25T08:00")
         process = hospital._process
     assert process is not None
     assert process.poll() is not None
+
+
+def test_urls_for_every_system(mock_hospital) -> None:
+    for name in ("ehr", "lab", "scheduling", "pharmacy", "billing"):
+        assert mock_hospital.system_url(name) == f"{mock_hospital.url}/{name}"
+        assert getattr(mock_hospital, f"{name}_url") == mock_hospital.system_url(name)
+    assert mock_hospital.wsdl_url("lab") == mock_hospital.url + "/lab?wsdl"
+    with pytest.raises(ValueError, match="unknown system 'radiology'"):
+        mock_hospital.system_url("radiology")
+
+
+def test_get_reads_any_side_door_view(mock_hospital) -> None:
+    assert mock_hospital.get("/_mock/patients/100001") == mock_hospital.patient("100001")
+    assert mock_hospital.get("patients/100001") == mock_hospital.patient("100001")
+    rows = mock_hospital.get("/lab/results", mrn="100001", limit=3)
+    assert len(rows) == 3
+    with pytest.raises(MockHospitalError, match="-> 404"):
+        mock_hospital.get("/billing/claims/CLM-0000-000000")
 
 
 def test_side_door_error_raises_mock_hospital_error(mock_hospital) -> None:

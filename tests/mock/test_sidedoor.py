@@ -7,7 +7,10 @@ import time
 import httpx
 import pytest
 
-from bridge.mock import MockHospital
+from bridge.mock import MockHospital, MockHospitalError
+
+SYSTEMS = ["ehr", "lab", "scheduling", "pharmacy", "billing"]
+NO_FAULTS = {"latency_ms": 0.0, "fault_rate": 0.0, "refuse_seconds": 0.0}
 
 
 def test_stats_count_calls_logins_and_faults(ehr, mock_hospital: MockHospital) -> None:
@@ -17,18 +20,20 @@ def test_stats_count_calls_logins_and_faults(ehr, mock_hospital: MockHospital) -
     ehr.call("Login", Username="bridge", Password="nope")
     ehr.logout(session_id)
 
-    assert mock_hospital.stats() == {
-        "ehr": {
-            "logins": 1,
-            "login_failures": 1,
-            "logouts": 1,
-            "active_sessions": 0,
-            "peak_sessions": 1,
-            "calls": {"GetPatient": 2, "Login": 2, "Logout": 1},
-            "faults": {"EHR-AUTH-FAILED": 1, "EHR-PAT-404": 1},
-            "refused": 0,
-        }
+    stats = mock_hospital.stats()
+    assert list(stats) == SYSTEMS
+    assert stats["ehr"] == {
+        "logins": 1,
+        "login_failures": 1,
+        "logouts": 1,
+        "active_sessions": 0,
+        "peak_sessions": 1,
+        "calls": {"GetPatient": 2, "Login": 2, "Logout": 1},
+        "faults": {"EHR-AUTH-FAILED": 1, "EHR-PAT-404": 1},
+        "refused": 0,
     }
+    # The other systems saw nothing.
+    assert all(stats[name]["calls"] == {} for name in SYSTEMS[1:])
 
 
 def test_stats_track_active_and_peak_sessions(ehr, mock_hospital) -> None:
@@ -93,9 +98,7 @@ def test_reset_clears_stats_sessions_and_faults(ehr, mock_hospital) -> None:
     stats = mock_hospital.stats()["ehr"]
     assert stats["logins"] == stats["active_sessions"] == stats["peak_sessions"] == 0
     assert stats["calls"] == {}
-    assert mock_hospital.faults() == {
-        "ehr": {"latency_ms": 0.0, "fault_rate": 0.0, "refuse_seconds": 0.0}
-    }
+    assert mock_hospital.faults() == {name: NO_FAULTS for name in SYSTEMS}
     # The session is gone, not expired.
     assert ehr.call("GetPatient", session_id, MRN="100001").fault_code == "EHR-SESSION-INVALID"
 
@@ -109,12 +112,13 @@ def test_faults_post_get_delete(mock_hospital, http) -> None:
     url = mock_hospital.url + "/_mock/faults"
     set_ = http.post(url, json={"latency_ms": 5, "fault_rate": 0.25})
     assert set_.status_code == 200
-    assert set_.json() == {"ehr": {"latency_ms": 5.0, "fault_rate": 0.25, "refuse_seconds": 0.0}}
+    expected = {"latency_ms": 5.0, "fault_rate": 0.25, "refuse_seconds": 0.0}
+    assert set_.json() == {name: expected for name in SYSTEMS}
     # Keys left out keep their value.
     http.post(url, json={"fault_rate": 0.5})
     assert http.get(url).json()["ehr"]["latency_ms"] == 5.0
     cleared = http.delete(url).json()
-    assert cleared == {"ehr": {"latency_ms": 0.0, "fault_rate": 0.0, "refuse_seconds": 0.0}}
+    assert cleared == {name: NO_FAULTS for name in SYSTEMS}
 
 
 @pytest.mark.parametrize(
@@ -127,7 +131,11 @@ def test_faults_post_get_delete(mock_hospital, http) -> None:
         (b'{"latency_ms": "slow"}', "'latency_ms' must be a number, got \"slow\""),
         (b'{"refuse_seconds": true}', "'refuse_seconds' must be a number, got true"),
         (b'{"expire_sessions": 1}', "'expire_sessions' must be true or false, got 1"),
-        (b'{"system": "lab"}', "unknown system \"lab\"; known: ['ehr']"),
+        (
+            b'{"system": "radiology"}',
+            'unknown system "radiology"; known: '
+            "['billing', 'ehr', 'lab', 'pharmacy', 'scheduling']",
+        ),
         (b'{"latency": 5}', "unknown keys ['latency']"),
     ],
 )
@@ -162,3 +170,149 @@ def test_side_door_is_not_soap(mock_hospital) -> None:
     # The SOAP service does not answer side-door paths and vice versa.
     assert httpx.get(mock_hospital.url + "/_mock/nothing").status_code == 404
     assert httpx.get(mock_hospital.ehr_url + "?wsdl").status_code == 200
+
+
+# -- every system ------------------------------------------------------------------
+
+
+def test_info_describes_the_hospital(mock_hospital, today) -> None:
+    info = mock_hospital.info()
+    assert (info["seed"], info["patients"], info["timezone"]) == (42, 5000, "America/New_York")
+    assert info["today"] == today.isoformat()
+    assert list(info["systems"]) == SYSTEMS
+    assert info["systems"]["scheduling"]["soap"] == "1.2"
+    assert info["systems"]["lab"]["path"] == "/lab"
+
+
+@pytest.mark.parametrize(
+    ("system", "operation", "code"),
+    [
+        ("scheduling", "GetProviders", "SCHED-INTERNAL"),
+        ("pharmacy", "OpenSession", None),
+        ("billing", "GetClaimStatus", "BILL-INTERNAL"),
+    ],
+)
+def test_fault_rate_applies_to_the_named_system_only(
+    mock_hospital, sched, bill, rx, wsse, system, operation, code
+) -> None:
+    mock_hospital.inject_faults(system=system, fault_rate=1.0)
+    if system == "scheduling":
+        reply = sched.call(operation, wsse())
+    elif system == "billing":
+        reply = bill.call(
+            operation, UserId="bridge", Password="bridge-dev-password", ClaimNumber="X"
+        )
+    else:
+        # Opening a session is never failed on purpose; using it is.
+        ticket = rx.call(operation, User="bridge", Pass="bridge-dev-password").text("v:Ticket")
+        reply = rx.call("GetPrescriptions", Ticket=ticket, MRN="100001")
+        code = "RX-INTERNAL"
+    assert (reply.status, reply.fault_code) == (500, code)
+    assert mock_hospital.stats()[system]["faults"] == {code: 1}
+    others = [name for name in SYSTEMS if name != system]
+    assert all(mock_hospital.faults()[name]["fault_rate"] == 0.0 for name in others)
+
+
+def test_refuse_seconds_per_system(mock_hospital, http, ehr) -> None:
+    mock_hospital.inject_faults(system="billing", refuse_seconds=5)
+    assert http.post(mock_hospital.billing_url, content=b"<x/>").status_code == 503
+    assert http.get(mock_hospital.wsdl_url("billing")).status_code == 503
+    ehr.login()  # the EHR answers as usual
+    assert mock_hospital.stats()["billing"]["refused"] == 2
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/_mock/ehr/allergies",
+        "/_mock/ehr/problems",
+        "/_mock/ehr/medications",
+        "/_mock/ehr/vitals",
+        "/_mock/lab/results",
+        "/_mock/scheduling/appointments",
+        "/_mock/pharmacy/prescriptions",
+        "/_mock/billing/claims",
+    ],
+)
+def test_per_patient_views_need_a_known_mrn(mock_hospital, http, path) -> None:
+    assert http.get(mock_hospital.url + path).json() == {
+        "error": "'mrn' is required, e.g. ?mrn=100001"
+    }
+    assert http.get(mock_hospital.url + path, params={"mrn": "999999"}).status_code == 404
+    rows = mock_hospital.get(path, mrn="100001", limit=2)
+    assert isinstance(rows, list) and len(rows) <= 2
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/_mock/lab/reports/A00-0000000",
+        "/_mock/scheduling/appointments/CN0000000",
+        "/_mock/billing/claims/CLM-1999-000001",
+    ],
+)
+def test_record_views_answer_404_for_unknown_ids(mock_hospital, http, path) -> None:
+    assert http.get(mock_hospital.url + path).status_code == 404
+
+
+def test_slot_and_provider_views(mock_hospital, http) -> None:
+    providers = mock_hospital.get("/scheduling/providers")
+    assert [p["ProviderId"] for p in providers][:2] == ["DR1001", "DR1002"]
+    free = mock_hospital.get("/scheduling/slots", provider="DR1001", status="FREE")
+    booked = mock_hospital.get("/scheduling/slots", provider="DR1001", status="BOOKED")
+    assert free and booked
+    assert {s["Status"] for s in free} == {"FREE"}
+    assert all("ConfirmationNumber" in s for s in booked)
+    bad = http.get(mock_hospital.url + "/_mock/scheduling/slots", params={"status": "OPEN"})
+    assert bad.status_code == 400
+
+
+def test_reset_clears_everything_written_through_soap(
+    mock_hospital, ehr, sched, bill, wsse, today
+) -> None:
+    sid = ehr.login()
+    body = (
+        "<e:MRN>100040</e:MRN><e:Readings><e:Reading><e:TypeCode>HR</e:TypeCode>"
+        "<e:Value>70</e:Value><e:Unit>/min</e:Unit><e:TakenAt>11/20/2026 07:00:00</e:TakenAt>"
+        "</e:Reading></e:Readings>"
+    )
+    vitals_before = mock_hospital.get("/ehr/vitals", mrn="100040")
+    assert ehr.post(ehr.envelope("RecordVitals", body, sid)).status == 200
+    slot = mock_hospital.get("/scheduling/slots", provider="DR1003", status="FREE", limit=1)[0]
+    confirmation = sched.call("BookAppointment", wsse(), SlotId=slot["SlotId"], MRN="100040").text(
+        "v:ConfirmationNumber"
+    )
+    seeded = next(
+        a
+        for a in mock_hospital.get("/scheduling/appointments", mrn="100041")
+        + mock_hospital.get("/scheduling/appointments", mrn="100042")
+        + mock_hospital.get("/scheduling/appointments", mrn="100043")
+        if a["Status"] == "BOOKED"
+    )
+    sched.call("CancelAppointment", wsse(), ConfirmationNumber=seeded["ConfirmationNumber"])
+    claims_before = mock_hospital.get("/billing/claims", mrn="100040")
+    claim = bill.post(
+        bill.envelope(
+            "SubmitClaim",
+            "<v:UserId>bridge</v:UserId><v:Password>bridge-dev-password</v:Password>"
+            "<v:MRN>100040</v:MRN><v:EncounterDate>20240102</v:EncounterDate>"
+            "<v:DiagnosisCodes><v:Code>Z00.00</v:Code></v:DiagnosisCodes>"
+            "<v:ProcedureCodes><v:Code>99396</v:Code></v:ProcedureCodes><v:Amount>175.00</v:Amount>",
+        )
+    )
+    assert claim.status == 200
+    assert len(mock_hospital.get("/billing/claims", mrn="100040")) == len(claims_before) + 1
+
+    mock_hospital.reset()
+
+    assert mock_hospital.get("/ehr/vitals", mrn="100040") == vitals_before
+    with pytest.raises(MockHospitalError, match="-> 404"):
+        mock_hospital.get(f"/scheduling/appointments/{confirmation}")
+    reseeded = mock_hospital.get(f"/scheduling/appointments/{seeded['ConfirmationNumber']}")
+    assert reseeded["Status"] == "BOOKED"
+    assert slot["SlotId"] in {
+        s["SlotId"]
+        for s in mock_hospital.get("/scheduling/slots", provider="DR1003", status="FREE")
+    }
+    assert mock_hospital.get("/billing/claims", mrn="100040") == claims_before
+    assert all(stats["calls"] == {} for stats in mock_hospital.stats().values())

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 
 import pytest
 
-from bridge.mock.state import EhrOptions, EhrState, SearchCriteria, VendorError
+from bridge.mock.ehr_state import EhrState, SearchCriteria
+from bridge.mock.options import MockOptions as EhrOptions
+from bridge.mock.state import VendorError
+from bridge.mock.world import World, build_world
 
 USER, PASSWORD = "bridge", "bridge-dev-password"
 
@@ -24,10 +28,19 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+OPTIONS = EhrOptions(
+    patients=300, page_size=10, max_sessions=3, session_idle_timeout=60, today=dt.date(2026, 11, 24)
+)
+
+
+@pytest.fixture(scope="module")
+def world() -> World:
+    return build_world(OPTIONS.seed, OPTIONS.patients, dt.date(2026, 11, 24))
+
+
 @pytest.fixture
-def ehr(clock: FakeClock) -> EhrState:
-    options = EhrOptions(patients=300, page_size=10, max_sessions=3, session_idle_timeout=60)
-    return EhrState(options, clock=clock)
+def ehr(clock: FakeClock, world: World) -> EhrState:
+    return EhrState(OPTIONS, world, clock=clock)
 
 
 def _code(call) -> str:

@@ -276,17 +276,29 @@ def create_app(
 
     def confine(request: Request, rtype: str, bundle: dict[str, Any]) -> dict[str, Any]:
         principal = _principal(request)
-        if authorize(principal, rtype, "s") and principal and principal.patient:
+        patient = principal.patient if principal is not None else None
+        patient_only = authorize(principal, rtype, "s") and patient is not None
+        kept = []
+        for entry in bundle.get("entry", []):
+            resource = entry["resource"]
+            confined = patient_only
+            if entry.get("search", {}).get("mode") == "include":
+                # An included resource needs the token's permission for its own type.
+                try:
+                    confined = authorize(principal, resource["resourceType"], "s")
+                except Forbidden:
+                    continue
+            if confined and patient and not patient_compartment().contains(resource, patient):
+                continue
+            kept.append(entry)
+        if patient_only:
             # A patient scope sees its own patient's entries only, and no total
             # that would count anyone else's.
-            patient = principal.patient
-            entries = bundle.get("entry", [])
-            kept = [e for e in entries if patient_compartment().contains(e["resource"], patient)]
             bundle.pop("total", None)
-            if kept:
-                bundle["entry"] = kept
-            else:
-                bundle.pop("entry", None)
+        if kept:
+            bundle["entry"] = kept
+        else:
+            bundle.pop("entry", None)
         return bundle
 
     async def search_get(request: Request) -> Response:
@@ -373,6 +385,18 @@ def create_app(
         await gw_of(request).delete(rtype, rid)
         return Response(status_code=204)
 
+    async def bundle(request: Request) -> Response:
+        _negotiate(request)
+        body = await json_body(request)
+
+        def allow(rtype: str, interaction: str) -> None:
+            # Each entry is authorized as if it came alone; patient scopes are
+            # refused for writes of other patients' data below, entry by entry.
+            permit(request, rtype, interaction)
+
+        result = await gw_of(request).bundle(body, base(request), allow)
+        return FhirResponse(result, pretty=_wants_pretty(request))
+
     async def healthz(request: Request) -> Response:
         return FhirResponse({"status": "ok"})
 
@@ -381,6 +405,8 @@ def create_app(
 
     routes = [
         Route("/fhir/metadata", metadata, methods=["GET"]),
+        Route("/fhir", bundle, methods=["POST"]),
+        Route("/fhir/", bundle, methods=["POST"]),
         Route("/fhir/{rtype}/_search", search_post, methods=["POST"]),
         Route("/fhir/{rtype}/{rid}", read, methods=["GET"]),
         Route("/fhir/{rtype}/{rid}", update, methods=["PUT", "PATCH"]),

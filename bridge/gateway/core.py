@@ -218,6 +218,7 @@ class GatewayCore:
                         (p.name, p.type, p.description) for p in r.search.params.values()
                     )
                     includes = [f"{rtype}:{name}" for name in r.search.include]
+            revincludes = self.revinclude_targets(rtype) if "search" in routes else []
             caps.append(
                 ResourceCapability(
                     type=rtype,
@@ -225,12 +226,18 @@ class GatewayCore:
                     search_params=params,
                     profiles=profiles,
                     documentation=documentation,
-                    extra={"searchInclude": includes} if includes else {},
+                    extra={
+                        **({"searchInclude": includes} if includes else {}),
+                        **({"searchRevInclude": revincludes} if revincludes else {}),
+                    },
                 )
             )
         return capability_statement(
             base, caps, version=__version__, date=self.started, security=security
         )
+
+    def revinclude_targets(self, rtype: str) -> list[str]:
+        return []  # the search interactions know the parameters
 
     # -- read ------------------------------------------------------------------
 

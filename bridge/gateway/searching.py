@@ -35,10 +35,33 @@ def _specs(search: CompiledSearch) -> dict[str, ParamSpec]:
 
 
 class SearchInteractions(GatewayCore):
+    def revinclude_targets(self, rtype: str) -> list[str]:
+        """`Type:param` values `_revinclude` accepts for `rtype`."""
+        out = []
+        for other, routes in sorted(self.routes.items()):
+            served = routes.get("search")
+            if served is None or served.resource.search is None:
+                continue
+            for name, p in served.resource.search.params.items():
+                if p.type == "reference" and p.target == rtype:
+                    out.append(f"{other}:{name}")
+        return out
+
+    async def _revincluded(
+        self, rtype: str, values: list[str], resources: list[dict[str, Any]], base: str
+    ) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for value in values:
+            other, _, name = value.partition(":")
+            for resource in resources:
+                bundle = await self.search(other, [(name, f"{rtype}/{resource['id']}")], base)
+                out.extend(e["resource"] for e in bundle.get("entry", []))
+        return out
+
     def _query(
         self, search: CompiledSearch, items: Sequence[tuple[str, str]], *, strict: bool
     ) -> tuple[SearchQuery, list[str]]:
-        includes = [v for k, v in items if k == "_include"]
+        includes = [v for k, v in items if k in ("_include", "_revinclude")]
         rest = [(k, v) for k, v in items if k not in _RESULT_PARAMS]
         default = search.paging.page_size or self.default_count
         query = parse_search(
@@ -60,9 +83,19 @@ class SearchInteractions(GatewayCore):
         search = served.resource.search
         assert search is not None
         query, includes = self._query(search, items, strict=strict)
-        for inc in includes:
-            self._include_target(rtype, search, inc)
-        extra = [("_include", i) for i in includes]
+        extra = []
+        for key, value in items:
+            if key == "_include":
+                self._include_target(rtype, search, value)
+                extra.append((key, value))
+            elif key == "_revinclude":
+                known = self.revinclude_targets(rtype)
+                if value not in known:
+                    raise InvalidRequest(
+                        f"_revinclude={value} is not supported; supported: "
+                        f"{', '.join(known) or 'none'}."
+                    )
+                extra.append((key, value))
         state = PageState(rtype, [*query.canonical, *extra], 0, query.count)
         return await self._page(served, search, query, includes, state, base)
 
@@ -73,9 +106,9 @@ class SearchInteractions(GatewayCore):
         served = self.route(rtype, "search")
         search = served.resource.search
         assert search is not None
-        query, includes = self._query(search, state.params, strict=True)
+        query, _ = self._query(search, state.params, strict=True)
         query.count = state.count
-        return await self._page(served, search, query, includes, state, base, token=token)
+        return await self._page(served, search, query, [], state, base, token=token)
 
     def _include_target(self, rtype: str, search: CompiledSearch, value: str) -> str:
         source, _, name = value.partition(":")
@@ -154,7 +187,11 @@ class SearchInteractions(GatewayCore):
             return searchset(base, [], total=0, self_url=self_url, next_url=None)
         resources = page.resources if query.count > 0 else []
         ctx = seen_ctx[0] if seen_ctx else RunContext(values=values)
-        included = self._included(search, includes, page.records, ctx) if resources else []
+        forward = [v for k, v in state.params if k == "_include"]
+        backward = [v for k, v in state.params if k == "_revinclude"]
+        included = self._included(search, forward, page.records, ctx) if resources else []
+        if backward and resources:
+            included += await self._revincluded(rtype, backward, resources, base)
         next_url = None
         if page.next_position is not None and query.count > 0:
             nxt = PageState(rtype, params, page.next_position, query.count, page.hint)

@@ -1,0 +1,358 @@
+"""batch and transaction Bundles (`POST [base]`).
+
+A batch runs each entry on its own: one failing entry does not sink the
+others. A transaction is all-or-nothing as far as the legacy systems allow:
+every entry is validated and converted before anything is sent; creates that
+one legacy call can carry together (a repeating record, like many device
+readings for one patient) go in that one call, which the legacy system applies
+whole or not at all; anything else runs call by call, and the answer says
+plainly that it was not atomic, and after a failure, which entries were applied
+and cannot be undone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from bridge.errors import BackendError, FhirError, InvalidRequest, UnprocessableEntity
+from bridge.fhir.outcome import operation_outcome
+from bridge.fhir.validate import validate_resource
+from bridge.gateway.steps import run_steps
+from bridge.gateway.writes import WriteInteractions
+from bridge.mapping.compiled import CompiledWrite, RunContext
+from bridge.mapping.runner import BadValue, legacy_record
+from bridge.soap.pool import Session
+from bridge.soap.wsdl import ElementInfo
+
+__all__ = ["BundleInteractions"]
+
+MAX_ENTRIES = 500
+_STATUS_TEXT = {
+    200: "200 OK",
+    201: "201 Created",
+    204: "204 No Content",
+}
+
+
+@dataclass
+class _Entry:
+    index: int
+    method: str
+    rtype: str
+    rid: str | None
+    query: list[tuple[str, str]]
+    resource: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _status(code: int) -> str:
+    return _STATUS_TEXT.get(code, str(code))
+
+
+def _error_entry(error: FhirError) -> dict[str, Any]:
+    return {
+        "response": {
+            "status": str(error.status),
+            "outcome": operation_outcome(error.code, error.diagnostics),
+        }
+    }
+
+
+def _parse(index: int, raw: Any) -> _Entry:
+    if not isinstance(raw, dict):
+        raise InvalidRequest(f"Bundle.entry[{index}] is not an object.")
+    request = raw.get("request")
+    if not isinstance(request, dict):
+        raise InvalidRequest(
+            f"Bundle.entry[{index}].request is required in a batch or transaction."
+        )
+    method = str(request.get("method", "")).upper()
+    url = str(request.get("url", ""))
+    if method not in ("GET", "POST", "PUT", "PATCH", "DELETE") or not url:
+        raise InvalidRequest(f"Bundle.entry[{index}].request needs a method and a url.")
+    split = urlsplit(url)
+    parts = [p for p in split.path.split("/") if p]
+    if "fhir" in parts:  # an absolute or base-relative url: keep what follows the base
+        parts = parts[parts.index("fhir") + 1 :]
+    if not parts:
+        raise InvalidRequest(f"Bundle.entry[{index}].request.url names no resource type.")
+    headers = {}
+    if request.get("ifNoneExist"):
+        headers["if-none-exist"] = str(request["ifNoneExist"])
+    if request.get("ifMatch"):
+        headers["if-match"] = str(request["ifMatch"])
+    return _Entry(
+        index=index,
+        method=method,
+        rtype=parts[0],
+        rid=parts[1] if len(parts) > 1 else None,
+        query=parse_qsl(split.query, keep_blank_values=True),
+        resource=raw.get("resource"),
+        headers=headers,
+    )
+
+
+def _interaction(entry: _Entry) -> str:
+    if entry.method == "GET":
+        return "read" if entry.rid else "search"
+    if entry.method == "POST":
+        return "search" if entry.rid == "_search" else "create"
+    if entry.method in ("PUT", "PATCH"):
+        return "update"
+    return "delete"
+
+
+def _merge(a: Any, b: Any, element: ElementInfo | None) -> Any:
+    """Merge two legacy trees into one request; None when they disagree."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = dict(a)
+        for key, value in b.items():
+            child = element.child(key) if element is not None else None
+            if key not in out:
+                out[key] = value
+                continue
+            if child is not None and child.repeats:
+                left = out[key] if isinstance(out[key], list) else [out[key]]
+                right = value if isinstance(value, list) else [value]
+                out[key] = left + right
+                continue
+            merged = _merge(out[key], value, child)
+            if merged is None:
+                return None
+            out[key] = merged
+        return out
+    return a if a == b else None
+
+
+class BundleInteractions(WriteInteractions):
+    async def bundle(
+        self,
+        body: Any,
+        base: str,
+        permit: Callable[[str, str], None],
+    ) -> dict[str, Any]:
+        if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
+            raise InvalidRequest("POST to the base takes a Bundle of type batch or transaction.")
+        kind = body.get("type")
+        if kind not in ("batch", "transaction"):
+            raise InvalidRequest("The Bundle's type must be batch or transaction.")
+        raw_entries = body.get("entry") or []
+        if not isinstance(raw_entries, list):
+            raise InvalidRequest("Bundle.entry must be a list.")
+        if len(raw_entries) > MAX_ENTRIES:
+            raise UnprocessableEntity(f"A Bundle may hold at most {MAX_ENTRIES} entries.")
+        if kind == "batch":
+            return await self._batch(raw_entries, base, permit)
+        return await self._transaction(raw_entries, base, permit)
+
+    async def _one(self, entry: _Entry, base: str) -> dict[str, Any]:
+        interaction = _interaction(entry)
+        if interaction == "read":
+            assert entry.rid is not None
+            resource = await self.read(entry.rtype, entry.rid)
+            return {"resource": resource, "response": {"status": _status(200)}}
+        if interaction == "search":
+            bundle = await self.search(entry.rtype, entry.query, base)
+            return {"resource": bundle, "response": {"status": _status(200)}}
+        if interaction == "create":
+            result = await self.create(
+                entry.rtype, entry.resource, base, if_none_exist=entry.headers.get("if-none-exist")
+            )
+        elif interaction == "update":
+            assert entry.rid is not None
+            if entry.method == "PATCH":
+                result = await self.patch(
+                    entry.rtype, entry.rid, entry.resource, if_match=entry.headers.get("if-match")
+                )
+            else:
+                result = await self.update(
+                    entry.rtype, entry.rid, entry.resource, if_match=entry.headers.get("if-match")
+                )
+        else:
+            assert entry.rid is not None
+            await self.delete(entry.rtype, entry.rid)
+            return {"response": {"status": _status(204)}}
+        out: dict[str, Any] = {"response": {"status": _status(result.status)}}
+        if result.location:
+            out["response"]["location"] = result.location.removeprefix(base + "/")
+        if result.resource is not None:
+            out["resource"] = result.resource
+        return out
+
+    async def _batch(
+        self, raw: list[Any], base: str, permit: Callable[[str, str], None]
+    ) -> dict[str, Any]:
+        entries: list[dict[str, Any]] = []
+        for index, item in enumerate(raw):
+            try:
+                entry = _parse(index, item)
+                permit(entry.rtype, _interaction(entry))
+                entries.append(await self._one(entry, base))
+            except FhirError as error:
+                entries.append(_error_entry(error))
+        return {"resourceType": "Bundle", "type": "batch-response", "entry": entries}
+
+    async def _transaction(
+        self, raw: list[Any], base: str, permit: Callable[[str, str], None]
+    ) -> dict[str, Any]:
+        entries = [_parse(i, item) for i, item in enumerate(raw)]
+        for entry in entries:
+            permit(entry.rtype, _interaction(entry))
+            if _interaction(entry) in ("create", "update") and entry.method != "PATCH":
+                try:
+                    validate_resource(entry.resource, entry.rtype)
+                    # Convert now: a value the legacy form cannot take fails the
+                    # transaction before anything has been sent.
+                    served = self.route(entry.rtype, _interaction(entry))
+                    legacy_record(served.resource, entry.resource)
+                except BadValue as exc:
+                    raise UnprocessableEntity(
+                        f"Bundle.entry[{entry.index}]: {entry.rtype}.{exc}"
+                    ) from None
+                except FhirError as error:
+                    raise type(error)(f"Bundle.entry[{entry.index}]: {error.diagnostics}") from None
+        groups = self._groups(entries)
+        answers: dict[int, dict[str, Any]] = {}
+        applied: list[int] = []
+        writes = [e for e in entries if _interaction(e) not in ("read", "search")]
+        atomic = len(groups) == 1 and len(writes) == sum(len(g) for g in groups)
+        for group in groups:
+            try:
+                if len(group) > 1:
+                    results = await self._create_together(group, base)
+                    for entry, answer in zip(group, results, strict=True):
+                        answers[entry.index] = answer
+                else:
+                    answers[group[0].index] = await self._one(group[0], base)
+            except FhirError as error:
+                return self._failed(error, entries, group, applied)
+            applied.extend(e.index for e in group)
+        for entry in entries:
+            if entry.index not in answers:
+                try:
+                    answers[entry.index] = await self._one(entry, base)
+                except FhirError as error:
+                    return self._failed(error, entries, [entry], applied)
+        out = []
+        for entry in entries:
+            answer = answers[entry.index]
+            if writes and not atomic and _interaction(entry) not in ("read", "search"):
+                answer["response"]["outcome"] = operation_outcome(
+                    "informational",
+                    "Applied by its own legacy call: the legacy systems could not apply this "
+                    "transaction atomically.",
+                    severity="warning",
+                )
+            out.append(answer)
+        return {"resourceType": "Bundle", "type": "transaction-response", "entry": out}
+
+    def _groups(self, entries: list[_Entry]) -> list[list[_Entry]]:
+        """Writes in order, consecutive creates one legacy call can carry grouped together."""
+        groups: list[list[_Entry]] = []
+        for entry in entries:
+            if _interaction(entry) in ("read", "search"):
+                continue
+            last = groups[-1] if groups else None
+            if (
+                last is not None
+                and _interaction(entry) == "create"
+                and _interaction(last[0]) == "create"
+                and entry.rtype == last[0].rtype
+                and not entry.headers
+                and not last[0].headers
+                and self._groupable(entry.rtype)
+            ):
+                last.append(entry)
+            else:
+                groups.append([entry])
+        # A group proves mergeable only with its trees; split those that are not.
+        final: list[list[_Entry]] = []
+        for group in groups:
+            if len(group) > 1 and self._merged_tree(group) is None:
+                final.extend([e] for e in group)
+            else:
+                final.append(group)
+        return final
+
+    def _groupable(self, rtype: str) -> bool:
+        served = self.routes.get(rtype, {}).get("create")
+        if served is None:
+            return False
+        spec = served.resource.create
+        return spec is not None and len(spec.steps) == 1 and spec.id is not None
+
+    def _merged_tree(self, group: list[_Entry]) -> dict[str, Any] | None:
+        served = self.route(group[0].rtype, "create")
+        spec = served.resource.create
+        assert spec is not None
+        element = spec.steps[0].call.template.operation.input
+        merged: Any = None
+        for entry in group:
+            try:
+                body = {k: v for k, v in entry.resource.items() if k not in ("id", "meta")}
+                tree: Any = legacy_record(served.resource, body)
+            except (BadValue, AttributeError):
+                return None
+            if spec.record:
+                tree = {spec.record: [tree]}
+            merged = tree if merged is None else _merge(merged, tree, element)
+            if merged is None:
+                return None
+        result: dict[str, Any] | None = merged
+        return result
+
+    async def _create_together(self, group: list[_Entry], base: str) -> list[dict[str, Any]]:
+        served = self.route(group[0].rtype, "create")
+        spec: CompiledWrite | None = served.resource.create
+        assert spec is not None
+        tree = self._merged_tree(group)
+        if tree is None:
+            raise UnprocessableEntity("The entries cannot go to the legacy system together.")
+        ctx = RunContext()
+
+        async def work(session: Session) -> list[str]:
+            ctx.steps.clear()
+            replies = await run_steps(served.backend, session, spec.steps, ctx, (None, tree))
+            assert spec.id is not None
+            return [(el.text or "").strip() for reply in replies for el in reply.iterfind(spec.id)]
+
+        async with self.faults(served):
+            ids = await served.backend.run(work)
+        if len(ids) != len(group):
+            raise BackendError("The legacy system did not return one id per record written.")
+        answers = []
+        for entry, new_id in zip(group, ids, strict=True):
+            resource = {**{k: v for k, v in entry.resource.items() if k != "meta"}, "id": new_id}
+            answers.append(
+                {
+                    "resource": resource,
+                    "response": {"status": _status(201), "location": f"{entry.rtype}/{new_id}"},
+                }
+            )
+        return answers
+
+    def _failed(
+        self, error: FhirError, entries: list[_Entry], group: list[_Entry], applied: list[int]
+    ) -> dict[str, Any]:
+        where = ", ".join(f"entry[{e.index}]" for e in group)
+        if not applied:
+            raise type(error)(f"The transaction failed at {where}: {error.diagnostics}") from None
+        done = ", ".join(f"entry[{i}]" for i in applied)
+        raise _PartialTransaction(
+            f"The transaction failed at {where}: {error.diagnostics} The legacy systems had "
+            f"already applied {done}, which cannot be undone; check them before retrying.",
+            status=error.status,
+        )
+
+
+class _PartialTransaction(FhirError):
+    """A transaction that failed after part of it was applied."""
+
+    code = "incomplete"
+
+    def __init__(self, diagnostics: str, *, status: int) -> None:
+        super().__init__(diagnostics)
+        self.status = status

@@ -1,0 +1,165 @@
+"""batch and transaction Bundles, and _revinclude, through the real gateway."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bridge.mock import MockHospital
+from tests.support import Gateway
+
+pytestmark = pytest.mark.e2e
+
+LOINC = {"WT": ("29463-7", "kg"), "HR": ("8867-4", "/min"), "STEPS": ("55423-8", "{steps}")}
+
+
+def _reading(
+    kind: str, value: float, mrn: str = "100003", unit: str | None = None
+) -> dict[str, Any]:
+    code, ucum = LOINC[kind]
+    return {
+        "resource": {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+            "subject": {"reference": f"Patient/{mrn}"},
+            "effectiveDateTime": "2026-11-24T14:30:00Z",
+            "valueQuantity": {
+                "value": value,
+                "unit": unit or ucum,
+                "system": "http://unitsofmeasure.org",
+                "code": unit or ucum,
+            },
+        },
+        "request": {"method": "POST", "url": "Observation"},
+    }
+
+
+def _post(gateway: Gateway, kind: str, entries: list[dict[str, Any]]) -> Any:
+    body = {"resourceType": "Bundle", "type": kind, "entry": entries}
+    return gateway.client("user/*.*").post(
+        gateway.base, json=body, headers={"Content-Type": "application/fhir+json"}
+    )
+
+
+def _vitals_calls(mock: MockHospital) -> int:
+    return int(mock.stats()["ehr"]["calls"].get("RecordVitals", 0))
+
+
+@pytest.fixture
+def warm(gateway: Gateway) -> None:
+    """A logged-in EHR session (the reset before each test dropped the old one)."""
+    assert gateway.client().get("/Patient/100003").status_code == 200
+
+
+def test_transaction_of_readings_is_one_legacy_call(
+    gateway: Gateway, mock_hospital: MockHospital, fhir: Any, warm: None
+) -> None:
+    entries = [_reading("HR", 60 + i) for i in range(40)] + [_reading("WT", 70)]
+    reply = _post(gateway, "transaction", entries)
+    assert reply.status_code == 200, reply.text
+    bundle = fhir(reply.json())
+    assert bundle["type"] == "transaction-response"
+    assert [e["response"]["status"] for e in bundle["entry"]] == ["201 Created"] * 41
+    ids = [e["resource"]["id"] for e in bundle["entry"]]
+    assert len(set(ids)) == 41
+    assert all("outcome" not in e["response"] for e in bundle["entry"])
+    assert _vitals_calls(mock_hospital) == 1
+    stored = mock_hospital.get("/_mock/ehr/vitals", mrn="100003")
+    stored_ids = {r["ReadingId"] for r in stored}
+    assert set(ids) <= stored_ids
+
+
+def test_transaction_with_an_unconvertible_entry_stores_nothing(
+    gateway: Gateway, mock_hospital: MockHospital, fhir: Any, warm: None
+) -> None:
+    before = len(mock_hospital.get("/_mock/ehr/vitals", mrn="100003"))
+    entries = [_reading("HR", 61), _reading("WT", 70, unit="m")]
+    reply = _post(gateway, "transaction", entries)
+    assert reply.status_code == 422
+    outcome = fhir(reply.json())
+    assert outcome["issue"][0]["diagnostics"].startswith(
+        "Bundle.entry[1]: Observation.valueQuantity"
+    )
+    assert _vitals_calls(mock_hospital) == 0
+    assert len(mock_hospital.get("/_mock/ehr/vitals", mrn="100003")) == before
+
+
+def test_transaction_that_needs_several_calls_says_it_was_not_atomic(
+    gateway: Gateway, mock_hospital: MockHospital, fhir: Any, warm: None
+) -> None:
+    entries = [_reading("HR", 61, mrn="100003"), _reading("HR", 62, mrn="100004")]
+    bundle = fhir(_post(gateway, "transaction", entries).json())
+    assert [e["response"]["status"] for e in bundle["entry"]] == ["201 Created"] * 2
+    for entry in bundle["entry"]:
+        issue = entry["response"]["outcome"]["issue"][0]
+        assert issue["severity"] == "warning"
+        assert "could not apply this transaction atomically" in issue["diagnostics"]
+    assert _vitals_calls(mock_hospital) == 2
+
+
+def test_batch_entries_fail_alone(gateway: Gateway, mock_hospital: MockHospital, fhir: Any) -> None:
+    entries = [
+        _reading("HR", 61),
+        _reading("WT", 70, unit="m"),
+        {"request": {"method": "GET", "url": "Patient/100003"}},
+        {"request": {"method": "GET", "url": "Patient/999999"}},
+        {"request": {"method": "GET", "url": "Spaceship/1"}},
+    ]
+    reply = _post(gateway, "batch", entries)
+    assert reply.status_code == 200
+    bundle = fhir(reply.json())
+    assert bundle["type"] == "batch-response"
+    statuses = [e["response"]["status"] for e in bundle["entry"]]
+    assert statuses == ["201 Created", "422", "200 OK", "404", "404"]
+    assert bundle["entry"][2]["resource"]["id"] == "100003"
+    assert bundle["entry"][1]["response"]["outcome"]["issue"][0]["code"] == "processing"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"resourceType": "Patient"},
+        {"resourceType": "Bundle", "type": "collection"},
+        {"resourceType": "Bundle", "type": "transaction", "entry": [{"resource": {}}]},
+    ],
+)
+def test_malformed_bundles_are_400(gateway: Gateway, fhir: Any, body: dict[str, Any]) -> None:
+    reply = gateway.client("user/*.*").post(
+        gateway.base, json=body, headers={"Content-Type": "application/fhir+json"}
+    )
+    assert reply.status_code == 400
+    fhir(reply.json())
+
+
+def test_bundle_entries_are_authorized_one_by_one(gateway: Gateway, fhir: Any) -> None:
+    body = {"resourceType": "Bundle", "type": "batch", "entry": [_reading("HR", 61)]}
+    reply = gateway.client("user/*.read").post(
+        gateway.base, json=body, headers={"Content-Type": "application/fhir+json"}
+    )
+    assert reply.status_code == 200
+    assert fhir(reply.json())["entry"][0]["response"]["status"] == "403"
+
+
+def test_revinclude_brings_resources_that_refer_to_the_patient(
+    gateway: Gateway, mock_hospital: MockHospital, fhir: Any
+) -> None:
+    allergies = {a["AllergyId"] for a in mock_hospital.get("/_mock/ehr/allergies", mrn="100002")}
+    reply = gateway.client().get(
+        "/Patient", params={"_id": "100002", "_revinclude": "AllergyIntolerance:patient"}
+    )
+    bundle = fhir(reply.json())
+    included = [e["resource"] for e in bundle["entry"] if e["search"]["mode"] == "include"]
+    assert {r["id"] for r in included} == allergies
+    assert all(r["patient"]["reference"] == "Patient/100002" for r in included)
+    unknown = gateway.client().get("/Patient", params={"_revinclude": "Slot:schedule"})
+    assert unknown.status_code == 400
+
+
+def test_revincluded_types_need_their_own_scope(gateway: Gateway, fhir: Any) -> None:
+    reply = gateway.client("user/Patient.rs").get(
+        "/Patient", params={"_id": "100002", "_revinclude": "AllergyIntolerance:patient"}
+    )
+    bundle = fhir(reply.json())
+    assert [e["resource"]["resourceType"] for e in bundle["entry"]] == ["Patient"]

@@ -7,6 +7,7 @@ a client needs: the FHIR base URL, tokens and requests that work.
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import json
 import secrets
@@ -15,6 +16,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from bridge.auth.devissuer import DevIssuer
 
@@ -50,10 +52,39 @@ def start_mock(host: str, port: int, *extra: str) -> subprocess.Popen[str]:
     )
 
 
-def _sample_mrn(mock_url: str) -> str:
-    with urllib.request.urlopen(f"{mock_url}/_mock/patients?limit=1", timeout=10) as reply:  # noqa: S310 - loopback
-        records = json.loads(reply.read())
-    return str(records[0]["MRN"])
+def _side_door(mock_url: str, path: str) -> Any:
+    with urllib.request.urlopen(f"{mock_url}/_mock/{path}", timeout=10) as reply:  # noqa: S310 - loopback
+        return json.loads(reply.read())
+
+
+def _examples(base: str, mock_url: str) -> tuple[str, str]:
+    """The sample patient and a block of requests, one or more per workflow."""
+    mrn = str(_side_door(mock_url, "patients?limit=1&offset=1")[0]["MRN"])
+    provider = str(_side_door(mock_url, "scheduling/providers?limit=1")[0]["ProviderId"])
+    today = datetime.date.fromisoformat(_side_door(mock_url, "info")["today"])
+    thursday = today + datetime.timedelta(days=(3 - today.weekday()) % 7 or 7)
+    friday = thursday + datetime.timedelta(days=1)
+    auth = '-H "Authorization: Bearer $TOKEN"'
+    lines = [
+        "Patient:",
+        f"  curl -s {auth} {base}/Patient/{mrn}",
+        f'  curl -s {auth} "{base}/Patient?family=Smith&_count=5"',
+        "Lab results (patient portal):",
+        f'  curl -s {auth} "{base}/Observation?patient={mrn}&category=laboratory&_count=5"',
+        f'  curl -s {auth} "{base}/DiagnosticReport?patient={mrn}'
+        '&_include=DiagnosticReport:result"',
+        "Scheduling (open slots on Thursday):",
+        f'  curl -s {auth} "{base}/Practitioner?_count=5"',
+        f'  curl -s {auth} "{base}/Slot?schedule.actor=Practitioner/{provider}'
+        f'&start=ge{thursday}&start=lt{friday}&status=free"',
+        "Pharmacy:",
+        f'  curl -s {auth} "{base}/MedicationRequest?patient={mrn}"',
+        "Allergies and problems:",
+        f'  curl -s {auth} "{base}/AllergyIntolerance?patient={mrn}"',
+        f'  curl -s {auth} "{base}/Condition?patient={mrn}"',
+        "Billing and wearables (POST examples with bodies): see README.md, 'Workflows'.",
+    ]
+    return mrn, "\n".join(lines)
 
 
 def _is_loopback(host: str) -> bool:
@@ -92,8 +123,8 @@ def run_demo(*, host: str, port: int, mock_port: int) -> int:
         )
         configure_logging("warning")
         app = create_app(settings)
-        mrn = _sample_mrn(mock_url)
-        clinician = issuer.mint(scope="user/*.read", client_id="demo-clinician-app")
+        mrn, examples = _examples(base, mock_url)
+        clinician = issuer.mint(scope="user/*.*", client_id="demo-clinician-app")
         patient_app = issuer.mint(
             scope="launch/patient patient/*.read", client_id="demo-patient-app", patient=mrn
         )
@@ -106,7 +137,7 @@ Mock hospital:  {mock_url}/ehr  (WSDL: {mock_url}/ehr?wsdl, stats: {mock_url}/_m
 !! DEVELOPMENT TOKEN ISSUER: in memory, loopback only, tokens valid 8 hours. !!
 !! Never use these tokens or this issuer outside this demo.                 !!
 
-Clinician app token (user/*.read):
+Clinician app token (user/*.*: read and write):
 export TOKEN={clinician}
 
 Patient app token (patient/*.read, patient {mrn}):
@@ -117,9 +148,8 @@ export SERVICE_TOKEN={backend}
 
 Try:
   curl -s {base}/metadata
-  curl -s -H "Authorization: Bearer $TOKEN" {base}/Patient/{mrn}
-  curl -s -H "Authorization: Bearer $TOKEN" "{base}/Patient?family=Smith&_count=5"
   curl -s -H "Authorization: Bearer $PATIENT_TOKEN" {base}/Patient/{mrn}
+{examples}
 
 Press Ctrl+C to stop.
 """,

@@ -251,9 +251,36 @@ def create_app(
         _negotiate(request)
         return FhirResponse(gw_of(request).capability(base(request)), pretty=_wants_pretty(request))
 
+    async def operation(request: Request, rid: str | None, name: str) -> Response:
+        rtype = request.path_params["rtype"]
+        gw = gw_of(request)
+        op = gw.operation_spec(rtype, name, rid)
+        # An operation needs the token's right to read (or, if it changes data, update) the type.
+        authorize(_principal(request), rtype, "u" if op.changes else "r")
+        body = await json_body(request) if request.method == "POST" else None
+        items = list(request.query_params.multi_items())
+        answer = await gw.operation(rtype, name, rid, items, body)
+        return FhirResponse(answer, pretty=_wants_pretty(request))
+
+    async def instance_operation(request: Request) -> Response:
+        _negotiate(request)
+        name = request.path_params["op"]
+        if not name.startswith("$"):
+            raise NotFound("There is nothing at this address.")
+        return await operation(request, request.path_params["rid"], name[1:])
+
+    async def type_operation(request: Request) -> Response:
+        _negotiate(request)
+        name = request.path_params["rid"]
+        if not name.startswith("$"):
+            raise MethodNotAllowed("POST goes to [type] (create) or [type]/$operation.")
+        return await operation(request, None, name[1:])
+
     async def read(request: Request) -> Response:
         _negotiate(request)
         rtype = request.path_params["rtype"]
+        if request.path_params["rid"].startswith("$"):
+            return await type_operation(request)
         principal = _principal(request)
         patient_only = permit(request, rtype, "read")
         resource = await gw_of(request).read(rtype, request.path_params["rid"])
@@ -408,9 +435,11 @@ def create_app(
         Route("/fhir", bundle, methods=["POST"]),
         Route("/fhir/", bundle, methods=["POST"]),
         Route("/fhir/{rtype}/_search", search_post, methods=["POST"]),
+        Route("/fhir/{rtype}/{rid}/{op}", instance_operation, methods=["GET", "POST"]),
         Route("/fhir/{rtype}/{rid}", read, methods=["GET"]),
         Route("/fhir/{rtype}/{rid}", update, methods=["PUT", "PATCH"]),
         Route("/fhir/{rtype}/{rid}", delete, methods=["DELETE"]),
+        Route("/fhir/{rtype}/{rid}", type_operation, methods=["POST"]),
         Route("/fhir/{rtype}", search_get, methods=["GET"]),
         Route("/fhir/{rtype}", create, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),

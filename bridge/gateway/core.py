@@ -139,6 +139,21 @@ class GatewayCore:
                     )
                     continue
                 routes[interaction] = Served(resource, system, backend)
+            for name in resource.operations:
+                key = f"${name}"
+                taken = routes.get(key)
+                if taken is not None:
+                    problems.append(
+                        Problem(
+                            resource.file,
+                            1,
+                            1,
+                            f"operation {rtype}/${name} is already served by system "
+                            f"'{taken.system.name}' ({taken.resource.file})",
+                        )
+                    )
+                    continue
+                routes[key] = Served(resource, system, backend)
 
     # -- lookup and errors ---------------------------------------------------
 
@@ -219,6 +234,11 @@ class GatewayCore:
                     )
                     includes = [f"{rtype}:{name}" for name in r.search.include]
             revincludes = self.revinclude_targets(rtype) if "search" in routes else []
+            operations = [
+                {"name": key[1:], "definition": f"{base}/OperationDefinition/{rtype}-{key[1:]}"}
+                for key in routes
+                if key.startswith("$")
+            ]
             caps.append(
                 ResourceCapability(
                     type=rtype,
@@ -229,6 +249,7 @@ class GatewayCore:
                     extra={
                         **({"searchInclude": includes} if includes else {}),
                         **({"searchRevInclude": revincludes} if revincludes else {}),
+                        **({"operation": operations} if operations else {}),
                     },
                 )
             )

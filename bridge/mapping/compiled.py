@@ -27,6 +27,7 @@ __all__ = [
     "CompiledCall",
     "CompiledField",
     "CompiledInclude",
+    "CompiledOperation",
     "CompiledPaging",
     "CompiledParam",
     "CompiledRead",
@@ -267,6 +268,18 @@ class CompiledWrite:
 
 
 @dataclass(frozen=True)
+class CompiledOperation:
+    name: str
+    level: str
+    changes: bool
+    steps: tuple[CompiledStep, ...]
+    params: dict[str, tuple[str, bool, Pipeline]]  # name -> (type, required, pipeline)
+    outputs: tuple[tuple[str, str, str, Pipeline], ...]  # (name, type, Clark path, pipeline)
+    record: str | None
+    description: str
+
+
+@dataclass(frozen=True)
 class CompiledResource:
     type: str
     system: str
@@ -279,6 +292,7 @@ class CompiledResource:
     create: CompiledWrite | None = None
     update: tuple[CompiledWrite, ...] = ()
     delete: CompiledWrite | None = None
+    operations: dict[str, CompiledOperation] = field(default_factory=dict)
 
     def interactions(self) -> list[str]:
         names = []

@@ -17,6 +17,7 @@ from bridge.mapping import schema as s
 from bridge.mapping.compiled import (
     CompiledField,
     CompiledInclude,
+    CompiledOperation,
     CompiledPaging,
     CompiledParam,
     CompiledRead,
@@ -29,6 +30,7 @@ from bridge.mapping.compiled import (
 from bridge.mapping.fhirmodel import PathStep, check_path, resource_exists
 from bridge.mapping.loader import Document, Loc, load_document, load_model
 from bridge.mapping.tables import CodeTable
+from bridge.mapping.transforms import Pipeline
 from bridge.soap.wsdl import ElementInfo, OperationInfo, ServiceDescription
 
 if TYPE_CHECKING:
@@ -124,7 +126,8 @@ class ResourceCompiler:
             record = record or search_record
             if search is not None:
                 variables = (*variables, *(f"params.{p}" for p in search.params))
-        if all(x is None for x in (spec.read, spec.search, spec.create, spec.update, spec.delete)):
+        interactions = (spec.read, spec.search, spec.create, spec.update, spec.delete)
+        if all(x is None for x in interactions) and not spec.operations:
             self.fail(doc, ("resource",), "a resource needs at least one interaction")
         self._current_fields = spec.fields
         writes = self.writes(doc, wsdl, spec, tables)
@@ -143,7 +146,13 @@ class ResourceCompiler:
                 Scope(variables),
                 request_record,
             )
+        operations = {
+            name: op
+            for name, raw in spec.operations.items()
+            if (op := self.operation_spec(doc, wsdl, name, raw, tables, record)) is not None
+        }
         return CompiledResource(
+            operations=operations,
             type=spec.resource,
             system=system,
             file=doc.display,
@@ -332,6 +341,62 @@ class ResourceCompiler:
         if cursor is None or nxt is None:
             return None
         return CompiledPaging("cursor", cursor[0], nxt, spec.page_size, spec.first_page, codes)
+
+    # -- operations ---------------------------------------------------------------
+
+    def operation_spec(
+        self,
+        doc: Document,
+        wsdl: ServiceDescription,
+        name: str,
+        spec: s.OperationSpec,
+        tables: Any,
+        record: ElementInfo | None,
+    ) -> CompiledOperation | None:
+        loc: Loc = ("operations", name)
+        variables = (
+            *(("id",) if spec.level == "instance" else ()),
+            *(f"params.{p}" for p in spec.params),
+        )
+        steps = self.steps(doc, loc, wsdl, spec, variables)
+        if steps is None:
+            return None
+        out = self._last_output(steps).output
+        params: dict[str, tuple[str, bool, Pipeline]] = {
+            pname: (
+                p.type,
+                p.required,
+                self.pipeline(doc, (*loc, "params", pname, "transform"), p.transform, tables),
+            )
+            for pname, p in spec.params.items()
+        }
+        outputs = []
+        for oname, o in spec.outputs.items():
+            found = self.resolve(
+                doc, (*loc, "outputs", oname, "from"), out, o.from_, f"output '{oname}'"
+            )
+            if found is None:
+                return None
+            pipeline = self.pipeline(
+                doc, (*loc, "outputs", oname, "transform"), o.transform, tables
+            )
+            outputs.append((oname, o.type, found[0], pipeline))
+        record_path = None
+        if spec.record is not None:
+            found = self.resolve(doc, (*loc, "record"), out, spec.record, "record")
+            if found is None:
+                return None
+            record_path = found[0]
+        return CompiledOperation(
+            name=name,
+            level=spec.level,
+            changes=spec.changes,
+            steps=steps,
+            params=params,
+            outputs=tuple(outputs),
+            record=record_path,
+            description=spec.description,
+        )
 
     # -- writes ------------------------------------------------------------------
 

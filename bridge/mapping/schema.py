@@ -37,6 +37,9 @@ __all__ = [
     "LoginSpec",
     "LogoutSpec",
     "OperationCall",
+    "OperationOutput",
+    "OperationParam",
+    "OperationSpec",
     "Paging",
     "ReadSpec",
     "ResourceFile",
@@ -384,6 +387,46 @@ class WriteSpec(Steps):
     )
 
 
+class OperationParam(Strict):
+    type: Literal[
+        "string", "code", "date", "dateTime", "integer", "decimal", "boolean", "reference"
+    ]
+    required: bool = False
+    transform: Pipeline = Field(default_factory=list)
+    description: str = ""
+
+
+class OperationOutput(Strict):
+    type: Literal["string", "code", "date", "dateTime", "integer", "decimal", "boolean"]
+    from_: str = Field(alias="from", description="Path, in the last step's answer, of the value.")
+    transform: Pipeline = Field(default_factory=list)
+
+
+class OperationSpec(Steps):
+    """A FHIR operation (`$name`) served by SOAP calls."""
+
+    level: Literal["type", "instance"] = "instance"
+    changes: bool = Field(
+        False, description="The operation changes legacy data (needs write scope)."
+    )
+    params: dict[Annotated[str, Field(pattern=r"^[a-z][a-zA-Z0-9-]*$")], OperationParam] = Field(
+        default_factory=dict
+    )
+    outputs: dict[Annotated[str, Field(pattern=r"^[a-z][a-zA-Z0-9-]*$")], OperationOutput] = Field(
+        default_factory=dict, description="The Parameters answered."
+    )
+    record: str | None = Field(
+        None, description="Instead of outputs: the record, built into this resource type."
+    )
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _one_answer(self) -> OperationSpec:
+        if bool(self.outputs) == bool(self.record):
+            raise ValueError("an operation answers either 'outputs' (Parameters) or a 'record'")
+        return self
+
+
 class ResourceFile(Strict):
     resource: str = Field(pattern=r"^[A-Z][A-Za-z]+$")
     description: str = ""
@@ -393,4 +436,7 @@ class ResourceFile(Strict):
     create: WriteSpec | None = None
     update: list[WriteSpec] | WriteSpec | None = None
     delete: WriteSpec | None = None
+    operations: dict[Annotated[str, Field(pattern=r"^[a-z][a-zA-Z0-9-]*$")], OperationSpec] = Field(
+        default_factory=dict, description="FHIR operations, by name without the '$'."
+    )
     fields: list[FieldSpec]

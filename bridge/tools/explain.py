@@ -96,6 +96,9 @@ async def _run(
     if not parts:
         raise InvalidRequest("Give a path like /fhir/Patient/123 or /fhir/Patient?family=x.")
     rtype = parts[0]
+    if parts[-1].startswith("$") and len(parts) in (2, 3):
+        rid = parts[1] if len(parts) == 3 else None
+        return 200, await gateway.operation(rtype, parts[-1][1:], rid, items, body)
     if method == "GET" and len(parts) == 1:
         return 200, await gateway.search(rtype, items, base)
     if method == "GET" and len(parts) == 2:

@@ -88,9 +88,7 @@ def test_random_requests_never_get_a_500(gateway: Gateway, fhir: Any) -> None:
         fhir(reply.json())
 
 
-@pytest.mark.parametrize(
-    "path", ["/fhir", "/fhir/", "/fhir/Patient/1/_history", "/nowhere", "/fhir/patient/1"]
-)
+@pytest.mark.parametrize("path", ["/fhir/Patient/1/_history/2", "/nowhere", "/fhir/patient/1"])
 def test_unknown_addresses_are_404_outcomes(gateway: Gateway, fhir: Any, path: str) -> None:
     reply = gateway.client().get(gateway.base.removesuffix("/fhir") + path)
     assert reply.status_code == 404, reply.text
@@ -108,3 +106,11 @@ def test_logs_hold_no_patient_data(gateway: Gateway, mock_hospital: MockHospital
     assert raw["Name"].split("^")[0] not in logs
     assert "999999" not in logs
     assert mock_hospital.password not in logs
+
+
+@pytest.mark.parametrize("path", ["/fhir", "/fhir/"])
+def test_get_on_the_base_is_405(gateway: Gateway, fhir: Any, path: str) -> None:
+    # The base takes POST (batch and transaction Bundles); system-wide search is not served.
+    reply = gateway.client().get(gateway.base.removesuffix("/fhir") + path)
+    assert reply.status_code == 405
+    fhir(reply.json())

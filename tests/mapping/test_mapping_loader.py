@@ -150,7 +150,8 @@ def test_load_model_misspelt_key_reports_missing_and_unknown_together() -> None:
     assert _problems(text) == [
         "Patient.yaml:1:1: 'fields' is required",
         "Patient.yaml:2:1: unknown key 'feilds'; did you mean 'fields'? "
-        "known: create, delete, description, fields, profile, read, resource, search, update",
+        "known: create, delete, description, fields, operations, profile, read, resource, search, "
+        "update",
     ]
 
 

@@ -45,7 +45,7 @@ from bridge.reload import MappingReloader
 from bridge.settings import Settings, environment
 from bridge.soap.backend import Backend
 
-__all__ = ["FhirResponse", "GatewayHolder", "create_app", "create_gateway"]
+__all__ = ["FhirResponse", "GatewayHolder", "create_app", "create_gateway", "worker_app"]
 
 log = logging.getLogger("bridge.app")
 
@@ -490,3 +490,13 @@ def create_app(
     app.state.gateway = holder
     app.state.reloader = reloader
     return app
+
+
+def worker_app() -> Starlette:
+    """The app of one worker process of `bridge serve --workers N`."""
+    from bridge.logs import configure_logging
+    from bridge.settings import load_worker_settings
+
+    settings = load_worker_settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)

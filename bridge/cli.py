@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bridge.errors import ConfigError, FhirError
 
@@ -29,23 +29,32 @@ def _serve(args: argparse.Namespace) -> int:
 
     from bridge.app import create_app
     from bridge.logs import configure_logging
-    from bridge.settings import load_settings
+    from bridge.settings import load_settings, share_with_workers
 
     settings = load_settings(
-        args.config, host=args.host, port=args.port, reload_mappings=args.reload_mappings
+        args.config,
+        host=args.host,
+        port=args.port,
+        reload_mappings=args.reload_mappings,
+        workers=args.workers,
     )
     configure_logging(settings.log_level)
-    app = create_app(settings)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        loop="uvloop",
-        http="httptools",
-        timeout_graceful_shutdown=10,
-    )
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,
+        "access_log": False,
+        "loop": "uvloop",
+        "http": "httptools",
+        "timeout_graceful_shutdown": 10,
+    }
+    if settings.workers > 1:
+        # Each worker builds its own app from the same settings (and paging key).
+        share_with_workers(args.config, settings)
+        create_app(settings)  # fail here, once, on a bad mapping, before forking
+        uvicorn.run("bridge.app:worker_app", factory=True, workers=settings.workers, **options)
+        return 0
+    uvicorn.run(create_app(settings), **options)
     return 0
 
 
@@ -156,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--config", type=Path, help="YAML or TOML settings file")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int, help="gateway processes sharing the port")
     serve.add_argument(
         "--reload-mappings",
         action="store_true",

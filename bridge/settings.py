@@ -19,7 +19,16 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from bridge.errors import ConfigError, Problem
 
-__all__ = ["AuthSettings", "Limits", "Settings", "SystemRef", "environment", "load_settings"]
+__all__ = [
+    "AuthSettings",
+    "Limits",
+    "Settings",
+    "SystemRef",
+    "environment",
+    "load_settings",
+    "load_worker_settings",
+    "share_with_workers",
+]
 
 
 class _Strict(BaseModel):
@@ -80,11 +89,11 @@ class Settings(BaseSettings):
     page_ttl: int = Field(3600, ge=60)
     limits: Limits = Field(default_factory=lambda: Limits())
     auth: AuthSettings = Field(default_factory=lambda: AuthSettings())
-    workers: int = Field(1, ge=1, le=64)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     reload_mappings: bool = Field(
         False, description="Watch the mapping folders and swap in clean edits while serving."
     )
+    workers: int = Field(1, ge=1, le=32, description="Gateway processes sharing the port.")
 
     @classmethod
     def settings_customise_sources(
@@ -155,6 +164,25 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
         raise ConfigError(problems) from exc
     finally:
         _file_data = {}
+
+
+_CONFIG_VARIABLE = "BRIDGE_CONFIG_FILE"
+
+
+def share_with_workers(config: Path | None, settings: Settings) -> None:
+    """Let worker processes load the same settings, and seal paging links alike."""
+    if config is not None:
+        os.environ[_CONFIG_VARIABLE] = str(config.resolve())
+    if settings.paging_key is None:
+        import secrets
+
+        os.environ["BRIDGE_PAGING_KEY"] = secrets.token_urlsafe(32)
+
+
+def load_worker_settings() -> Settings:
+    """Settings in a worker process started by `share_with_workers`."""
+    path = os.environ.get(_CONFIG_VARIABLE)
+    return load_settings(Path(path) if path else None)
 
 
 def environment() -> Mapping[str, str]:

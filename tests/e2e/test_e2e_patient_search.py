@@ -221,3 +221,13 @@ def test_a_changed_mapping_is_served_without_code_changes(
     with start_gateway(tmp_path, mock_hospital.ehr_url, mappings=folder) as gw:
         patient = fhir(gw.client().get(f"/Patient/{raw['MRN']}").json())
     assert patient["identifier"][1] == {"system": "urn:example:zip-of-record", "value": raw["Zip"]}
+
+
+def test_two_workers_serve_every_page_whichever_answers(
+    mock_hospital: MockHospital, tmp_path: Path, fhir: Any
+) -> None:
+    with start_gateway(tmp_path, mock_hospital.ehr_url, extra={"workers": 2}) as gw:
+        client = gw.client()
+        first = fhir(client.get("/Patient", params={"family": "Garcia", "_count": 10}).json())
+        ids = _walk(client, first, fhir)
+    assert len(ids) == first["total"] == len(set(ids))

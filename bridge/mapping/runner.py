@@ -81,29 +81,83 @@ def _set(target: dict[str, Any], steps: Sequence[PathStep], value: Any) -> None:
 
 
 def _compact(value: Any) -> Any:
-    """Drop empty groups and holes left by absent values."""
-    if isinstance(value, dict):
+    """Drop empty groups and holes left by absent values.
+
+    On the read path for every resource: scalars are not visited, and exact
+    type checks keep it cheap (the values are only ever plain dicts and lists).
+    """
+    kind = type(value)
+    if kind is dict:
         out = {}
         for k, v in value.items():
-            v = _compact(v)
-            if v is not None and v != {} and v != []:
-                out[k] = v
+            vk = type(v)
+            if vk is dict or vk is list:
+                v = _compact(v)
+                if not v:
+                    continue
+            elif v is None:
+                continue
+            out[k] = v
         return out
-    if isinstance(value, list):
-        items = [_compact(v) for v in value]
-        return [v for v in items if v is not None and v != {} and v != []]
+    if kind is list:
+        items = []
+        for v in value:
+            vk = type(v)
+            if vk is dict or vk is list:
+                v = _compact(v)
+                if not v:
+                    continue
+            elif v is None:
+                continue
+            items.append(v)
+        return items
     return value
 
 
+def _texts(record: Any) -> dict[str, str | None]:
+    """The record's child elements' texts by tag: one pass, instead of an
+    ElementPath search per field (most legacy paths are one child deep)."""
+    texts: dict[str, str | None] = {}
+    for child in record:
+        tag = child.tag
+        if type(tag) is str and tag not in texts:
+            texts[tag] = child.text
+    return texts
+
+
+def _text(record: Any, texts: dict[str, str | None], path: str) -> str | None:
+    if path == ".":
+        text: str | None = record.text
+        return text
+    if "/" in path:
+        found: str | None = record.findtext(path)
+        return found
+    return texts.get(path)
+
+
+def _holds(when: Any, record: Any, texts: dict[str, str | None]) -> bool:
+    text = _text(record, texts, when.path)
+    present = bool(text and text.strip())
+    if when.exists is not None:
+        return bool(present is when.exists)
+    return present and text is not None and text.strip() in (when.values or frozenset())
+
+
 def _fill(
-    target: dict[str, Any], fields: tuple[CompiledField, ...], record: Any, ctx: RunContext
+    target: dict[str, Any],
+    fields: tuple[CompiledField, ...],
+    record: Any,
+    ctx: RunContext,
+    texts: dict[str, str | None] | None = None,
 ) -> None:
+    if texts is None:
+        texts = _texts(record)
     for f in fields:
         if not f.reads:
             continue
-        if f.when is not None and not f.when.holds(record):
+        if f.when is not None and not _holds(f.when, record, texts):
             continue
-        if f.is_group:
+        if f.children:
             if f.each is not None:
                 items = []
                 outer = ctx.position
@@ -116,17 +170,17 @@ def _fill(
                 _set(target, f.steps, items)
             else:
                 group: dict[str, Any] = {}
-                _fill(group, f.children, record, ctx)
+                _fill(group, f.children, record, ctx, texts)  # the same record
                 if group and f.resource_type is not None:
                     group = {"resourceType": f.resource_type, **group}
                 _set(target, f.steps, group)
             continue
         if f.sources:
-            texts = [(record.findtext(p) or "").strip() for p in f.sources]
-            if not all(texts):
+            parts = [(_text(record, texts, p) or "").strip() for p in f.sources]
+            if not all(parts):
                 continue
             try:
-                joined = f.pipeline.to_fhir(texts)
+                joined = f.pipeline.to_fhir(parts)
             except TransformError as exc:
                 log.warning("legacy value dropped at %s: %s", f.where, exc)
                 continue
@@ -145,8 +199,8 @@ def _fill(
             if value is not None:
                 _set(target, f.steps, value)
             continue
-        text = record.text if f.source == "." else record.findtext(f.source)
-        if text is None or not text.strip():
+        text = _text(record, texts, f.source)
+        if not text or text.isspace():
             continue
         try:
             value = f.pipeline.to_fhir(text)

@@ -322,3 +322,27 @@ def test_token_scope_that_is_not_a_string_is_refused(own_key: ECKey) -> None:
     payload = claims(scope=["patient/Patient.rs"])
 
     assert_refused(own_verifier(own_key), signed(own_key, payload))
+
+
+def test_token_cache_still_refuses_a_token_once_it_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time as clock
+
+    from bridge.auth.devissuer import DevIssuer
+    from bridge.auth.tokens import TokenVerifier
+    from bridge.errors import Unauthorized
+
+    issuer = DevIssuer("https://issuer.test", "https://fhir.test")
+    token = issuer.mint(scope="user/*.read", client_id="app", lifetime=60)
+    verifier = TokenVerifier(
+        issuer.jwks(),
+        issuer="https://issuer.test",
+        audience="https://fhir.test",
+        algorithms=["ES256"],
+        leeway=5,
+    )
+    assert verifier.verify(token).client_id == "app"
+    assert token in verifier._cache
+    later = clock.time() + 120
+    monkeypatch.setattr("bridge.auth.tokens.time.time", lambda: later)
+    with pytest.raises(Unauthorized):
+        verifier.verify(token)

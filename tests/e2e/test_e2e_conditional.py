@@ -1,0 +1,94 @@
+"""Conditional create (If-None-Exist) and If-Match, through the real gateway."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.mock import MockHospital
+from tests.support import Gateway, copy_mappings, start_gateway
+
+pytestmark = pytest.mark.e2e
+JSON = {"Content-Type": "application/fhir+json"}
+
+
+def _appointment(mrn: str, slot: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Appointment",
+        "status": "booked",
+        "slot": [{"reference": f"Slot/{slot}"}],
+        "participant": [{"actor": {"reference": f"Patient/{mrn}"}, "status": "accepted"}],
+    }
+
+
+def _by_count(mock: MockHospital) -> dict[int, str]:
+    """A patient with no appointment and one with two or more."""
+    found: dict[int, str] = {}
+    for record in mock.sample_patients(300):
+        n = len(mock.get("/_mock/scheduling/appointments", mrn=record["MRN"]))
+        if n in (0, 2) or n > 2:
+            found.setdefault(min(n, 2), record["MRN"])
+        if len(found) == 2:
+            break
+    return found
+
+
+def _free_slots(mock: MockHospital) -> list[str]:
+    provider = mock.get("/_mock/scheduling/providers", limit=1)[0]["ProviderId"]
+    slots = mock.get("/_mock/scheduling/slots", provider=provider, status="FREE")
+    return [s["SlotId"] for s in slots]
+
+
+def test_conditional_create_runs_the_declared_search_first(tmp_path: Path, fhir: Any) -> None:
+    folder = copy_mappings(tmp_path, "scheduling")
+    mapping = folder / "Appointment.yaml"
+    mapping.write_text(
+        mapping.read_text().replace(
+            "  id: ConfirmationNumber\n", "  id: ConfirmationNumber\n  conditional: patient\n", 1
+        )
+    )
+    with (
+        MockHospital.start(patients=300, today="2026-11-24") as mock,
+        start_gateway(tmp_path, mock.ehr_url, mappings=folder) as gw,
+    ):
+        patients = _by_count(mock)
+        assert set(patients) == {0, 2}
+        slots = _free_slots(mock)
+        client = gw.client("user/*.*")
+
+        def post(mrn: str, slot: str) -> Any:
+            headers = {**JSON, "If-None-Exist": f"patient=Patient/{mrn}"}
+            return client.post("/Appointment", json=_appointment(mrn, slot), headers=headers)
+
+        created = post(patients[0], slots[0])
+        assert created.status_code == 201, created.text
+        # Now the patient has exactly one appointment: the same request finds it.
+        existing = post(patients[0], slots[1])
+        assert existing.status_code == 200
+        assert fhir(existing.json())["id"] == created.json()["id"]
+        ambiguous = post(patients[2], slots[2])
+        assert ambiguous.status_code == 412
+        assert fhir(ambiguous.json())["issue"][0]["code"] == "conflict"
+        # Only the first one booked anything.
+        booked = {a["SlotId"] for a in mock.get("/_mock/scheduling/appointments", mrn=patients[0])}
+        assert slots[0] in booked
+        free_now = set(_free_slots(mock))
+        assert slots[1] in free_now
+        assert slots[2] in free_now
+        undeclared = client.post(
+            "/Appointment",
+            json=_appointment(patients[0], slots[3]),
+            headers={**JSON, "If-None-Exist": "status=booked"},
+        )
+        assert undeclared.status_code == 400
+
+
+def test_if_match_on_a_system_without_versions_is_refused(gateway: Gateway, fhir: Any) -> None:
+    body = _appointment("100002", "S2000019") | {"id": "CN0000001", "status": "cancelled"}
+    reply = gateway.client("user/*.*").put(
+        "/Appointment/CN0000001", json=body, headers={**JSON, "If-Match": 'W/"3"'}
+    )
+    assert reply.status_code == 412
+    assert "keeps no version" in fhir(reply.json())["issue"][0]["diagnostics"]

@@ -96,8 +96,9 @@ def _check(args: argparse.Namespace) -> int:
             print(exc, file=sys.stderr)
             continue
         from bridge.tools.golden import check_samples
+        from bridge.tools.valuesets import check_value_sets
 
-        samples = check_samples(system)
+        samples = check_value_sets(system) + check_samples(system)
         if samples:
             failed = True
             print("\n".join(str(p) for p in samples), file=sys.stderr)

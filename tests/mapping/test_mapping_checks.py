@@ -64,3 +64,34 @@ def test_contained_group_checks_paths_against_its_type(hospital_copy) -> None:
     assert hospital_copy.problems() == [
         f"{where}: field 'nmae': Organization has no element 'nmae'; did you mean 'name'?"
     ]
+
+
+def test_check_table_giving_a_code_outside_the_required_value_set(hospital_copy) -> None:
+    from bridge.tools.valuesets import check_value_sets
+
+    hospital_copy.edit(
+        "tables/sex.csv",
+        "O,Other,http://hl7.org/fhir/administrative-gender,other",
+        "O,Other,http://hl7.org/fhir/administrative-gender,nonbinary",
+    )
+    system = compile_system(Path("mappings/hospital"), {})
+    messages = [p.message for p in check_value_sets(system)]
+    assert (
+        "field 'gender': table 'sex' gives nonbinary, not in the required value set; "
+        "allowed: female, male, other, unknown"
+    ) in messages
+
+
+def test_check_searched_table_must_cover_the_value_set(hospital_copy) -> None:
+    from bridge.tools.valuesets import check_value_sets
+
+    hospital_copy.edit(
+        "tables/sex.csv", "O,Other,http://hl7.org/fhir/administrative-gender,other\n", ""
+    )
+    system = compile_system(Path("mappings/hospital"), {})
+    problems = check_value_sets(system)
+    assert [p.message for p in problems] == [
+        "field 'gender': table 'sex' has no local code for other, so searches for them "
+        "cannot reach the legacy system; add rows for them"
+    ]
+    assert problems[0].file == "mappings/hospital/Patient.yaml"

@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -40,6 +40,7 @@ from bridge.fhir.paging import PageTokens
 from bridge.gateway import Gateway, WriteResult
 from bridge.mapping.compiled import CompiledSystem
 from bridge.mapping.compiler import compile_system
+from bridge.metrics import Metrics, MetricsMiddleware
 from bridge.middleware import AccessLogMiddleware, LimitsMiddleware, RequestIdMiddleware
 from bridge.reload import MappingReloader
 from bridge.settings import Settings, environment
@@ -159,11 +160,18 @@ class GatewayHolder:
     def __init__(self, gateway: Gateway) -> None:
         self.current = gateway
         self._retired: list[Gateway] = []
+        self.on_swap: Callable[[Gateway], None] | None = None
 
     def swap(self, gateway: Gateway) -> Gateway:
+        if self.on_swap is not None:
+            self.on_swap(gateway)
         old, self.current = self.current, gateway
         self._retired.append(old)
         return old
+
+    def all(self) -> list[Gateway]:
+        """The serving gateway first, then the backends a reload kept (deduplicated by caller)."""
+        return [self.current]
 
     async def close(self) -> None:
         closed: set[int] = set()
@@ -424,6 +432,9 @@ def create_app(
         result = await gw_of(request).bundle(body, base(request), allow)
         return FhirResponse(result, pretty=_wants_pretty(request))
 
+    async def metrics_page(request: Request) -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
     async def healthz(request: Request) -> Response:
         return FhirResponse({"status": "ok"})
 
@@ -443,14 +454,28 @@ def create_app(
         Route("/fhir/{rtype}", search_get, methods=["GET"]),
         Route("/fhir/{rtype}", create, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics_page, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
     ]
+
+    metrics = Metrics(lambda: [b for g in holder.all() for b in g.backends.values()])
+
+    def observe_backends(gateway: Gateway) -> None:
+        for backend in gateway.backends.values():
+            name = backend.name
+            backend.observe = lambda op, outcome, s, name=name: metrics.legacy_call(
+                name, op, outcome, s
+            )
+
+    observe_backends(holder.current)
+    holder.on_swap = observe_backends
 
     # Order, outermost first: request id, access log, limits, authentication.
     # Each route then authorizes its own interaction against the token's scopes.
     middleware = [
         Middleware(RequestIdMiddleware),
         Middleware(AccessLogMiddleware),
+        Middleware(MetricsMiddleware, metrics=metrics),
         Middleware(LimitsMiddleware, limits=settings.limits, render=_outcome_response),
         Middleware(AuthMiddleware, verifier=token_verifier, render=_outcome_response),
     ]

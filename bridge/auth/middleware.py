@@ -18,7 +18,13 @@ from bridge.errors import FhirError, Forbidden, Unauthorized
 __all__ = ["AuthMiddleware", "authorize"]
 
 log = logging.getLogger("bridge.auth")
-_OPEN_PATHS = {"/fhir/metadata", "/fhir/.well-known/smart-configuration", "/healthz", "/readyz"}
+_OPEN_PATHS = {
+    "/fhir/metadata",
+    "/fhir/.well-known/smart-configuration",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+}
 
 
 class AuthMiddleware:

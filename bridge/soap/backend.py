@@ -10,6 +10,7 @@ on a new session whose context (selected patient, cursors) is empty.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -112,6 +113,8 @@ class Backend:
         self.body_errors = body_errors
         self.stats = BackendStats()
         self.fingerprint = ""
+        # Called with (operation, outcome, seconds) after every SOAP call.
+        self.observe: Callable[[str, str, float], None] | None = None
 
     async def _send(
         self, template: EnvelopeTemplate, body: bytes, cookie: str | None = None
@@ -121,9 +124,18 @@ class Backend:
         headers = template.http_headers
         if cookie is not None:
             headers = {**headers, "Cookie": cookie}
-        response = await self.transport.send(
-            SoapRequest(self.endpoint, body, headers, op, self.timeout)
-        )
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            response = await self.transport.send(
+                SoapRequest(self.endpoint, body, headers, op, self.timeout)
+            )
+            outcome = (
+                "ok" if response.status < 400 else "fault" if response.status == 500 else "error"
+            )
+        finally:
+            if self.observe is not None:
+                self.observe(op, outcome, time.perf_counter() - started)
         if response.status >= 500 and not response.body.lstrip().startswith(b"<"):
             raise BackendUnavailable()
         if response.status not in (200, 202, 500) and response.status < 500:

@@ -1,0 +1,132 @@
+"""Prometheus metrics (`GET /metrics`), one registry per app.
+
+Requests by resource type, interaction and status; request latency; each
+legacy operation's latency and outcome; session pool size, waits, logins and
+re-logins. Label values are names from the mappings, never data.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["Metrics", "MetricsMiddleware"]
+
+_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_INTERACTIONS = {
+    ("GET", 3): "read",
+    ("GET", 2): "search-type",
+    ("POST", 2): "create",
+    ("PUT", 3): "update",
+    ("PATCH", 3): "patch",
+    ("DELETE", 3): "delete",
+}
+
+
+class _PoolCollector(Collector):
+    def __init__(self, backends: Callable[[], Iterable[Any]]) -> None:
+        self.backends = backends
+
+    def collect(self) -> Iterable[Any]:
+        size = GaugeMetricFamily(
+            "bridge_legacy_sessions", "Open legacy sessions", labels=["system"]
+        )
+        busy = GaugeMetricFamily(
+            "bridge_legacy_sessions_in_use", "Leased sessions", labels=["system"]
+        )
+        logins = CounterMetricFamily("bridge_legacy_logins", "Legacy logins", labels=["system"])
+        relogins = CounterMetricFamily(
+            "bridge_legacy_relogins", "Re-logins after an expired session", labels=["system"]
+        )
+        waits = CounterMetricFamily(
+            "bridge_legacy_session_waits", "Waits for a session", labels=["system"]
+        )
+        timeouts = CounterMetricFamily(
+            "bridge_legacy_session_wait_timeouts", "Waits that ended in 503", labels=["system"]
+        )
+        for backend in self.backends():
+            name = [backend.name]
+            size.add_metric(name, backend.pool.size)
+            busy.add_metric(name, backend.pool.in_use)
+            logins.add_metric(name, backend.stats.logins)
+            relogins.add_metric(name, backend.stats.relogins)
+            waits.add_metric(name, backend.pool.waits)
+            timeouts.add_metric(name, backend.pool.timeouts)
+        yield from (size, busy, logins, relogins, waits, timeouts)
+
+
+class Metrics:
+    def __init__(self, backends: Callable[[], Iterable[Any]]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "bridge_requests",
+            "FHIR requests",
+            ["resource", "interaction", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "bridge_request_seconds",
+            "FHIR request latency",
+            ["resource", "interaction"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.legacy = Histogram(
+            "bridge_legacy_call_seconds",
+            "Legacy SOAP call latency",
+            ["system", "operation", "outcome"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(_PoolCollector(backends))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def legacy_call(self, system: str, operation: str, outcome: str, seconds: float) -> None:
+        self.legacy.labels(system, operation, outcome).observe(seconds)
+
+
+class MetricsMiddleware:
+    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/fhir"):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record)
+        finally:
+            parts = [p for p in scope["path"].split("/") if p]
+            resource = parts[1] if len(parts) > 1 and parts[1][:1].isupper() else "-"
+            last = parts[-1] if parts else ""
+            if last.startswith("$"):
+                interaction = "operation"
+            elif last == "metadata":
+                interaction = "capabilities"
+            elif len(parts) == 1:
+                interaction = "batch"
+            else:
+                interaction = _INTERACTIONS.get((scope["method"], len(parts)), "other")
+            self.metrics.requests.labels(resource, interaction, str(status)).inc()
+            self.metrics.latency.labels(resource, interaction).observe(
+                time.perf_counter() - started
+            )

@@ -26,7 +26,7 @@ test: lint
 	$(BIN)/bridge test
 	$(BIN)/pytest
 
-# The benchmark (bench/README.md): ~7 minutes, or ~2 with QUICK=1. It installs what it
+# The benchmark (bench/README.md): ~9 minutes, or ~2.5 with QUICK=1. It installs what it
 # needs: wrk from apt when missing (else bench/loader.py, in Python, stands in) and the
 # py-spy profiler into the venv (pinned here, not in pyproject.toml).
 bench: $(STAMP)

@@ -103,6 +103,10 @@ def _check(args: argparse.Namespace) -> int:
             failed = True
             print("\n".join(str(p) for p in samples), file=sys.stderr)
             continue
+        from bridge.tools.valuesets import one_way_fields
+
+        for note in one_way_fields(system):
+            print(note)
         resources = ", ".join(sorted(system.resources)) or "no resources"
         print(f"{folder}: ok ({resources})")
     return 1 if failed else 0

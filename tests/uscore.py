@@ -42,7 +42,9 @@ def _require(resource: dict[str, Any], *names: str) -> None:
 def _has_coding(concept: Any, system: str, code: str) -> bool:
     if not isinstance(concept, dict):
         return False
-    return any(c.get("system") == system and c.get("code") == code for c in concept.get("coding", []))
+    return any(
+        c.get("system") == system and c.get("code") == code for c in concept.get("coding", [])
+    )
 
 
 def _codeable(resource: dict[str, Any], name: str) -> None:

@@ -65,9 +65,6 @@ def _bounds(text: str) -> tuple[datetime, datetime]:
         day = datetime.combine(date.fromisoformat(text), datetime.min.time())
         return day, day + timedelta(days=1) - second
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    # Compare local wall-clock times of the resource's own zone (FHIR leaves
-    # zone-less search dates to the server; the wall clock is what people mean).
-    moment = moment.replace(tzinfo=None)
     return moment, moment
 
 
@@ -81,6 +78,11 @@ def _date(value: Any, wanted: SearchValue) -> bool:
     else:
         low, high = _bounds(str(value))
     w_low, w_high = _bounds(wanted.value)
+    if (low.tzinfo is None) != (w_low.tzinfo is None):
+        # A day asked about (no zone) is a day of the resource's own wall clock,
+        # which is what people mean; two instants compare as instants.
+        low, high = low.replace(tzinfo=None), high.replace(tzinfo=None)
+        w_low, w_high = w_low.replace(tzinfo=None), w_high.replace(tzinfo=None)
     prefix = wanted.prefix or "eq"
     if prefix == "eq":
         return low >= w_low and high <= w_high

@@ -19,6 +19,7 @@ __all__ = ["ParamSpec", "SearchQuery", "SearchValue", "parse_search"]
 # Parameters every search understands; the rest come from the mapping.
 RESULT_PARAMS = {"_count", "_format", "_pretty", "_page"}
 _DATE = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
+_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$")
 _DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 _SPLIT_COMMA = re.compile(r"(?<!\\),")
 
@@ -38,6 +39,7 @@ class ParamSpec:
     type: str
     prefixes: frozenset[str] = frozenset({"eq"})  # date and number comparisons allowed
     full_date: bool = True  # the legacy system needs YYYY-MM-DD
+    filtered: bool = False  # the gateway applies the parameter exactly (times too)
 
     @property
     def repeats(self) -> bool:
@@ -90,13 +92,17 @@ def _parse_value(name: str, spec: ParamSpec, raw: str) -> SearchValue:
         value = raw
         if raw[:2] in _DATE_PREFIXES:
             prefix, value = raw[:2], raw[2:]
-        if not spec.full_date and "T" in value and len(value) > 10:
-            value = value.split("T")[0]  # the gateway filters: a day's precision suffices
+        if spec.filtered and _DATETIME.match(value):
+            # An instant or dateTime: the gateway compares it exactly; the legacy
+            # system gets a day range around it (see mapping.runner).
+            return SearchValue(name, value, prefix=prefix)
         if not _DATE.match(value):
             raise InvalidRequest(f"{name}: expected a date like 1980-01-02.")
         if (prefix or "eq") not in spec.prefixes:
             allowed = ", ".join(sorted(spec.prefixes))
-            raise InvalidRequest(f"{name}: the prefix '{prefix}' is not supported; use {allowed}.")
+            raise InvalidRequest(
+                f"{name}: the prefix '{prefix or 'eq'}' is not supported; use {allowed}."
+            )
         if spec.full_date and len(value) != 10:
             raise InvalidRequest(f"{name}: the legacy system needs a full date, YYYY-MM-DD.")
         try:

@@ -28,9 +28,11 @@ def _specs(search: CompiledSearch) -> dict[str, ParamSpec]:
         prefixes = frozenset({"eq"})
         if p.type in ("date", "number"):
             prefixes = p.prefixes or frozenset({"eq"})
+            if {"ge", "le"} <= prefixes:
+                prefixes = prefixes | {"eq"}  # a day is both bounds of an inclusive range
             if p.fhir is not None:
                 prefixes = frozenset({"eq", "ne", "gt", "ge", "lt", "le", "sa", "eb", "ap"})
-        specs[name] = ParamSpec(p.type, prefixes, full_date=p.pushed)
+        specs[name] = ParamSpec(p.type, prefixes, full_date=p.pushed, filtered=p.fhir is not None)
     return specs
 
 

@@ -138,7 +138,7 @@ class WriteInteractions(SearchInteractions):
             for spec in served.resource.update
         ]
         raise UnprocessableEntity(
-            f"The legacy system takes only these changes to a {rtype}: "
+            f"The legacy system takes only these changes to {rtype} resources: "
             + "; ".join(c or "any" for c in conditions)
             + "."
         )

@@ -217,7 +217,10 @@ class _Compiler(ResourceCompiler):
                     )
                     ok = False
             if step.name is not None:
-                if step.name in outputs or step.name in ("item", "params"):
+                if step.name in ("item", "params", "record", "id"):
+                    self.fail(doc, (*sloc, "name"), f"step name '{step.name}' is reserved")
+                    ok = False
+                elif step.name in outputs:
                     self.fail(doc, (*sloc, "name"), f"step name '{step.name}' is used twice")
                     ok = False
                 outputs[step.name] = call.template.operation.output

@@ -5,6 +5,7 @@ Pure functions: no network, no clock, no globals.
 
 from __future__ import annotations
 
+import datetime
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -431,10 +432,23 @@ def search_values(
                     if param.fhir is None:
                         raise BadValue(f"{name}: the prefix '{prefix}' is not supported here.")
                     continue  # the gateway applies it to the results
+                if "T" in criterion.value:
+                    # A dateTime (the gateway filters exactly): the legacy day
+                    # range is widened a day each way, as local days may differ.
+                    day = datetime.date.fromisoformat(criterion.value[:10])
+                    for bound in targets:
+                        shift = -1 if bound in ("ge", "gt") else 1 if bound in ("le", "lt") else 0
+                        wide = Criterion(name, (day + datetime.timedelta(days=shift)).isoformat())
+                        values.setdefault(f"params.{name}.{bound}", _legacy_value(param, wide))
+                    continue
                 legacy = _legacy_value(param, criterion)
                 for bound in targets:
                     values.setdefault(f"params.{name}.{bound}", legacy)
             else:
+                if criterion.prefix not in (None, "eq"):
+                    # The element takes one exact value: a range is left to the
+                    # gateway's filter (the parser only lets it through with one).
+                    continue
                 key = f"params.{param.key}"
                 value = _legacy_value(param, criterion)
                 if values.get(key, value) != value:

@@ -7,11 +7,15 @@ generated from these models (`bridge schema`).
 
 Request values are constants or text with `{placeholders}`:
 
-    {id}                 the FHIR id (read, update, delete)
+    {id}                 the FHIR id (read, update, delete); {id.0}, {id.1}... its
+                         dot-separated parts
     {params.NAME}        a search parameter, converted to the legacy form
     {params.NAME.ge}     a date parameter's bound for one prefix (ge, gt, le, lt, eq)
     {STEP.PATH}          a value from the answer of an earlier step named STEP
-    {item.PATH}          in a `for_each` step, a value from the current item
+    {item.PATH}          in a `for_each` step, a value from the current item; {item}
+                         the item's own text. In field values, {item.PATH} reads the
+                         record being built and {position} is the place (1, 2...)
+                         in an `each` group
     {cursor} {offset} {limit} {page} {size}   paging positions
     {username} {password} {token}             in session calls
     {name|default}       a default when the value is absent
@@ -314,8 +318,9 @@ class Paging(Strict):
 
     @model_validator(mode="after")
     def _style_needs(self) -> Paging:
-        if self.style == "cursor" and (self.cursor is None or self.next is None):
-            raise ValueError("style 'cursor' needs both 'cursor' and 'next'")
+        missing = [k for k in ("cursor", "next") if getattr(self, k) is None]
+        if self.style == "cursor" and missing:
+            raise ValueError(f"style 'cursor' needs {' and '.join(repr(m) for m in missing)}")
         if self.style in ("offset", "page") and self.page_size is None:
             raise ValueError(f"style '{self.style}' needs 'page_size'")
         return self

@@ -92,7 +92,21 @@ def _write_case(system: CompiledSystem, name: str, request: Path, expected: Path
     resource = _resource_for(system, rtype)
     if resource is None:
         return CaseResult(name, False, f"{request}: no mapping for resourceType '{rtype}'")
-    spec = resource.update[0] if name.startswith("update") and resource.update else resource.create
+    spec = resource.create
+    if name.startswith("update") and resource.update:
+        from bridge.mapping.runner import fhir_values
+
+        spec = next(
+            (
+                route
+                for route in resource.update
+                if all(
+                    any(str(v).lower() == want.lower() for v in fhir_values(body, path))
+                    for path, want in route.when
+                )
+            ),
+            resource.update[0],
+        )
     if spec is None:
         return CaseResult(name, False, f"{request}: {rtype} has no write to test")
     try:

@@ -1,9 +1,9 @@
 """`bridge check`: code tables against the FHIR value sets their elements require.
 
 A table behind an element with a required binding may only give codes of
-that value set. Where the resource is written or searched by that element,
-the table must also cover every code of the set, or some valid FHIR values
-could not reach the legacy system.
+that value set. Where clients search by that element (a parameter sent to the
+legacy system and named like the element, e.g. `gender`), the table must also
+cover every code of the set, or some valid FHIR values could not reach it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from bridge.errors import Problem
 from bridge.mapping.compiled import CompiledField, CompiledResource, CompiledSystem
 
-__all__ = ["check_value_sets"]
+__all__ = ["check_value_sets", "one_way_fields"]
 
 _DATA = Path(__file__).resolve().parent.parent / "fhir" / "data" / "required-bindings.json"
 
@@ -85,3 +85,28 @@ def check_value_sets(system: CompiledSystem) -> list[Problem]:
             searched = {p.name for p in resource.search.params.values() if p.pushed}
         _walk(resource, resource.fields, [], searched, problems)
     return problems
+
+
+def one_way_fields(system: CompiledSystem) -> list[str]:
+    """Notes naming the fields of written resources that only read (one-way transforms)."""
+    notes: list[str] = []
+
+    def walk(
+        resource: CompiledResource, fields: tuple[CompiledField, ...], prefix: list[str]
+    ) -> None:
+        for f in fields:
+            path = [*prefix, *(s.name for s in f.steps if s.name)]
+            if f.children:
+                walk(resource, f.children, path)
+                continue
+            one_way = [s.name for s in f.pipeline.steps if not s.invertible]
+            if f.local is not None and f.reads and not f.writes and one_way:
+                notes.append(
+                    f"{f.where}: note: field '{'.'.join(path)}' works one way (legacy to FHIR): "
+                    f"{', '.join(one_way)} cannot be reversed, so writes leave it out"
+                )
+
+    for resource in system.resources.values():
+        if resource.create is not None or resource.update:
+            walk(resource, resource.fields, [])
+    return notes

@@ -310,7 +310,9 @@ def test_booking_a_taken_slot_is_409_conflict(
     assert hospital.stats()["scheduling"]["faults"]["SLOT-TAKEN"] == 1
 
 
-def test_booking_an_unknown_slot_is_422(app: httpx.Client, hospital: MockHospital, fhir: Any) -> None:
+def test_booking_an_unknown_slot_is_422(
+    app: httpx.Client, hospital: MockHospital, fhir: Any
+) -> None:
     provider = _provider_with_free_thursdays(hospital)
     reply = _book(app, fhir, "S9999999", _living_patient(hospital), provider, "Checkup")
     assert reply.status_code == 422
@@ -326,7 +328,9 @@ def test_appointment_search_lists_the_booking(
         found = _search(app, fhir, "/Appointment", patient=patient)
         assert sorted(a["id"] for a in found) == sorted(legacy)
     ours = next(a for a in found if a["id"] == created["id"])
-    slot = next(s for s in hospital.get("/scheduling/slots", provider=provider) if s["SlotId"] == slot_id)
+    slot = next(
+        s for s in hospital.get("/scheduling/slots", provider=provider) if s["SlotId"] == slot_id
+    )
     assert ours["status"] == "booked"
     assert ours["slot"] == [{"reference": f"Slot/{slot_id}"}]
     assert ours["start"] == _new_york(slot["Start"])
@@ -361,9 +365,7 @@ def test_cancel_by_put_frees_the_slot(app: httpx.Client, hospital: MockHospital,
     found = _search(app, fhir, "/Appointment", patient=f"Patient/{mrn}")
     appointment = next(a for a in found if a["id"] == created["id"])
     body = fhir({**appointment, "status": "cancelled"})
-    reply = app.put(
-        f"/Appointment/{created['id']}", json=body, headers={"Content-Type": FHIR_JSON}
-    )
+    reply = app.put(f"/Appointment/{created['id']}", json=body, headers={"Content-Type": FHIR_JSON})
     assert reply.status_code == 200, reply.text
     fhir(reply.json())
     _assert_cancelled_and_free(hospital, provider, slot_id, created["id"])

@@ -95,3 +95,30 @@ def test_check_searched_table_must_cover_the_value_set(hospital_copy) -> None:
         "cannot reach the legacy system; add rows for them"
     ]
     assert problems[0].file == "mappings/hospital/Patient.yaml"
+
+
+def test_check_names_fields_that_work_one_way(tmp_path: Path, monkeypatch) -> None:
+    import shutil
+
+    from bridge.tools.valuesets import one_way_fields
+
+    root = Path(__file__).resolve().parents[2]
+    shutil.copytree(root / "mappings" / "billing", tmp_path / "mappings" / "billing")
+    shutil.copytree(root / "wsdl" / "billing", tmp_path / "wsdl" / "billing")
+    monkeypatch.chdir(tmp_path)
+    claim = Path("mappings/billing/Claim.yaml")
+    claim.write_text(
+        claim.read_text().replace(
+            "  - fhir: billablePeriod.start\n    from: EncounterDate\n"
+            "    transform: [{date: YYYYMMDD}]",
+            "  - fhir: billablePeriod.start\n    from: EncounterDate\n"
+            "    transform: [{regex: '^(\\\\d{8})$'}, {date: YYYYMMDD}]",
+        )
+    )
+    notes = one_way_fields(compile_system(Path("mappings/billing"), {}))
+    assert len(notes) == 1
+    assert notes[0].startswith("mappings/billing/Claim.yaml:")
+    assert notes[0].endswith(
+        "note: field 'billablePeriod.start' works one way (legacy to FHIR): regex cannot "
+        "be reversed, so writes leave it out"
+    )

@@ -22,7 +22,7 @@ from bridge.fhir.validate import validate_resource
 from bridge.gateway.searching import SearchInteractions
 from bridge.gateway.steps import run_steps
 from bridge.mapping.compiled import CompiledWrite, RunContext
-from bridge.mapping.runner import BadValue, fhir_values, legacy_record
+from bridge.mapping.runner import BadValue, build_resource, fhir_values, legacy_record
 from bridge.soap.pool import Session
 
 __all__ = ["PreconditionFailed", "WriteInteractions", "WriteResult"]
@@ -56,7 +56,8 @@ class WriteInteractions(SearchInteractions):
         spec: CompiledWrite,
         body: dict[str, Any] | None,
         rid: str | None,
-    ) -> str | None:
+    ) -> tuple[str | None, dict[str, Any] | None]:
+        """Run a write; return the id and, with `answer`, the resource read back."""
         served = self.route(rtype, interaction)
         tree: dict[str, Any] | None = None
         if body is not None:
@@ -64,29 +65,45 @@ class WriteInteractions(SearchInteractions):
                 tree = legacy_record(served.resource, body)
             except BadValue as exc:
                 raise UnprocessableEntity(f"{rtype}.{exc}") from None
-        ctx = RunContext(values={"id": rid} if rid else {})
+        ctx = RunContext(values={"id": rid} if rid else {}, record=tree)
         record = (spec.record, tree) if tree is not None else None
+        answers: list[dict[str, Any]] = []
 
         async def work(session: Session) -> str | None:
             ctx.steps.clear()
             replies = await run_steps(served.backend, session, spec.steps, ctx, record)
             if spec.id is None:
                 return rid
-            for reply in replies:
-                found = (reply.findtext(spec.id) or "").strip()
-                if found:
-                    return found
-            raise BackendError("The legacy system accepted the write but returned no id.")
+            holders = ctx.steps.get(spec.id_step, []) if spec.id_step else replies
+            new_id = next(
+                (t for reply in holders if (t := (reply.findtext(spec.id) or "").strip())), None
+            )
+            if new_id is None:
+                raise BackendError("The legacy system accepted the write but returned no id.")
+            if spec.answer is not None:
+                records, match = spec.answer
+                for reply in replies:
+                    for found in reply.iterfind(records):
+                        if (found.findtext(match) or "").strip() == new_id:
+                            answers.append(build_resource(served.resource, found, ctx))
+            return new_id
 
         async with self.faults(served):
             result: str | None = await served.backend.run(work)
-        return result
+        return result, (answers[0] if answers else None)
 
     async def _respond(
-        self, rtype: str, spec: CompiledWrite, body: dict[str, Any], rid: str
+        self,
+        rtype: str,
+        spec: CompiledWrite,
+        body: dict[str, Any],
+        rid: str,
+        answer: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         if spec.respond == "read" and "read" in self.routes.get(rtype, {}):
             return await self.read(rtype, rid)
+        if spec.respond == "answer" and answer is not None:
+            return answer
         return {**body, "id": rid}
 
     async def create(
@@ -101,11 +118,11 @@ class WriteInteractions(SearchInteractions):
             if existing is not None:
                 return WriteResult(200, existing, f"{base}/{rtype}/{existing['id']}")
         resource = {k: v for k, v in resource.items() if k not in ("id", "meta")}
-        new_id = await self._run_write(rtype, "create", spec, resource, None)
+        new_id, built = await self._run_write(rtype, "create", spec, resource, None)
         if not new_id:
             raise BackendError("The legacy system accepted the write but returned no id.")
         self.check_id(new_id)
-        answer = await self._respond(rtype, spec, resource, new_id)
+        answer = await self._respond(rtype, spec, resource, new_id, built)
         return WriteResult(201, answer, f"{base}/{rtype}/{new_id}")
 
     async def _conditional(
@@ -153,8 +170,8 @@ class WriteInteractions(SearchInteractions):
         spec = self._update_route(rtype, resource)
         if if_match is not None:
             await self._check_version(rtype, rid, spec, if_match)
-        await self._run_write(rtype, "update", spec, resource, rid)
-        answer = await self._respond(rtype, spec, resource, rid)
+        _, built = await self._run_write(rtype, "update", spec, resource, rid)
+        answer = await self._respond(rtype, spec, resource, rid, built)
         return WriteResult(200, answer, None)
 
     async def _check_version(

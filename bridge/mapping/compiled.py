@@ -50,6 +50,7 @@ class RunContext:
     values: Mapping[str, str] = field(default_factory=dict)
     steps: dict[str, list[etree._Element]] = field(default_factory=dict)
     item: etree._Element | None = None
+    record: Mapping[str, Any] | None = None  # the legacy record a write sends
     position: int = 0  # 1-based place of the current item in an `each` group
 
     def lookup(self, p: Placeholder) -> str | None:
@@ -61,6 +62,13 @@ class RunContext:
                 parts = self.values.get("id", "").split(".")
                 return parts[int(part)] if int(part) < len(parts) else None
             return self.values.get(p.name)
+        if p.kind == "record":
+            node: Any = self.record
+            for part in (p.path or "").split("/"):
+                node = node.get(part) if isinstance(node, Mapping) else None
+                if isinstance(node, list):
+                    node = node[0] if node else None
+            return node if isinstance(node, str) else None
         if p.kind == "item":
             if self.item is None or p.path is None:
                 return None
@@ -78,6 +86,7 @@ class Placeholder:
     step: str | None = None
     path: str | None = None  # Clark path for step and item values
     default: str | None = None
+    alternatives: tuple[Placeholder, ...] = ()  # tried in order when this has no value
 
 
 @dataclass(frozen=True)
@@ -95,6 +104,10 @@ class ValueTemplate:
                 out.append(part)
                 continue
             value = ctx.lookup(part)
+            for other in part.alternatives:
+                if value:
+                    break
+                value = ctx.lookup(other)
             if value is None or value == "":
                 value = part.default
             if value is None:
@@ -265,6 +278,8 @@ class CompiledWrite:
     when: tuple[tuple[tuple[PathStep, ...], str], ...]
     conditional: tuple[str, ...]
     respond: str
+    id_step: str | None = None  # the named step whose answer holds the id
+    answer: tuple[str, str] | None = None  # (records, match) Clark paths in the last answer
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ together, each as `file:line:col: message`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from collections.abc import Mapping
@@ -36,7 +37,7 @@ from bridge.soap.xml import compile_local_path
 
 __all__ = ["compile_system"]
 
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.\-/]*)(?:\|([^{}]*))?\}")
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.\-/,]*)(?:\|([^{}]*))?\}")
 
 
 class _Compiler(ResourceCompiler):
@@ -46,6 +47,7 @@ class _Compiler(ResourceCompiler):
         self.endpoint_override = endpoint
         self.problems: list[Problem] = []
         self.session_fills: set[str] = set()  # request elements the session style fills
+        self._write_record: ElementInfo | None = None  # for {record.PATH} in later write steps
 
     # -- helpers -----------------------------------------------------------
 
@@ -96,6 +98,13 @@ class _Compiler(ResourceCompiler):
     def placeholder(
         self, doc: Document, loc: Loc, name: str, default: str | None, scope: Scope
     ) -> Placeholder | None:
+        if "," in name:
+            # {a,b|default}: the first alternative with a value.
+            options = [self.placeholder(doc, loc, n.strip(), None, scope) for n in name.split(",")]
+            if any(o is None for o in options):
+                return None
+            first, *others = [o for o in options if o is not None]
+            return dataclasses.replace(first, default=default, alternatives=tuple(others))
         if name in scope.variables:
             return Placeholder(name, "var", default=default)
         if re.fullmatch(r"id\.\d", name) and "id" in scope.variables:
@@ -107,6 +116,13 @@ class _Compiler(ResourceCompiler):
             found = self.resolve(doc, loc, scope.item, rest, "{item}") if rest != "." else None
             path = found[0] if found else ("." if rest == "." else None)
             return Placeholder(name, "item", path=path, default=default) if path else None
+        if head == "record" and rest and scope.record is not None:
+            found = self.resolve(doc, loc, scope.record, rest, "{record}")
+            return (
+                Placeholder(name, "record", path=rest.strip("/"), default=default)
+                if found
+                else None
+            )
         if head in scope.steps and rest:
             found = self.resolve(doc, loc, scope.steps[head], rest, f"{{{head}}}")
             return Placeholder(name, "step", head, found[0], default) if found else None
@@ -199,7 +215,7 @@ class _Compiler(ResourceCompiler):
             request = dict(step.request)
             if i == 0 and extra:
                 request = {**extra, **request}
-            scope = Scope(variables, dict(outputs), item)
+            scope = Scope(variables, dict(outputs), item, self._write_record if i > 0 else None)
             call = self.call(doc, sloc, wsdl, step.operation, request, scope)
             if call is None:
                 ok = False

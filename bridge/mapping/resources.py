@@ -54,6 +54,7 @@ class Scope:
     variables: tuple[str, ...] = ()
     steps: dict[str, ElementInfo] = field(default_factory=dict)
     item: ElementInfo | None = None
+    record: ElementInfo | None = None  # the request element a write fills
 
 
 class ResourceCompiler:
@@ -436,7 +437,13 @@ class ResourceCompiler:
         variables: tuple[str, ...],
     ) -> tuple[CompiledWrite | None, ElementInfo | None]:
         written = _written_elements(spec.record, self._current_fields)
-        steps = self.steps(doc, loc, wsdl, spec, variables, None, written)
+        first_name = spec.operation or (spec.steps[0].operation if spec.steps else "")
+        first_op = wsdl.operations.get(first_name)
+        self._write_record = first_op.input if first_op is not None else None
+        try:
+            steps = self.steps(doc, loc, wsdl, spec, variables, None, written)
+        finally:
+            self._write_record = None
         if steps is None:
             return None, None
         first = steps[0].call.template.operation
@@ -445,9 +452,31 @@ class ResourceCompiler:
             found = self.resolve(doc, (*loc, "record"), first.input, spec.record, "record")
             record = found[1] if found else None
         new_id = None
+        id_step = None
         if spec.id is not None:
-            found = self.resolve(doc, (*loc, "id"), self._last_output(steps).output, spec.id, "id")
+            head, _, rest = spec.id.partition(".")
+            named = {st.name: st for st in steps if st.name}
+            base = self._last_output(steps).output
+            id_path = spec.id
+            if head in named and rest:
+                id_step, base, id_path = head, named[head].call.template.operation.output, rest
+            found = self.resolve(doc, (*loc, "id"), base, id_path, "id")
             new_id = found[0] if found else None
+        answer = None
+        if spec.answer is not None:
+            out = self._last_output(steps).output
+            recs = self.resolve(
+                doc, (*loc, "answer", "records"), out, spec.answer.records, "records"
+            )
+            match = (
+                self.resolve(doc, (*loc, "answer", "match"), recs[1], spec.answer.match, "match")
+                if recs
+                else None
+            )
+            if recs and match:
+                answer = (recs[0], match[0])
+        if spec.respond == "answer" and spec.answer is None:
+            self.fail(doc, (*loc, "respond"), "respond: answer needs 'answer'")
         version = None
         if spec.version is not None:
             version = self.fhir_path(doc, (*loc, "version"), spec.version, each=False)
@@ -467,6 +496,8 @@ class ResourceCompiler:
             when=tuple(when),
             conditional=conditional,
             respond=spec.respond,
+            id_step=id_step,
+            answer=answer,
         )
         return compiled, record
 
@@ -654,7 +685,7 @@ class ResourceCompiler:
         if isinstance(f.value, str) and "{" in f.value:
             # A value may use the interaction's placeholders, {item.PATH} for the
             # record it is built from, and {position} inside an `each` group.
-            local = Scope((*scope.variables, "position"), scope.steps, base)
+            local = Scope((*scope.variables, "position"), scope.steps, base, write_record)
             template = self.value_template(doc, (*floc, "value"), f.value, local)
         pipeline = self.pipeline(doc, (*floc, "transform"), f.transform, tables)
         return CompiledField(

@@ -30,6 +30,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
+    "Answer",
     "Connection",
     "CredentialsSpec",
     "EnvValue",
@@ -371,13 +372,28 @@ class SearchSpec(Steps):
     )
 
 
+class Answer(Strict):
+    """Where, in the last step's answer, the written resource can be read back."""
+
+    records: str = Field(description="Path of the records in the last step's answer.")
+    match: str = Field(description="The element, in each record, that holds the new id.")
+
+
 class WriteSpec(Steps):
-    """create / update / delete: the calls, and where the resource's fields go."""
+    """create / update / delete: the calls, and where the resource's fields go.
+
+    Later steps may use `{record.PATH}`, a value of the legacy record written.
+    """
 
     record: str | None = Field(
         None, description="Path, in the first step's request, where the fields are written."
     )
-    id: str | None = Field(None, description="Path, in the last step's answer, of the new id.")
+    id: str | None = Field(
+        None, description="Path, in the last step's answer (or STEP.PATH), of the new id."
+    )
+    answer: Answer | None = Field(
+        None, description="Read the written resource back from the last step's answer."
+    )
     version: str | None = Field(
         None, description="update: the field compared with If-Match (a legacy version)."
     )
@@ -387,8 +403,10 @@ class WriteSpec(Steps):
     conditional: str | None = Field(
         None, description="create: the search parameter(s) If-None-Exist may use."
     )
-    respond: Literal["read", "echo"] = Field(
-        "echo", description="What answers a write: the resource read back, or the one sent."
+    respond: Literal["read", "echo", "answer"] = Field(
+        "echo",
+        description="What answers a write: the resource read back (read), the one sent "
+        "(echo), or the one built from 'answer'.",
     )
 
 

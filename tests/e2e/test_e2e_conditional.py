@@ -46,7 +46,7 @@ def test_conditional_create_runs_the_declared_search_first(tmp_path: Path, fhir:
     mapping = folder / "Appointment.yaml"
     mapping.write_text(
         mapping.read_text().replace(
-            "  id: ConfirmationNumber\n", "  id: ConfirmationNumber\n  conditional: patient\n", 1
+            "  respond: answer\n", "  respond: answer\n  conditional: patient\n", 1
         )
     )
     with (
@@ -92,3 +92,26 @@ def test_if_match_on_a_system_without_versions_is_refused(gateway: Gateway, fhir
     )
     assert reply.status_code == 412
     assert "keeps no version" in fhir(reply.json())["issue"][0]["diagnostics"]
+
+
+def test_booking_answers_the_appointment_as_the_system_recorded_it(
+    tmp_path: Path, fhir: Any
+) -> None:
+    with (
+        MockHospital.start(patients=300, today="2026-11-24") as mock,
+        start_gateway(tmp_path, mock.ehr_url) as gw,
+    ):
+        slot = _free_slots(mock)[0]
+        mrn = mock.sample_patients(1)[0]["MRN"]
+        reply = gw.client("user/*.*").post(
+            "/Appointment", json=_appointment(mrn, slot), headers=JSON
+        )
+    assert reply.status_code == 201, reply.text
+    booked = fhir(reply.json())
+    assert reply.headers["location"].endswith(f"/Appointment/{booked['id']}")
+    assert booked["status"] == "booked"
+    assert booked["start"] < booked["end"]  # from the booking as the system recorded it
+    assert booked["slot"] == [{"reference": f"Slot/{slot}"}]
+    actors = [p["actor"]["reference"] for p in booked["participant"]]
+    assert f"Patient/{mrn}" in actors
+    assert any(a.startswith("Practitioner/") for a in actors)

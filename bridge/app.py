@@ -27,6 +27,7 @@ from bridge.errors import (
     FhirError,
     Forbidden,
     InvalidRequest,
+    MappingError,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
@@ -112,6 +113,18 @@ def _negotiate(request: Request) -> None:
 def _strict(request: Request) -> bool:
     prefer = request.headers.get("prefer", "")
     return any(p.strip() == "handling=strict" for p in prefer.split(","))
+
+
+def checked_systems(settings: Settings) -> list[CompiledSystem]:
+    """Compile and check as `bridge check` does (for hot reload: nothing less swaps in)."""
+    from bridge.tools.golden import check_samples
+    from bridge.tools.valuesets import check_value_sets
+
+    systems = compile_systems(settings)
+    problems = [p for s in systems for p in (*check_value_sets(s), *check_samples(s))]
+    if problems:
+        raise MappingError(problems)
+    return systems
 
 
 def compile_systems(settings: Settings) -> list[CompiledSystem]:
@@ -484,8 +497,9 @@ def create_app(
     if settings.reload_mappings:
         reloader = MappingReloader(
             holder,
-            [ref.path for ref in settings.systems],
-            lambda: compile_systems(settings),
+            [ref.path for ref in settings.systems]
+            + sorted({s.wsdl.path.parent for s in holder.current.systems}),
+            lambda: checked_systems(settings),
             lambda systems, backends: create_gateway(
                 settings, systems, backends, holder.current.page_tokens
             ),

@@ -82,12 +82,17 @@ def _mock(argv: list[str]) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from bridge.fhir.paging import PageTokens
+    from bridge.gateway import Gateway
     from bridge.mapping.compiler import compile_system
     from bridge.settings import environment
+    from bridge.tools.golden import check_samples
+    from bridge.tools.valuesets import check_value_sets, one_way_fields
 
     folders = _folders(args.systems)
     failed = False
     env = environment()
+    systems = []
     for folder in folders:
         try:
             system = compile_system(Path(folder), env)
@@ -95,20 +100,22 @@ def _check(args: argparse.Namespace) -> int:
             failed = True
             print(exc, file=sys.stderr)
             continue
-        from bridge.tools.golden import check_samples
-        from bridge.tools.valuesets import check_value_sets
-
-        samples = check_value_sets(system) + check_samples(system)
-        if samples:
+        problems = check_value_sets(system) + check_samples(system)
+        if problems:
             failed = True
-            print("\n".join(str(p) for p in samples), file=sys.stderr)
+            print("\n".join(str(p) for p in problems), file=sys.stderr)
             continue
-        from bridge.tools.valuesets import one_way_fields
-
+        systems.append(system)
         for note in one_way_fields(system):
             print(note)
         resources = ", ".join(sorted(system.resources)) or "no resources"
         print(f"{folder}: ok ({resources})")
+    try:
+        # Across folders: one system per (resource type, interaction).
+        Gateway(systems, page_tokens=PageTokens(b"check"))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        failed = True
     return 1 if failed else 0
 
 

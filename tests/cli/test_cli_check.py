@@ -46,3 +46,20 @@ def test_check_reports_a_planted_mistake_with_file_line_and_exit_1(tmp_path: Pat
         "Patient; known: MRN, Name, DOB, Sex, AddressLine1, AddressLine2, City, State, Zip, "
         "Phone, MaritalStatus, Language, DeceasedFlag, DeceasedDate"
     ]
+
+
+def test_check_reports_two_systems_claiming_one_interaction(tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copytree(ROOT / "mappings", tmp_path / "mappings")
+    shutil.copytree(ROOT / "wsdl", tmp_path / "wsdl")
+    shutil.copytree(tmp_path / "mappings" / "hospital", tmp_path / "mappings" / "ehr2")
+    system = tmp_path / "mappings" / "ehr2" / "system.yaml"
+    system.write_text(system.read_text().replace("system: hospital", "system: ehr2"))
+    result = _check(cwd=tmp_path)
+    assert result.returncode == 1
+    assert (
+        "mappings/hospital/Patient.yaml:1:1: resource 'Patient' read is already served by "
+        "system 'ehr2' (mappings/ehr2/Patient.yaml); a gateway serves each interaction of a "
+        "resource type from one system"
+    ) in result.stderr.splitlines()

@@ -57,6 +57,77 @@ def _side_door(mock_url: str, path: str) -> Any:
         return json.loads(reply.read())
 
 
+def _claim(mrn: str) -> str:
+    return json.dumps(
+        {
+            "resourceType": "Claim",
+            "status": "active",
+            "type": {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/claim-type",
+                        "code": "professional",
+                    }
+                ]
+            },
+            "use": "claim",
+            "patient": {"reference": f"Patient/{mrn}"},
+            "created": "2026-11-24",
+            "billablePeriod": {"start": "2026-11-20"},
+            "provider": {"display": "General Hospital"},
+            "priority": {"coding": [{"code": "normal"}]},
+            "insurance": [{"sequence": 1, "focal": True, "coverage": {"display": "self"}}],
+            "diagnosis": [
+                {
+                    "sequence": 1,
+                    "diagnosisCodeableConcept": {
+                        "coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "I10"}]
+                    },
+                }
+            ],
+            "item": [
+                {
+                    "sequence": 1,
+                    "productOrService": {
+                        "coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "99213"}]
+                    },
+                }
+            ],
+            "total": {"value": 95.0, "currency": "USD"},
+        },
+        separators=(",", ":"),
+    )
+
+
+def _weight(mrn: str) -> str:
+    return json.dumps(
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "category": [
+                {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                            "code": "vital-signs",
+                        }
+                    ]
+                }
+            ],
+            "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]},
+            "subject": {"reference": f"Patient/{mrn}"},
+            "effectiveDateTime": "2026-11-24T14:30:00Z",
+            "valueQuantity": {
+                "value": 70,
+                "unit": "kg",
+                "system": "http://unitsofmeasure.org",
+                "code": "kg",
+            },
+        },
+        separators=(",", ":"),
+    )
+
+
 def _examples(base: str, mock_url: str) -> tuple[str, str]:
     """The sample patient and a block of requests, one or more per workflow."""
     mrn = str(_side_door(mock_url, "patients?limit=1&offset=1")[0]["MRN"])
@@ -82,7 +153,12 @@ def _examples(base: str, mock_url: str) -> tuple[str, str]:
         "Allergies and problems:",
         f'  curl -s {auth} "{base}/AllergyIntolerance?patient={mrn}"',
         f'  curl -s {auth} "{base}/Condition?patient={mrn}"',
-        "Billing and wearables (POST examples with bodies): see README.md, 'Workflows'.",
+        "Billing (submit a claim; the answer carries the billing system's claim number):",
+        f"  curl -s {auth} -H 'Content-Type: application/fhir+json' -X POST {base}/Claim "
+        f"-d '{_claim(mrn)}'",
+        "Wearables (a body weight in kg, stored in the EHR in pounds, New York time):",
+        f"  curl -s {auth} -H 'Content-Type: application/fhir+json' -X POST {base}/Observation "
+        f"-d '{_weight(mrn)}'",
     ]
     return mrn, "\n".join(lines)
 

@@ -73,12 +73,23 @@ def test_demo_sample_requests_work_as_printed(demo: tuple[str, list[str]], fhir:
     assert set(tokens) == {"TOKEN", "PATIENT_TOKEN", "SERVICE_TOKEN"}
     curls = [line.strip() for line in lines if line.strip().startswith("curl ")]
     assert len(curls) >= 4
+    posts = 0
     for curl in curls:
         header = re.search(r'-H "Authorization: Bearer \$(\w+)"', curl)
-        url = re.findall(r'"?(http://[^" ]+)"?', curl)[-1]
+        url = re.findall(r'"?(http://[^"\' ]+)"?', curl)[0 if " -X POST " in curl else -1]
         headers = {"Authorization": f"Bearer {tokens[header.group(1)]}"} if header else {}
-        reply = httpx.get(url, headers=headers, timeout=30)
-        assert reply.status_code == 200, (curl, reply.text)
+        if " -X POST " in curl:
+            body = re.search(r"-d '(.+)'$", curl)
+            assert body is not None, curl
+            headers["Content-Type"] = "application/fhir+json"
+            reply = httpx.post(url, content=body.group(1), headers=headers, timeout=30)
+            assert reply.status_code == 201, (curl, reply.text)
+            assert reply.headers["location"].startswith(url)
+            posts += 1
+        else:
+            reply = httpx.get(url, headers=headers, timeout=30)
+            assert reply.status_code == 200, (curl, reply.text)
         resource = fhir(reply.json())
         if "/Patient/" in url:
             assert resource["resourceType"] == "Patient"
+    assert posts == 2  # billing and wearables

@@ -16,6 +16,7 @@ import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -62,9 +63,10 @@ class FhirResponse(Response):
         headers: dict[str, str] | None = None,
         *,
         pretty: bool = False,
+        media_type: str | None = None,
     ) -> None:
         self._pretty = pretty
-        super().__init__(content, status_code, headers)
+        super().__init__(content, status_code, headers, media_type=media_type)
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content, option=orjson.OPT_INDENT_2 if self._pretty else 0)
@@ -270,7 +272,8 @@ def create_app(
 
     async def metadata(request: Request) -> Response:
         _negotiate(request)
-        return FhirResponse(gw_of(request).capability(base(request)), pretty=_wants_pretty(request))
+        statement = gw_of(request).capability(base(request), security())
+        return FhirResponse(statement, pretty=_wants_pretty(request))
 
     async def operation(request: Request, rid: str | None, name: str) -> Response:
         rtype = request.path_params["rtype"]
@@ -448,6 +451,72 @@ def create_app(
     async def metrics_page(request: Request) -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    def smart_configuration() -> dict[str, Any]:
+        auth = settings.auth
+        config: dict[str, Any] = {
+            "issuer": auth.issuer,
+            "jwks_uri": None,
+            "authorization_endpoint": auth.authorization_endpoint,
+            "token_endpoint": auth.token_endpoint,
+            "revocation_endpoint": auth.revocation_endpoint,
+            "introspection_endpoint": auth.introspection_endpoint,
+            "grant_types_supported": ["authorization_code", "client_credentials"],
+            "scopes_supported": auth.scopes_supported,
+            "response_types_supported": ["code"],
+            "capabilities": [
+                "launch-standalone",
+                "client-public",
+                "client-confidential-symmetric",
+                "client-confidential-asymmetric",
+                "context-standalone-patient",
+                "permission-patient",
+                "permission-user",
+                "permission-v1",
+                "permission-v2",
+            ],
+            "code_challenge_methods_supported": ["S256"],
+        }
+        return {k: v for k, v in config.items() if v is not None}
+
+    async def smart(request: Request) -> Response:
+        return FhirResponse(smart_configuration(), media_type="application/json")
+
+    def security() -> dict[str, Any] | None:
+        auth = settings.auth
+        if auth.mode == "off":
+            return None
+        uris = [
+            {"url": name, "valueUri": value}
+            for name, value in (
+                ("authorize", auth.authorization_endpoint),
+                ("token", auth.token_endpoint),
+                ("revoke", auth.revocation_endpoint),
+                ("introspect", auth.introspection_endpoint),
+            )
+            if value
+        ]
+        out: dict[str, Any] = {
+            "service": [
+                {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                            "code": "SMART-on-FHIR",
+                        }
+                    ]
+                }
+            ],
+            "description": "OAuth 2.0 bearer tokens with SMART on FHIR scopes (v1 and v2).",
+        }
+        if uris:
+            out["extension"] = [
+                {
+                    "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                    "extension": uris,
+                }
+            ]
+        return out
+
     async def healthz(request: Request) -> Response:
         return FhirResponse({"status": "ok"})
 
@@ -456,6 +525,7 @@ def create_app(
 
     routes = [
         Route("/fhir/metadata", metadata, methods=["GET"]),
+        Route("/fhir/.well-known/smart-configuration", smart, methods=["GET"]),
         Route("/fhir", bundle, methods=["POST"]),
         Route("/fhir/", bundle, methods=["POST"]),
         Route("/fhir/{rtype}/_search", search_post, methods=["POST"]),
@@ -486,6 +556,25 @@ def create_app(
     # Order, outermost first: request id, access log, limits, authentication.
     # Each route then authorizes its own interaction against the token's scopes.
     middleware = [
+        *(
+            [
+                Middleware(
+                    CORSMiddleware,
+                    allow_origins=settings.cors_origins,
+                    allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                    allow_headers=[
+                        "Authorization",
+                        "Content-Type",
+                        "If-Match",
+                        "If-None-Exist",
+                        "Prefer",
+                    ],
+                    expose_headers=["Location", "ETag", "X-Request-ID"],
+                )
+            ]
+            if settings.cors_origins
+            else []
+        ),
         Middleware(RequestIdMiddleware),
         Middleware(AccessLogMiddleware),
         Middleware(MetricsMiddleware, metrics=metrics),

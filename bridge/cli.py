@@ -37,9 +37,11 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         reload_mappings=args.reload_mappings,
         workers=args.workers,
+        tls={"cert": args.tls_cert, "key": args.tls_key} if args.tls_cert else None,
     )
     configure_logging(settings.log_level)
     options: dict[str, Any] = {
+        **_tls_options(settings),
         "host": settings.host,
         "port": settings.port,
         "log_config": None,
@@ -56,6 +58,26 @@ def _serve(args: argparse.Namespace) -> int:
         return 0
     uvicorn.run(create_app(settings), **options)
     return 0
+
+
+def _tls_options(settings: Any) -> dict[str, Any]:
+    """HTTPS for `bridge serve`: TLS 1.2 at least, modern ciphers, optional client certs."""
+    import ssl
+
+    tls = settings.tls
+    if tls.cert is None:
+        return {}
+    options: dict[str, Any] = {
+        "ssl_certfile": str(tls.cert),
+        "ssl_keyfile": str(tls.key) if tls.key else None,
+        "ssl_ciphers": tls.ciphers,
+        # A TLS server context refuses anything older than TLS 1.2 (Python 3.10+).
+        "ssl_version": ssl.PROTOCOL_TLS_SERVER,
+    }
+    if tls.client_ca is not None:
+        options["ssl_ca_certs"] = str(tls.client_ca)
+        options["ssl_cert_reqs"] = ssl.CERT_REQUIRED
+    return options
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -178,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--workers", type=int, help="gateway processes sharing the port")
+    serve.add_argument("--tls-cert", type=Path, help="PEM certificate chain: serve HTTPS")
+    serve.add_argument("--tls-key", type=Path, help="PEM private key of the certificate")
     serve.add_argument(
         "--reload-mappings",
         action="store_true",

@@ -24,6 +24,7 @@ __all__ = [
     "Limits",
     "Settings",
     "SystemRef",
+    "Tls",
     "environment",
     "load_settings",
     "load_worker_settings",
@@ -64,6 +65,29 @@ class AuthSettings(_Strict):
     jwks_file: Path | None = None
     algorithms: list[str] = Field(default_factory=lambda: ["RS256", "RS384", "ES256", "ES384"])
     leeway: int = Field(60, ge=0, le=600, description="Clock skew allowed, seconds.")
+    authorization_endpoint: str | None = Field(None, description="Published for SMART apps.")
+    token_endpoint: str | None = Field(None, description="Published for SMART apps.")
+    revocation_endpoint: str | None = None
+    introspection_endpoint: str | None = None
+    scopes_supported: list[str] = Field(
+        default_factory=lambda: [
+            "openid",
+            "fhirUser",
+            "launch/patient",
+            "offline_access",
+            "patient/*.rs",
+            "user/*.rs",
+            "user/*.cruds",
+            "system/*.rs",
+        ]
+    )
+
+
+class Tls(_Strict):
+    cert: Path | None = Field(None, description="PEM certificate chain; turns HTTPS on.")
+    key: Path | None = None
+    client_ca: Path | None = Field(None, description="Require client certificates from this CA.")
+    ciphers: str = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM"
 
 
 class Settings(BaseSettings):
@@ -94,6 +118,10 @@ class Settings(BaseSettings):
         False, description="Watch the mapping folders and swap in clean edits while serving."
     )
     workers: int = Field(1, ge=1, le=32, description="Gateway processes sharing the port.")
+    tls: Tls = Field(default_factory=lambda: Tls())
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Browser origins allowed to call (SMART web apps)."
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -164,9 +164,10 @@ def start_gateway(
     mappings: Path | None = None,
     extra: dict[str, Any] | None = None,
     issuer: DevIssuer | None = None,
+    scheme: str = "http",
 ) -> Iterator[Gateway]:
     port = free_port()
-    base = f"http://127.0.0.1:{port}/fhir"
+    base = f"{scheme}://127.0.0.1:{port}/fhir"
     issuer = issuer or DevIssuer(issuer="https://issuer.test", audience=base)
     issuer.audience = base
     # Every system of the mock hospital listens on one origin, each at its path.
@@ -206,7 +207,8 @@ def start_gateway(
             if process.poll() is not None:
                 raise RuntimeError(f"the gateway exited at start:\n{gateway.logs()}")
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                health = f"{scheme}://127.0.0.1:{port}/healthz"
+                if httpx.get(health, timeout=1, verify=False).status_code == 200:
                     break
             except httpx.TransportError:
                 pass

@@ -86,12 +86,25 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_PoolCollector(backends))
+        # labels() costs microseconds per call; the label sets are few and fixed.
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (metric._name, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def request(self, resource: str, interaction: str, status: str, seconds: float) -> None:
+        self._child(self.requests, resource, interaction, status).inc()
+        self._child(self.latency, resource, interaction).observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
     def legacy_call(self, system: str, operation: str, outcome: str, seconds: float) -> None:
-        self.legacy.labels(system, operation, outcome).observe(seconds)
+        self._child(self.legacy, system, operation, outcome).observe(seconds)
 
 
 class MetricsMiddleware:
@@ -126,7 +139,4 @@ class MetricsMiddleware:
                 interaction = "batch"
             else:
                 interaction = _INTERACTIONS.get((scope["method"], len(parts)), "other")
-            self.metrics.requests.labels(resource, interaction, str(status)).inc()
-            self.metrics.latency.labels(resource, interaction).observe(
-                time.perf_counter() - started
-            )
+            self.metrics.request(resource, interaction, str(status), time.perf_counter() - started)

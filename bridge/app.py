@@ -159,6 +159,12 @@ def create_gateway(
             "no paging key configured: paging links will not survive a restart or work "
             "across replicas; set BRIDGE_PAGING_KEY"
         )
+    if settings.workers > 1:
+        # The legacy system's session cap is for all workers together.
+        systems = [
+            dataclasses.replace(s, max_sessions=max(1, s.max_sessions // settings.workers))
+            for s in systems
+        ]
     return Gateway(
         systems,
         page_tokens=page_tokens or PageTokens(key, settings.page_ttl),

@@ -201,6 +201,11 @@ def share_with_workers(config: Path | None, settings: Settings) -> None:
     """Let worker processes load the same settings, and seal paging links alike."""
     if config is not None:
         os.environ[_CONFIG_VARIABLE] = str(config.resolve())
+    # What the command line gave wins in the workers too.
+    os.environ["BRIDGE_HOST"] = settings.host
+    os.environ["BRIDGE_PORT"] = str(settings.port)
+    os.environ["BRIDGE_WORKERS"] = str(settings.workers)
+    os.environ["BRIDGE_RELOAD_MAPPINGS"] = str(settings.reload_mappings).lower()
     if settings.paging_key is None:
         import secrets
 

@@ -185,14 +185,45 @@ class BundleInteractions(WriteInteractions):
     async def _batch(
         self, raw: list[Any], base: str, permit: Callable[[str, str], None]
     ) -> dict[str, Any]:
-        entries: list[dict[str, Any]] = []
+        answers: dict[int, dict[str, Any]] = {}
+        parsed: list[_Entry] = []
         for index, item in enumerate(raw):
             try:
                 entry = _parse(index, item)
                 permit(entry.rtype, _interaction(entry))
-                entries.append(await self._one(entry, base))
+                if _interaction(entry) == "create" and not entry.headers:
+                    validate_resource(entry.resource, entry.rtype)
+                    legacy_record(self.route(entry.rtype, "create").resource, entry.resource)
+                parsed.append(entry)
+            except BadValue as exc:
+                answers[index] = _error_entry(UnprocessableEntity(f"{entry.rtype}.{exc}"))
             except FhirError as error:
-                entries.append(_error_entry(error))
+                answers[index] = _error_entry(error)
+        # Creates one legacy call can carry go together (a burst of readings);
+        # if that call fails, each entry is tried alone, so one bad entry never
+        # sinks the others.
+        for group in self._groups(parsed):
+            if len(group) > 1:
+                try:
+                    for entry, answer in zip(
+                        group, await self._create_together(group, base), strict=True
+                    ):
+                        answers[entry.index] = answer
+                    continue
+                except FhirError:
+                    pass
+            for entry in group:
+                try:
+                    answers[entry.index] = await self._one(entry, base)
+                except FhirError as error:
+                    answers[entry.index] = _error_entry(error)
+        for entry in parsed:
+            if entry.index not in answers:
+                try:
+                    answers[entry.index] = await self._one(entry, base)
+                except FhirError as error:
+                    answers[entry.index] = _error_entry(error)
+        entries = [answers[i] for i in range(len(raw))]
         return {"resourceType": "Bundle", "type": "batch-response", "entry": entries}
 
     async def _transaction(

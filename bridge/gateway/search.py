@@ -25,7 +25,11 @@ from bridge.soap.backend import Backend
 from bridge.soap.pool import Session
 from bridge.soap.xml import SoapFault
 
-__all__ = ["Page", "fetch_page"]
+__all__ = ["MAX_SCANNED", "Page", "fetch_page"]
+
+# The most legacy records one FHIR page may read past: a page that filters
+# (or drops repeats) ends early, with a `next` link, instead of reading on.
+MAX_SCANNED = 5000
 
 
 @dataclass
@@ -200,7 +204,7 @@ async def fetch_page(
                 if resource is not None:
                     page.resources.append(resource)
                     page.records.append(record)
-                if len(page.resources) >= count:
+                if len(page.resources) >= count or index - start >= MAX_SCANNED:
                     break
         finally:
             await stream.aclose()

@@ -163,3 +163,22 @@ def test_revincluded_types_need_their_own_scope(gateway: Gateway, fhir: Any) -> 
     )
     bundle = fhir(reply.json())
     assert [e["resource"]["resourceType"] for e in bundle["entry"]] == ["Patient"]
+
+
+def test_batch_of_readings_is_one_legacy_call_unless_one_is_refused(
+    gateway: Gateway, mock_hospital: MockHospital, fhir: Any, warm: None
+) -> None:
+    good = [_reading("HR", 60 + i) for i in range(20)]
+    bundle = fhir(_post(gateway, "batch", good).json())
+    assert [e["response"]["status"] for e in bundle["entry"]] == ["201 Created"] * 20
+    assert _vitals_calls(mock_hospital) == 1
+    # A fractional step count passes FHIR and the mapping but the EHR refuses it,
+    # and the EHR refuses a whole call: each entry is then tried on its own.
+    mixed = [_reading("HR", 61), _reading("STEPS", 8000.5), _reading("HR", 62)]
+    bundle = fhir(_post(gateway, "batch", mixed).json())
+    assert [e["response"]["status"] for e in bundle["entry"]] == [
+        "201 Created",
+        "422",
+        "201 Created",
+    ]
+    assert _vitals_calls(mock_hospital) == 1 + 1 + 3

@@ -172,3 +172,24 @@ def test_shutdown_logs_every_session_out(tmp_path: Path) -> None:
         stats = hospital.stats()["ehr"]
     assert stats["logouts"] == opened
     assert stats["active_sessions"] == 0
+
+
+def test_two_workers_share_the_session_cap(tmp_path: Path) -> None:
+    with (
+        MockHospital.start(max_sessions=4, patients=500) as hospital,
+        start_gateway(tmp_path, hospital.ehr_url, extra={"workers": 2}) as gw,
+    ):
+        headers = {"Authorization": f"Bearer {gw.token()}"}
+        hospital.inject_faults(latency_ms=50)
+
+        def read(i: int) -> int:
+            return httpx.get(
+                f"{gw.base}/Patient/{100001 + i}", headers=headers, timeout=30
+            ).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=50) as pool:
+            statuses = list(pool.map(read, range(100)))
+        stats = hospital.stats()["ehr"]
+    assert statuses == [200] * 100
+    assert stats["peak_sessions"] <= 4
+    assert stats["faults"].get("EHR-SESSION-LIMIT", 0) == 0

@@ -11,6 +11,7 @@ import datetime
 import ipaddress
 import json
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -231,6 +232,9 @@ Press Ctrl+C to stop.
 """,
             flush=True,
         )
+        # uvicorn re-raises SIGTERM once it has shut down; exiting through
+        # SystemExit lets the `finally` below stop the mock hospital too.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         uvicorn.run(
             app,
             host=host,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -59,6 +60,15 @@ def demo() -> Iterator[tuple[str, list[str]]]:
         process.terminate()
         process.wait(timeout=20)
         process.stdout.close()
+    # The demo stops the mock hospital it started: nothing listens on its port any more.
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", mock_port), timeout=0.5).close()
+        except OSError:
+            break
+        assert time.monotonic() < deadline, "the demo left its mock hospital running"
+        time.sleep(0.2)
 
 
 def test_demo_prints_the_base_url_first(demo: tuple[str, list[str]]) -> None:

@@ -26,9 +26,12 @@ __all__ = ["run_demo", "start_mock"]
 _ROOT = Path(__file__).resolve().parent.parent
 
 
+def _mappings_root() -> Path:
+    return Path("mappings") if Path("mappings").is_dir() else _ROOT / "mappings"
+
+
 def _mappings() -> list[Path]:
-    root = Path("mappings") if Path("mappings").is_dir() else _ROOT / "mappings"
-    return sorted(p.parent for p in root.glob("*/system.yaml"))
+    return sorted(p.parent for p in _mappings_root().glob("*/system.yaml"))
 
 
 def start_mock(host: str, port: int, *extra: str) -> subprocess.Popen[str]:
@@ -58,109 +61,49 @@ def _side_door(mock_url: str, path: str) -> Any:
         return json.loads(reply.read())
 
 
-def _claim(mrn: str) -> str:
-    return json.dumps(
-        {
-            "resourceType": "Claim",
-            "status": "active",
-            "type": {
-                "coding": [
-                    {
-                        "system": "http://terminology.hl7.org/CodeSystem/claim-type",
-                        "code": "professional",
-                    }
-                ]
-            },
-            "use": "claim",
-            "patient": {"reference": f"Patient/{mrn}"},
-            "created": "2026-11-24",
-            "billablePeriod": {"start": "2026-11-20"},
-            "provider": {"display": "General Hospital"},
-            "priority": {"coding": [{"code": "normal"}]},
-            "insurance": [{"sequence": 1, "focal": True, "coverage": {"display": "self"}}],
-            "diagnosis": [
-                {
-                    "sequence": 1,
-                    "diagnosisCodeableConcept": {
-                        "coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "I10"}]
-                    },
-                }
-            ],
-            "item": [
-                {
-                    "sequence": 1,
-                    "productOrService": {
-                        "coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "99213"}]
-                    },
-                }
-            ],
-            "total": {"value": 95.0, "currency": "USD"},
-        },
-        separators=(",", ":"),
-    )
-
-
-def _weight(mrn: str) -> str:
-    return json.dumps(
-        {
-            "resourceType": "Observation",
-            "status": "final",
-            "category": [
-                {
-                    "coding": [
-                        {
-                            "system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                            "code": "vital-signs",
-                        }
-                    ]
-                }
-            ],
-            "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]},
-            "subject": {"reference": f"Patient/{mrn}"},
-            "effectiveDateTime": "2026-11-24T14:30:00Z",
-            "valueQuantity": {
-                "value": 70,
-                "unit": "kg",
-                "system": "http://unitsofmeasure.org",
-                "code": "kg",
-            },
-        },
-        separators=(",", ":"),
-    )
+def _fill(value: Any, names: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        for key, text in names.items():
+            value = value.replace("{" + key + "}", text)
+        return value
+    if isinstance(value, dict):
+        return {k: _fill(v, names) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, names) for v in value]
+    return value
 
 
 def _examples(base: str, mock_url: str) -> tuple[str, str]:
-    """The sample patient and a block of requests, one or more per workflow."""
+    """The sample patient and the requests of `mappings/demo-requests.yaml`, filled in."""
+    from ruamel.yaml import YAML
+
     mrn = str(_side_door(mock_url, "patients?limit=1&offset=1")[0]["MRN"])
     provider = str(_side_door(mock_url, "scheduling/providers?limit=1")[0]["ProviderId"])
     today = datetime.date.fromisoformat(_side_door(mock_url, "info")["today"])
     thursday = today + datetime.timedelta(days=(3 - today.weekday()) % 7 or 7)
-    friday = thursday + datetime.timedelta(days=1)
+    names = {
+        "base": base,
+        "mrn": mrn,
+        "provider": provider,
+        "thursday": thursday.isoformat(),
+        "friday": (thursday + datetime.timedelta(days=1)).isoformat(),
+    }
+    path = _mappings_root() / "demo-requests.yaml"
+    groups = _fill(YAML(typ="safe").load(path.read_text(encoding="utf-8")), names)
     auth = '-H "Authorization: Bearer $TOKEN"'
-    lines = [
-        "Patient:",
-        f"  curl -s {auth} {base}/Patient/{mrn}",
-        f'  curl -s {auth} "{base}/Patient?family=Smith&_count=5"',
-        "Lab results (patient portal):",
-        f'  curl -s {auth} "{base}/Observation?patient={mrn}&category=laboratory&_count=5"',
-        f'  curl -s {auth} "{base}/DiagnosticReport?patient={mrn}'
-        '&_include=DiagnosticReport:result"',
-        "Scheduling (open slots on Thursday):",
-        f'  curl -s {auth} "{base}/Practitioner?_count=5"',
-        f'  curl -s {auth} "{base}/Slot?schedule.actor=Practitioner/{provider}'
-        f'&start=ge{thursday}&start=lt{friday}&status=free"',
-        "Pharmacy:",
-        f'  curl -s {auth} "{base}/MedicationRequest?patient={mrn}"',
-        "Allergies and problems:",
-        f'  curl -s {auth} "{base}/AllergyIntolerance?patient={mrn}"',
-        f'  curl -s {auth} "{base}/Condition?patient={mrn}"',
-        "Billing (submit a claim; the answer carries the billing system's claim number):",
-        f"  curl -s {auth} -H 'Content-Type: application/fhir+json' -X POST {base}/Claim "
-        f"-d '{_claim(mrn)}'",
-        "Wearables (a body weight in kg, stored in the EHR in pounds, New York time):",
-        f"  curl -s {auth} -H 'Content-Type: application/fhir+json' -X POST {base}/Observation "
-        f"-d '{_weight(mrn)}'",
-    ]
+    lines = []
+    for group in groups:
+        lines.append(group["title"])
+        for request in group["requests"]:
+            if isinstance(request, str):
+                url = request.split(" ", 1)[1]
+                lines.append(f'  curl -s {auth} "{url}"')
+            else:
+                body = json.dumps(request["body"], separators=(",", ":"))
+                lines.append(
+                    f"  curl -s {auth} -H 'Content-Type: application/fhir+json' -X POST "
+                    f"{request['post']} -d '{body}'"
+                )
     return mrn, "\n".join(lines)
 
 

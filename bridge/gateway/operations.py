@@ -7,6 +7,7 @@ built from the declared record.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +22,8 @@ from bridge.mapping.transforms import TransformError
 from bridge.soap.pool import Session
 
 __all__ = ["OperationInteractions"]
+
+log = logging.getLogger("bridge.gateway")
 
 _VALUE_KEYS = {
     "string": "valueString",
@@ -120,13 +123,14 @@ class OperationInteractions(BundleInteractions):
                 continue
             try:
                 value: Any = pipeline.to_fhir(text) if pipeline.steps else text
-            except TransformError:
+                if kind == "integer":
+                    value = int(value)
+                elif kind == "decimal":
+                    value = float(value)
+            except (TransformError, TypeError, ValueError):
+                log.warning("operation %s: output %s dropped: not a %s", name, oname, kind)
                 continue
-            if kind == "integer":
-                value = int(value)
-            elif kind == "decimal":
-                value = float(value)
-            elif kind == "boolean":
+            if kind == "boolean":
                 value = str(value).lower() in ("true", "1", "y", "yes")
             parameters.append({"name": oname, _VALUE_KEYS[kind]: value})
         return {"resourceType": "Parameters", "parameter": parameters}

@@ -582,6 +582,14 @@ class ResourceCompiler:
                 found = self.resolve(doc, (*floc, "each"), base, f.each, f"field '{f.fhir}'")
                 if found is None:
                     return None
+                if not found[1].repeats:
+                    self.fail(
+                        doc,
+                        (*floc, "each"),
+                        f"field '{f.fhir}': '{f.each}' occurs at most once in the WSDL, so "
+                        "'each' has nothing to repeat; map it as a group without 'each'",
+                    )
+                    return None
                 each, item_base = found
                 if write_record is not None:
                     item_write = _find(write_record, f.each)

@@ -122,3 +122,18 @@ def test_check_names_fields_that_work_one_way(tmp_path: Path, monkeypatch) -> No
         "note: field 'billablePeriod.start' works one way (legacy to FHIR): regex cannot "
         "be reversed, so writes leave it out"
     )
+
+
+def test_check_each_over_an_element_that_cannot_repeat(hospital_copy) -> None:
+    hospital_copy.edit(
+        "AllergyIntolerance.yaml",
+        "  - fhir: reaction[0]\n    when: {path: Reaction, exists: true}\n    fields:\n"
+        '      - {fhir: "manifestation[0].text", from: Reaction}\n',
+        "  - fhir: reaction\n    each: Reaction\n    fields:\n"
+        '      - {fhir: "manifestation[0].text", from: .}\n',
+    )
+    where = hospital_copy.at("AllergyIntolerance.yaml", "each: Reaction")
+    assert hospital_copy.problems() == [
+        f"{where}: field 'reaction': 'Reaction' occurs at most once in the WSDL, so 'each' "
+        "has nothing to repeat; map it as a group without 'each'"
+    ]

@@ -527,7 +527,15 @@ def create_app(
         return FhirResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        return FhirResponse({"status": "ready", "resources": sorted(holder.current.routes)})
+        gateway = holder.current
+        return FhirResponse(
+            {
+                "status": "ready",
+                "resources": sorted(gateway.routes),
+                "breakers": {name: b.breaker.state for name, b in gateway.backends.items()},
+            },
+            media_type="application/json",
+        )
 
     routes = [
         Route("/fhir/metadata", metadata, methods=["GET"]),

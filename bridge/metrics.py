@@ -51,6 +51,11 @@ class _PoolCollector(Collector):
         timeouts = CounterMetricFamily(
             "bridge_legacy_session_wait_timeouts", "Waits that ended in 503", labels=["system"]
         )
+        breaker = GaugeMetricFamily(
+            "bridge_legacy_breaker_state",
+            "Circuit breaker: 0 closed, 1 half-open, 2 open",
+            labels=["system"],
+        )
         for backend in self.backends():
             name = [backend.name]
             size.add_metric(name, backend.pool.size)
@@ -59,7 +64,9 @@ class _PoolCollector(Collector):
             relogins.add_metric(name, backend.stats.relogins)
             waits.add_metric(name, backend.pool.waits)
             timeouts.add_metric(name, backend.pool.timeouts)
-        yield from (size, busy, logins, relogins, waits, timeouts)
+            states = {"closed": 0, "half-open": 1, "open": 2}
+            breaker.add_metric(name, states[backend.breaker.state])
+        yield from (size, busy, logins, relogins, waits, timeouts, breaker)
 
 
 class Metrics:

@@ -33,6 +33,7 @@ from bridge.gateway.steps import run_steps
 from bridge.mapping.compiled import CompiledResource, CompiledSystem, RunContext
 from bridge.mapping.runner import build_resource
 from bridge.soap.backend import Backend
+from bridge.soap.breaker import CircuitBreaker
 from bridge.soap.envelope import EnvelopeValueError
 from bridge.soap.pool import Session, SessionPool
 from bridge.soap.transport import AiohttpTransport, Transport
@@ -112,6 +113,9 @@ class GatewayCore:
                 fault_code_path=system.fault_code_path,
                 timeout=system.timeout,
                 body_errors=system.body_errors,
+                breaker=CircuitBreaker(
+                    failures=system.breaker_failures, cooldown=system.breaker_cooldown
+                ),
             )
             backend.fingerprint = system.fingerprint
             self.backends[system.name] = backend

@@ -347,3 +347,5 @@ class CompiledSystem:
     # Changes when anything the backend depends on changes (connection,
     # session, WSDL): a reload keeps the sessions of a system whose print holds.
     fingerprint: str = ""
+    breaker_failures: int = 5
+    breaker_cooldown: float = 10.0

@@ -333,6 +333,8 @@ class _Compiler(ResourceCompiler):
             resources=resources,
             tables=tables,
             body_errors=body_errors,
+            breaker_failures=conn.breaker_failures,
+            breaker_cooldown=conn.breaker_cooldown,
             files=tuple(dict.fromkeys(files)),
             fingerprint=hashlib.sha256(
                 b"\0".join(

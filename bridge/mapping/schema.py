@@ -88,6 +88,12 @@ class Connection(Strict):
     timeout: float = Field(10.0, gt=0, description="Seconds for one SOAP call, end to end.")
     connect_timeout: float = Field(3.0, gt=0)
     max_connections: int = Field(100, ge=1)
+    breaker_failures: int = Field(
+        5, ge=1, description="Transport failures in a row that open the circuit breaker."
+    )
+    breaker_cooldown: float = Field(
+        10, gt=0, description="Seconds an open breaker answers 503 before one probe."
+    )
 
 
 class OperationCall(Strict):

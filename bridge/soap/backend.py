@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 
 from lxml import etree
 
-from bridge.errors import BackendError, BackendUnavailable, SessionLimitReached
+from bridge.errors import BackendError, BackendTimeout, BackendUnavailable, SessionLimitReached
+from bridge.soap.breaker import CircuitBreaker
 from bridge.soap.envelope import EnvelopeTemplate, HeaderTemplate, Value
 from bridge.soap.pool import Session, SessionPool
 from bridge.soap.transport import SoapRequest, SoapResponse, Transport
@@ -102,6 +103,7 @@ class Backend:
         fault_code_path: FaultCodePath | None,
         timeout: float,
         body_errors: BodyErrors | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self.name = name
         self.endpoint = endpoint
@@ -111,6 +113,7 @@ class Backend:
         self.fault_code_path = fault_code_path
         self.timeout = timeout
         self.body_errors = body_errors
+        self.breaker = breaker or CircuitBreaker(failures=5, cooldown=10)
         self.stats = BackendStats()
         self.fingerprint = ""
         # Called with (operation, outcome, seconds) after every SOAP call.
@@ -124,6 +127,7 @@ class Backend:
         headers = template.http_headers
         if cookie is not None:
             headers = {**headers, "Cookie": cookie}
+        self.breaker.before()
         started = time.perf_counter()
         outcome = "error"
         try:
@@ -133,19 +137,28 @@ class Backend:
             outcome = (
                 "ok" if response.status < 400 else "fault" if response.status == 500 else "error"
             )
+        except (BackendUnavailable, BackendTimeout):
+            self.breaker.failure()
+            raise
         finally:
             if self.observe is not None:
                 self.observe(op, outcome, time.perf_counter() - started)
         if response.status >= 500 and not response.body.lstrip().startswith(b"<"):
+            self.breaker.failure()
             raise BackendUnavailable()
         if response.status not in (200, 202, 500) and response.status < 500:
             raise BackendError(f"The legacy system answered HTTP {response.status}.")
         try:
             reply = parse_envelope(response.body, op, self.fault_code_path)
+        except SoapFault:
+            self.breaker.success()  # a fault is an answer: the system is up
+            raise
         except BackendError:
             if response.status >= 500:
+                self.breaker.failure()
                 raise BackendUnavailable() from None
             raise
+        self.breaker.success()
         if self.body_errors is not None:
             code = self.body_errors.code(op, reply)
             if code is not None:

@@ -193,3 +193,32 @@ def test_two_workers_share_the_session_cap(tmp_path: Path) -> None:
     assert statuses == [200] * 100
     assert stats["peak_sessions"] <= 4
     assert stats["faults"].get("EHR-SESSION-LIMIT", 0) == 0
+
+
+def test_breaker_stops_calling_a_dead_system_and_recovers(tmp_path: Path, fhir: Any) -> None:
+    folder = copy_mappings(tmp_path)
+    system = folder / "system.yaml"
+    system.write_text(
+        system.read_text().replace(
+            "  connect_timeout: 3\n",
+            "  connect_timeout: 3\n  breaker_failures: 3\n  breaker_cooldown: 1\n",
+        )
+    )
+    with (
+        MockHospital.start(patients=200) as hospital,
+        start_gateway(tmp_path, hospital.ehr_url, mappings=folder) as gw,
+    ):
+        client = gw.client()
+        assert client.get("/Patient/100001").status_code == 200
+        hospital.inject_faults(refuse_seconds=3)
+        statuses = [client.get("/Patient/100002").status_code for _ in range(6)]
+        refused = hospital.stats()["ehr"]["refused"]
+        assert statuses == [503] * 6
+        assert refused == 3  # then the breaker answered without calling
+        ready = httpx.get(gw.base.removesuffix("/fhir") + "/readyz", timeout=5).json()
+        assert ready["breakers"]["hospital"] == "open"
+        time.sleep(3.2)  # the outage ends; the cooldown is over
+        reply = client.get("/Patient/100002")
+        assert reply.status_code == 200, reply.text
+        ready = httpx.get(gw.base.removesuffix("/fhir") + "/readyz", timeout=5).json()
+        assert ready["breakers"]["hospital"] == "closed"

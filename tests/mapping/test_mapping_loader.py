@@ -354,8 +354,8 @@ def test_compile_system_reports_loader_problems_with_folder_path(hospital_copy) 
     hospital_copy.edit("system.yaml", "connect_timeout: 3", "conect_timeout: 3")
     assert hospital_copy.problems() == [
         f"{hospital_copy.at('system.yaml', 'conect_timeout')}: unknown key 'conect_timeout'; "
-        "did you mean 'connect_timeout'? known: connect_timeout, endpoint, max_connections, "
-        "password, timeout, username"
+        "did you mean 'connect_timeout'? known: breaker_cooldown, breaker_failures, "
+        "connect_timeout, endpoint, max_connections, password, timeout, username"
     ]
 
 

@@ -190,10 +190,6 @@ class GatewayHolder:
         self._retired.append(old)
         return old
 
-    def all(self) -> list[Gateway]:
-        """The serving gateway first, then the backends a reload kept (deduplicated by caller)."""
-        return [self.current]
-
     async def close(self) -> None:
         closed: set[int] = set()
         for gateway in [self.current, *self._retired]:
@@ -411,11 +407,40 @@ def create_app(
             return Response(status_code=204, headers=headers)
         return FhirResponse(result.resource, result.status, headers, pretty=_wants_pretty(request))
 
+    async def own_patient(
+        request: Request, rtype: str, interaction: str, resource: Any, rid: str | None
+    ) -> None:
+        """A token confined to its patient writes only that patient's data (403 else).
+
+        The resource sent must be in the patient's compartment, and so must the
+        one it changes, read back first; what cannot be read back cannot be
+        changed under a patient scope.
+        """
+        if not permit(request, rtype, interaction):
+            return
+        principal = _principal(request)
+        patient = principal.patient if principal is not None else None
+        compartment = patient_compartment()
+        if patient is None:
+            raise Forbidden("A patient scope needs a token with a patient in context.")
+        if isinstance(resource, dict) and not compartment.contains(resource, patient):
+            raise Forbidden("The access token is limited to another patient's data.")
+        if rid is not None:
+            if "read" not in gw_of(request).routes.get(rtype, {}):
+                raise Forbidden(
+                    f"A patient-scoped token cannot change {rtype} resources the gateway "
+                    "cannot read back."
+                )
+            current = await gw_of(request).read(rtype, rid)
+            if not compartment.contains(current, patient):
+                raise Forbidden("The access token is limited to another patient's data.")
+
     async def create(request: Request) -> Response:
         _negotiate(request)
         rtype = request.path_params["rtype"]
         permit(request, rtype, "create")
         body = await json_body(request)
+        await own_patient(request, rtype, "create", body, None)
         result = await gw_of(request).create(
             rtype, body, base(request), if_none_exist=request.headers.get("if-none-exist")
         )
@@ -428,17 +453,19 @@ def create_app(
         if_match = request.headers.get("if-match")
         if request.method == "PATCH":
             operations = await json_body(request, patch=True)
+            await own_patient(request, rtype, "update", None, rid)
             result = await gw_of(request).patch(rtype, rid, operations, if_match=if_match)
         else:
-            result = await gw_of(request).update(
-                rtype, rid, await json_body(request), if_match=if_match
-            )
+            body = await json_body(request)
+            await own_patient(request, rtype, "update", body, rid)
+            result = await gw_of(request).update(rtype, rid, body, if_match=if_match)
         return written(request, result)
 
     async def delete(request: Request) -> Response:
         _negotiate(request)
         rtype, rid = request.path_params["rtype"], request.path_params["rid"]
         permit(request, rtype, "delete")
+        await own_patient(request, rtype, "delete", None, rid)
         await gw_of(request).delete(rtype, rid)
         return Response(status_code=204)
 
@@ -446,10 +473,11 @@ def create_app(
         _negotiate(request)
         body = await json_body(request)
 
-        def allow(rtype: str, interaction: str) -> None:
-            # Each entry is authorized as if it came alone; patient scopes are
-            # refused for writes of other patients' data below, entry by entry.
+        async def allow(rtype: str, interaction: str, resource: Any, rid: str | None) -> None:
+            # Each entry is authorized as if it came alone.
             permit(request, rtype, interaction)
+            if interaction in ("create", "update", "delete"):
+                await own_patient(request, rtype, interaction, resource, rid)
 
         result = await gw_of(request).bundle(body, base(request), allow)
         return FhirResponse(result, pretty=_wants_pretty(request))
@@ -555,7 +583,7 @@ def create_app(
         Route("/readyz", readyz, methods=["GET"]),
     ]
 
-    metrics = Metrics(lambda: [b for g in holder.all() for b in g.backends.values()])
+    metrics = Metrics(lambda: list(holder.current.backends.values()))
 
     def observe_backends(gateway: Gateway) -> None:
         for backend in gateway.backends.values():

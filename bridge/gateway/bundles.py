@@ -12,7 +12,7 @@ and cannot be undone.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -46,6 +46,7 @@ class _Entry:
     query: list[tuple[str, str]]
     resource: Any
     headers: dict[str, str] = field(default_factory=dict)
+    tree: dict[str, Any] | None = None  # the legacy record a create writes, made once
 
 
 def _status(code: int) -> str:
@@ -95,6 +96,13 @@ def _parse(index: int, raw: Any) -> _Entry:
     )
 
 
+def _converted(gateway: WriteInteractions, entry: _Entry) -> None:
+    """Validate a create's resource and make its legacy record, once (BadValue on failure)."""
+    validate_resource(entry.resource, entry.rtype)
+    body = {k: v for k, v in entry.resource.items() if k not in ("id", "meta")}
+    entry.tree = legacy_record(gateway.route(entry.rtype, "create").resource, body)
+
+
 def _interaction(entry: _Entry) -> str:
     if entry.method == "GET":
         return "read" if entry.rid else "search"
@@ -132,7 +140,7 @@ class BundleInteractions(WriteInteractions):
         self,
         body: Any,
         base: str,
-        permit: Callable[[str, str], None],
+        permit: Callable[[str, str, Any, str | None], Awaitable[None]],
     ) -> dict[str, Any]:
         if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
             raise InvalidRequest("POST to the base takes a Bundle of type batch or transaction.")
@@ -183,17 +191,19 @@ class BundleInteractions(WriteInteractions):
         return out
 
     async def _batch(
-        self, raw: list[Any], base: str, permit: Callable[[str, str], None]
+        self,
+        raw: list[Any],
+        base: str,
+        permit: Callable[[str, str, Any, str | None], Awaitable[None]],
     ) -> dict[str, Any]:
         answers: dict[int, dict[str, Any]] = {}
         parsed: list[_Entry] = []
         for index, item in enumerate(raw):
             try:
                 entry = _parse(index, item)
-                permit(entry.rtype, _interaction(entry))
+                await permit(entry.rtype, _interaction(entry), entry.resource, entry.rid)
                 if _interaction(entry) == "create" and not entry.headers:
-                    validate_resource(entry.resource, entry.rtype)
-                    legacy_record(self.route(entry.rtype, "create").resource, entry.resource)
+                    _converted(self, entry)
                 parsed.append(entry)
             except BadValue as exc:
                 answers[index] = _error_entry(UnprocessableEntity(f"{entry.rtype}.{exc}"))
@@ -202,11 +212,11 @@ class BundleInteractions(WriteInteractions):
         # Creates one legacy call can carry go together (a burst of readings);
         # if that call fails, each entry is tried alone, so one bad entry never
         # sinks the others.
-        for group in self._groups(parsed):
-            if len(group) > 1:
+        for group, merged in self._groups(parsed):
+            if merged is not None:
                 try:
                     for entry, answer in zip(
-                        group, await self._create_together(group, base), strict=True
+                        group, await self._create_together(group, merged, base), strict=True
                     ):
                         answers[entry.index] = answer
                     continue
@@ -227,18 +237,23 @@ class BundleInteractions(WriteInteractions):
         return {"resourceType": "Bundle", "type": "batch-response", "entry": entries}
 
     async def _transaction(
-        self, raw: list[Any], base: str, permit: Callable[[str, str], None]
+        self,
+        raw: list[Any],
+        base: str,
+        permit: Callable[[str, str, Any, str | None], Awaitable[None]],
     ) -> dict[str, Any]:
         entries = [_parse(i, item) for i, item in enumerate(raw)]
         for entry in entries:
-            permit(entry.rtype, _interaction(entry))
+            await permit(entry.rtype, _interaction(entry), entry.resource, entry.rid)
             if _interaction(entry) in ("create", "update") and entry.method != "PATCH":
                 try:
-                    validate_resource(entry.resource, entry.rtype)
                     # Convert now: a value the legacy form cannot take fails the
                     # transaction before anything has been sent.
-                    served = self.route(entry.rtype, _interaction(entry))
-                    legacy_record(served.resource, entry.resource)
+                    if _interaction(entry) == "create":
+                        _converted(self, entry)
+                    else:
+                        validate_resource(entry.resource, entry.rtype)
+                        legacy_record(self.route(entry.rtype, "update").resource, entry.resource)
                 except BadValue as exc:
                     raise UnprocessableEntity(
                         f"Bundle.entry[{entry.index}]: {entry.rtype}.{exc}"
@@ -249,11 +264,11 @@ class BundleInteractions(WriteInteractions):
         answers: dict[int, dict[str, Any]] = {}
         applied: list[int] = []
         writes = [e for e in entries if _interaction(e) not in ("read", "search")]
-        atomic = len(groups) == 1 and len(writes) == sum(len(g) for g in groups)
-        for group in groups:
+        atomic = len(groups) == 1 and len(writes) == sum(len(g) for g, _ in groups)
+        for group, merged in groups:
             try:
-                if len(group) > 1:
-                    results = await self._create_together(group, base)
+                if merged is not None:
+                    results = await self._create_together(group, merged, base)
                     for entry, answer in zip(group, results, strict=True):
                         answers[entry.index] = answer
                 else:
@@ -280,8 +295,9 @@ class BundleInteractions(WriteInteractions):
             out.append(answer)
         return {"resourceType": "Bundle", "type": "transaction-response", "entry": out}
 
-    def _groups(self, entries: list[_Entry]) -> list[list[_Entry]]:
-        """Writes in order, consecutive creates one legacy call can carry grouped together."""
+    def _groups(self, entries: list[_Entry]) -> list[tuple[list[_Entry], dict[str, Any] | None]]:
+        """Writes in order, consecutive creates one legacy call can carry grouped together,
+        each group with its merged legacy request (None for a group of one)."""
         groups: list[list[_Entry]] = []
         for entry in entries:
             if _interaction(entry) in ("read", "search"):
@@ -292,6 +308,8 @@ class BundleInteractions(WriteInteractions):
                 and _interaction(entry) == "create"
                 and _interaction(last[0]) == "create"
                 and entry.rtype == last[0].rtype
+                and entry.tree is not None
+                and last[0].tree is not None
                 and not entry.headers
                 and not last[0].headers
                 and self._groupable(entry.rtype)
@@ -300,12 +318,13 @@ class BundleInteractions(WriteInteractions):
             else:
                 groups.append([entry])
         # A group proves mergeable only with its trees; split those that are not.
-        final: list[list[_Entry]] = []
+        final: list[tuple[list[_Entry], dict[str, Any] | None]] = []
         for group in groups:
-            if len(group) > 1 and self._merged_tree(group) is None:
-                final.extend([e] for e in group)
+            merged = self._merged_tree(group) if len(group) > 1 else None
+            if len(group) > 1 and merged is None:
+                final.extend(([e], None) for e in group)
             else:
-                final.append(group)
+                final.append((group, merged))
         return final
 
     def _groupable(self, rtype: str) -> bool:
@@ -322,10 +341,8 @@ class BundleInteractions(WriteInteractions):
         element = spec.steps[0].call.template.operation.input
         merged: Any = None
         for entry in group:
-            try:
-                body = {k: v for k, v in entry.resource.items() if k not in ("id", "meta")}
-                tree: Any = legacy_record(served.resource, body)
-            except (BadValue, AttributeError):
+            tree: Any = entry.tree
+            if tree is None:
                 return None
             if spec.record:
                 tree = {spec.record: [tree]}
@@ -335,13 +352,12 @@ class BundleInteractions(WriteInteractions):
         result: dict[str, Any] | None = merged
         return result
 
-    async def _create_together(self, group: list[_Entry], base: str) -> list[dict[str, Any]]:
+    async def _create_together(
+        self, group: list[_Entry], tree: dict[str, Any], base: str
+    ) -> list[dict[str, Any]]:
         served = self.route(group[0].rtype, "create")
         spec: CompiledWrite | None = served.resource.create
         assert spec is not None
-        tree = self._merged_tree(group)
-        if tree is None:
-            raise UnprocessableEntity("The entries cannot go to the legacy system together.")
         ctx = RunContext()
 
         async def work(session: Session) -> list[str]:

@@ -262,7 +262,16 @@ class GatewayCore:
         )
 
     def revinclude_targets(self, rtype: str) -> list[str]:
-        return []  # the search interactions know the parameters
+        """`Type:param` values `_revinclude` accepts for `rtype`."""
+        out = []
+        for other, routes in sorted(self.routes.items()):
+            served = routes.get("search")
+            if served is None or served.resource.search is None:
+                continue
+            for name, p in served.resource.search.params.items():
+                if p.type == "reference" and p.target == rtype:
+                    out.append(f"{other}:{name}")
+        return out
 
     # -- read ------------------------------------------------------------------
 

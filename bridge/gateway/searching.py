@@ -37,18 +37,6 @@ def _specs(search: CompiledSearch) -> dict[str, ParamSpec]:
 
 
 class SearchInteractions(GatewayCore):
-    def revinclude_targets(self, rtype: str) -> list[str]:
-        """`Type:param` values `_revinclude` accepts for `rtype`."""
-        out = []
-        for other, routes in sorted(self.routes.items()):
-            served = routes.get("search")
-            if served is None or served.resource.search is None:
-                continue
-            for name, p in served.resource.search.params.items():
-                if p.type == "reference" and p.target == rtype:
-                    out.append(f"{other}:{name}")
-        return out
-
     async def _revincluded(
         self, rtype: str, values: list[str], resources: list[dict[str, Any]], base: str
     ) -> list[dict[str, Any]]:

@@ -156,12 +156,15 @@ class CompiledWhen:
     exists: bool | None
     values: frozenset[str] | None  # equals / in
 
-    def holds(self, record: Any) -> bool:
-        text = record.findtext(self.path) if self.path != "." else record.text
+    def test(self, text: str | None) -> bool:
+        """The test on one legacy value (None when the element is absent)."""
         present = bool(text and text.strip())
         if self.exists is not None:
             return present is self.exists
-        return present and text.strip() in (self.values or frozenset())
+        return present and text is not None and text.strip() in (self.values or frozenset())
+
+    def holds(self, record: Any) -> bool:
+        return self.test(record.findtext(self.path) if self.path != "." else record.text)
 
     def holds_in_tree(self, tree: Mapping[str, Any], local_path: str) -> bool:
         """The same test on a legacy record being written (a tree of values).
@@ -169,18 +172,14 @@ class CompiledWhen:
         `exists: true` always holds here (see below); `equals`, `in` and
         `exists: false` test what earlier fields wrote.
         """
-        node: Any = tree
-        for part in local_path.split("/"):
-            node = node.get(part) if isinstance(node, Mapping) else None
-        text = node if isinstance(node, str) else None
-        present = bool(text and text.strip())
         if self.exists is True:
             # On writes, presence comes from the FHIR data: a group guarded by
             # "when X exists" is written whenever the resource has it.
             return True
-        if self.exists is not None:
-            return present is self.exists
-        return present and text is not None and text.strip() in (self.values or frozenset())
+        node: Any = tree
+        for part in local_path.split("/"):
+            node = node.get(part) if isinstance(node, Mapping) else None
+        return self.test(node if isinstance(node, str) else None)
 
 
 @dataclass(frozen=True)

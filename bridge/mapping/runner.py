@@ -137,11 +137,7 @@ def _text(record: Any, texts: dict[str, str | None], path: str) -> str | None:
 
 
 def _holds(when: Any, record: Any, texts: dict[str, str | None]) -> bool:
-    text = _text(record, texts, when.path)
-    present = bool(text and text.strip())
-    if when.exists is not None:
-        return bool(present is when.exists)
-    return present and text is not None and text.strip() in (when.values or frozenset())
+    return bool(when.test(_text(record, texts, when.path)))
 
 
 def _fill(

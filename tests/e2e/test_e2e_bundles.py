@@ -182,3 +182,20 @@ def test_batch_of_readings_is_one_legacy_call_unless_one_is_refused(
         "201 Created",
     ]
     assert _vitals_calls(mock_hospital) == 1 + 1 + 3
+
+
+def test_patient_scope_writes_only_its_own_patient(
+    gateway: Gateway, mock_hospital: MockHospital, fhir: Any, warm: None
+) -> None:
+    client = gateway.client("patient/Observation.cruds", patient="100003")
+    own = _reading("HR", 61, mrn="100003")["resource"]
+    other = _reading("HR", 62, mrn="100004")["resource"]
+    headers = {"Content-Type": "application/fhir+json"}
+    assert client.post("/Observation", json=own, headers=headers).status_code == 201
+    refused = client.post("/Observation", json=other, headers=headers)
+    assert refused.status_code == 403
+    assert fhir(refused.json())["issue"][0]["code"] == "forbidden"
+    body = {"resourceType": "Bundle", "type": "batch", "entry": [_reading("HR", 63, mrn="100004")]}
+    batch = fhir(client.post(gateway.base, json=body, headers=headers).json())
+    assert batch["entry"][0]["response"]["status"] == "403"
+    assert _vitals_calls(mock_hospital) == 1  # only the patient's own reading was written

@@ -7,7 +7,7 @@ route then asks `authorize()` for the interaction it serves.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -34,10 +34,14 @@ class AuthMiddleware:
         *,
         verifier: TokenVerifier | None,
         render: Callable[[FhirError], Any],
+        guard: Callable[[Principal], Awaitable[None]] | None = None,
     ) -> None:
         self.app = app
         self.verifier = verifier
         self.render = render
+        # Checks a verified token against what the gateway's store knows (revocations);
+        # raises Unauthorized to refuse it.
+        self.guard = guard
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in _OPEN_PATHS:
@@ -59,7 +63,10 @@ class AuthMiddleware:
         try:
             if token is None:
                 raise Unauthorized()
-            state["principal"] = self.verifier.verify(token)
+            principal = self.verifier.verify(token)
+            if self.guard is not None:
+                await self.guard(principal)
+            state["principal"] = principal
         except Unauthorized as exc:
             exc.headers["WWW-Authenticate"] = 'Bearer realm="fhir", error="invalid_token"'
             await self.render(exc)(scope, receive, send)

@@ -20,9 +20,12 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from bridge.errors import ConfigError, Problem
 
 __all__ = [
+    "AdminSettings",
+    "AuditSettings",
     "AuthSettings",
     "Limits",
     "Settings",
+    "StoreSettings",
     "SystemRef",
     "Tls",
     "environment",
@@ -90,6 +93,35 @@ class Tls(_Strict):
     ciphers: str = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM"
 
 
+class StoreSettings(_Strict):
+    url: str = Field(
+        "sqlite:///bridge-store.db",
+        description="The gateway's store (consents, revocations, audit trail, idempotency "
+        "keys, queued writes): sqlite:///PATH (embedded, the default) or "
+        "postgresql://USER:PASSWORD@HOST:PORT/DB for several replicas.",
+    )
+    poll_interval: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="Seconds between checks for revocations and consents other replicas wrote.",
+    )
+
+
+class AdminSettings(_Strict):
+    token: SecretStr | None = Field(
+        None,
+        description="Bearer credential for /admin/* (revocations); admin endpoints are off "
+        "without one.",
+    )
+
+
+class AuditSettings(_Strict):
+    sink_url: str | None = Field(
+        None, description="Also POST every AuditEvent (JSON) to this URL, best effort."
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="BRIDGE_", env_nested_delimiter="__", extra="forbid", frozen=True
@@ -122,6 +154,9 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(
         default_factory=list, description="Browser origins allowed to call (SMART web apps)."
     )
+    store: StoreSettings = Field(default_factory=lambda: StoreSettings())
+    admin: AdminSettings = Field(default_factory=lambda: AdminSettings())
+    audit: AuditSettings = Field(default_factory=lambda: AuditSettings())
 
     @classmethod
     def settings_customise_sources(

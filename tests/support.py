@@ -26,6 +26,8 @@ from bridge.auth.devissuer import DevIssuer
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = Path(__file__).parent / "fhir_schema" / "fhir.schema.json.gz"
+# The /admin/* credential of every gateway start_gateway() starts.
+ADMIN_TOKEN = "test-admin-credential"
 
 
 # -- FHIR conformance ---------------------------------------------------------
@@ -177,6 +179,8 @@ def start_gateway(
         if mappings
         else sorted(p.parent for p in (ROOT / "mappings").glob("*/system.yaml"))
     )
+    run_dir = tmp_path / f"gateway-{port}"
+    run_dir.mkdir(parents=True)
     config = {
         "host": "127.0.0.1",
         "port": port,
@@ -184,10 +188,10 @@ def start_gateway(
         "systems": [{"path": str(folder), "origin": origin} for folder in folders],
         "paging_key": paging_key or secrets.token_urlsafe(24),
         "auth": {"mode": "jwt", "issuer": issuer.issuer, "jwks": issuer.jwks()},
+        "store": {"url": f"sqlite:///{run_dir / 'store.db'}"},
+        "admin": {"token": ADMIN_TOKEN},
         **(extra or {}),
     }
-    run_dir = tmp_path / f"gateway-{port}"
-    run_dir.mkdir(parents=True)
     config_path = run_dir / "gateway.json.yaml"
     config_path.write_text(json.dumps(config))  # JSON is YAML
     log_path = run_dir / "gateway.log"

@@ -1,7 +1,15 @@
 """Parsing legacy XML safely, and finding SOAP faults in it.
 
 Answers from legacy systems are untrusted: no DTDs, no entity expansion, no
-network access, no huge trees, and a size cap enforced by the transport.
+network access, no huge trees (libxml2 stops at a depth of 256), and a size
+cap (the transport stops reading at the same cap; this one guards any other
+transport).
+
+`load_dtd=False` and `no_network=True` are not enough on their own: libxml2
+still opens a DOCTYPE's external subset and external parameter entities from
+the local file system (`file:///...`, relative paths). Every parse therefore
+goes through a resolver that refuses to load anything, so a compromised
+backend can make the gateway read no file and fetch no URL.
 """
 
 from __future__ import annotations
@@ -11,9 +19,23 @@ from dataclasses import dataclass
 from lxml import etree
 
 from bridge.errors import BackendError
+from bridge.soap.transport import MAX_RESPONSE_BYTES
 from bridge.soap.wsdl import SOAP11_ENV, SOAP12_ENV
 
-__all__ = ["SoapFault", "compile_local_path", "parse_envelope"]
+__all__ = ["MAX_XML_BYTES", "SoapFault", "compile_local_path", "parse_envelope"]
+
+MAX_XML_BYTES = MAX_RESPONSE_BYTES
+
+
+class _ExternalResourceRefused(Exception):
+    """Raised inside the parser when the document asks for any external resource."""
+
+
+class _RefuseEverything(etree.Resolver):
+    # lxml passes a third argument (the parser context) that its stubs leave out.
+    def resolve(self, system_url: str, public_id: str, context: object = None) -> None:
+        raise _ExternalResourceRefused()
+
 
 _PARSER = etree.XMLParser(
     resolve_entities=False,
@@ -24,6 +46,7 @@ _PARSER = etree.XMLParser(
     remove_blank_text=False,
     collect_ids=False,
 )
+_PARSER.resolvers.add(_RefuseEverything())
 
 
 class SoapFault(Exception):
@@ -67,8 +90,14 @@ def parse_envelope(
     data: bytes, operation: str, fault_code_path: FaultCodePath | None
 ) -> etree._Element:
     """Return the first element of the SOAP Body, or raise SoapFault / BackendError."""
+    if len(data) > MAX_XML_BYTES:
+        raise BackendError("The legacy system's answer is too large.")
     try:
         root = etree.fromstring(data, parser=_PARSER)
+    except _ExternalResourceRefused:
+        raise BackendError(
+            "The legacy system's answer asked for an external DTD or entity, which is refused."
+        ) from None
     except etree.XMLSyntaxError as exc:
         raise BackendError(
             "The legacy system answered with XML the gateway could not parse."

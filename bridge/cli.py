@@ -2,6 +2,7 @@
 
 bridge serve --config gateway.yaml      the gateway
 bridge demo                             mock hospital + gateway, ready to try
+bridge token --scope "patient/*.rs" ...  a token from the demo's development issuer
 bridge mock --port 8081                 the mock legacy hospital alone
 bridge check [SYSTEM_DIR ...]           check mapping folders against their WSDLs
 bridge explain "GET /fhir/Patient?..."  the SOAP envelopes a FHIR request becomes
@@ -84,6 +85,31 @@ def _demo(args: argparse.Namespace) -> int:
     from bridge.demo import run_demo
 
     return run_demo(host=args.host, port=args.port, mock_port=args.mock_port)
+
+
+def _token(args: argparse.Namespace) -> int:
+    from bridge.auth.devissuer import DevIssuer, default_key_file
+    from bridge.auth.scopes import ScopeError, parse_scopes
+
+    try:
+        parse_scopes(args.scope)
+        issuer = DevIssuer.load(args.issuer_file or default_key_file())
+    except ScopeError as exc:
+        print(f"--scope: {exc}; the gateway would refuse this token", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(
+        issuer.mint(
+            scope=args.scope,
+            client_id=args.client_id,
+            patient=args.patient,
+            subject=args.subject,
+            lifetime=args.lifetime,
+        )
+    )
+    return 0
 
 
 def _mock(argv: list[str]) -> int:
@@ -215,6 +241,23 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--port", type=int, default=8080)
     demo.add_argument("--mock-port", type=int, default=8081)
     demo.set_defaults(run=_demo)
+
+    token = sub.add_parser(
+        "token", help="mint a token against the running demo's development issuer"
+    )
+    token.add_argument("--scope", required=True, help='SMART scopes, e.g. "patient/*.rs"')
+    token.add_argument("--patient", help="the patient in context (the token's patient claim)")
+    token.add_argument("--client-id", default="dev-cli", help="the app the token is for")
+    token.add_argument("--subject", default="dev-user", help="the token's sub")
+    token.add_argument(
+        "--lifetime", type=int, default=3600, help="seconds the token is valid (default 3600)"
+    )
+    token.add_argument(
+        "--issuer-file",
+        type=Path,
+        help="the demo's issuer file (default ~/.bridge/dev-issuer.json)",
+    )
+    token.set_defaults(run=_token)
 
     sub.add_parser("mock", help="run the mock legacy hospital (see: bridge mock --help)")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import json
+import os
 import secrets
 import signal
 import subprocess
@@ -19,7 +20,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bridge.auth.devissuer import DevIssuer
+from bridge.auth.devissuer import DevIssuer, default_key_file
 
 __all__ = ["run_demo", "start_mock"]
 
@@ -107,6 +108,17 @@ def _examples(base: str, mock_url: str) -> tuple[str, str]:
     return mrn, "\n".join(lines)
 
 
+def _forget_key(path: Path | None) -> None:
+    """Remove the development issuer's key file if this demo wrote it."""
+    if path is None:
+        return
+    try:
+        if json.loads(path.read_text(encoding="utf-8")).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError):
+        pass
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -127,10 +139,14 @@ def run_demo(*, host: str, port: int, mock_port: int) -> int:
         print("bridge demo serves on loopback only (its token issuer is for development).")
         return 2
     mock = start_mock("127.0.0.1", mock_port)
+    key_file: Path | None = None
     try:
         mock_url = f"http://127.0.0.1:{mock_port}"
         base = f"http://{host}:{port}/fhir"
         issuer = DevIssuer(issuer=f"http://{host}:{port}/dev-issuer", audience=base)
+        # `bridge token` in another shell mints more tokens with this key.
+        key_file = default_key_file()
+        issuer.save(key_file)
         settings = Settings(
             host=host,
             port=port,
@@ -154,8 +170,10 @@ def run_demo(*, host: str, port: int, mock_port: int) -> int:
 FHIR base URL:  {base}
 Mock hospital:  {mock_url}/ehr  (WSDL: {mock_url}/ehr?wsdl, stats: {mock_url}/_mock/stats)
 
-!! DEVELOPMENT TOKEN ISSUER: in memory, loopback only, tokens valid 8 hours. !!
+!! DEVELOPMENT TOKEN ISSUER: loopback only, tokens valid 8 hours.          !!
 !! Never use these tokens or this issuer outside this demo.                 !!
+More tokens, from another shell, while the demo runs:
+  bridge token --scope "patient/*.rs" --patient {mrn}
 
 Clinician app token (user/*.*: read and write):
 export TOKEN={clinician}
@@ -188,6 +206,7 @@ Press Ctrl+C to stop.
             http="httptools",
         )
     finally:
+        _forget_key(key_file)
         mock.terminate()
         try:
             mock.wait(timeout=10)

@@ -63,22 +63,33 @@ class AuthMiddleware:
         try:
             if token is None:
                 raise Unauthorized()
-            principal = self.verifier.verify(token)
+            principal = await self.verifier.verify(token)
             if self.guard is not None:
                 await self.guard(principal)
             state["principal"] = principal
         except Unauthorized as exc:
-            exc.headers["WWW-Authenticate"] = 'Bearer realm="fhir", error="invalid_token"'
+            # RFC 6750: no error code when the request carried no token at all.
+            exc.headers["WWW-Authenticate"] = (
+                'Bearer realm="fhir", error="invalid_token"' if token else 'Bearer realm="fhir"'
+            )
+            await self.render(exc)(scope, receive, send)
+            return
+        except FhirError as exc:
+            # The issuer's keys or introspection endpoint are unreachable: 503.
             await self.render(exc)(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
 
 def authorize(principal: Principal | None, resource: str, interaction: str) -> bool:
-    """Raise Forbidden unless allowed. True when access is limited to the token's patient."""
+    """Raise Forbidden unless allowed. True when access is limited to the token's patient.
+
+    Granular grants (`Observation.rs?category=...`) count for nothing here, as
+    a yes/no answer cannot carry their restriction; `bridge.auth.access`
+    applies them resource by resource."""
     if principal is None:
         return False  # authentication is off (demo or explicit)
-    grants = principal.scopes.matching(resource, interaction)
+    grants = [g for g in principal.scopes.matching(resource, interaction) if g.query is None]
     if not grants:
         raise Forbidden(f"The access token does not allow this on {resource}.")
     if any(g.context in ("user", "system") for g in grants):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -36,6 +37,10 @@ def verifier(
     )
 
 
+def run(coroutine: Any) -> Any:
+    return asyncio.run(coroutine)
+
+
 def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -64,7 +69,7 @@ def claims(**extra: Any) -> dict[str, Any]:
 
 def assert_refused(v: TokenVerifier, token: str) -> Unauthorized:
     with pytest.raises(Unauthorized) as info:
-        v.verify(token)
+        run(v.verify(token))
     assert info.value.status == 401
     assert info.value.code == "login"
     return info.value
@@ -73,7 +78,7 @@ def assert_refused(v: TokenVerifier, token: str) -> Unauthorized:
 def test_token_good_verifies_into_principal(issuer: DevIssuer) -> None:
     token = issuer.mint(scope=SCOPE, client_id="portal-app", patient="100001", subject="pat-1")
 
-    principal = verifier(issuer).verify(token)
+    principal = run(verifier(issuer).verify(token))
 
     assert isinstance(principal, Principal)
     assert principal.client_id == "portal-app"
@@ -84,7 +89,7 @@ def test_token_good_verifies_into_principal(issuer: DevIssuer) -> None:
 
 
 def test_token_without_patient_claim(issuer: DevIssuer) -> None:
-    principal = verifier(issuer).verify(issuer.mint(scope="user/*.read", client_id="admin"))
+    principal = run(verifier(issuer).verify(issuer.mint(scope="user/*.read", client_id="admin")))
 
     assert principal.patient is None
     assert principal.client_id == "admin"
@@ -101,7 +106,7 @@ def test_token_expired_is_refused(issuer: DevIssuer) -> None:
 def test_token_expired_within_leeway_is_accepted(issuer: DevIssuer) -> None:
     token = issuer.mint(scope=SCOPE, client_id="app", patient="1", lifetime=-5)
 
-    assert verifier(issuer, leeway=30).verify(token).patient == "1"
+    assert run(verifier(issuer, leeway=30).verify(token)).patient == "1"
 
 
 def test_token_wrong_audience_is_refused(issuer: DevIssuer) -> None:
@@ -273,7 +278,9 @@ def signed(key: ECKey, payload: dict[str, Any]) -> str:
 
 
 def test_token_own_key_good_claims_verify(own_key: ECKey) -> None:
-    principal = own_verifier(own_key).verify(signed(own_key, claims(jti="j-1", patient=100001)))
+    principal = run(
+        own_verifier(own_key).verify(signed(own_key, claims(jti="j-1", patient=100001)))
+    )
 
     assert principal.client_id == "app"
     assert principal.patient == "100001"
@@ -284,7 +291,7 @@ def test_token_azp_stands_in_for_client_id(own_key: ECKey) -> None:
     payload = claims(azp="other-app")
     del payload["client_id"]
 
-    assert own_verifier(own_key).verify(signed(own_key, payload)).client_id == "other-app"
+    assert run(own_verifier(own_key).verify(signed(own_key, payload))).client_id == "other-app"
 
 
 @pytest.mark.parametrize("claim", ["exp", "iss", "aud"])
@@ -304,7 +311,7 @@ def test_token_not_yet_valid_is_refused(own_key: ECKey) -> None:
 def test_token_audience_list_containing_ours_is_accepted(own_key: ECKey) -> None:
     payload = claims(aud=["https://other.example.org", AUDIENCE])
 
-    assert own_verifier(own_key).verify(signed(own_key, payload)).client_id == "app"
+    assert run(own_verifier(own_key).verify(signed(own_key, payload))).client_id == "app"
 
 
 def test_token_audience_list_without_ours_is_refused(own_key: ECKey) -> None:
@@ -340,9 +347,9 @@ def test_token_cache_still_refuses_a_token_once_it_expires(monkeypatch: pytest.M
         algorithms=["ES256"],
         leeway=5,
     )
-    assert verifier.verify(token).client_id == "app"
+    assert run(verifier.verify(token)).client_id == "app"
     assert token in verifier._cache
     later = clock.time() + 120
     monkeypatch.setattr("bridge.auth.tokens.time.time", lambda: later)
     with pytest.raises(Unauthorized):
-        verifier.verify(token)
+        run(verifier.verify(token))

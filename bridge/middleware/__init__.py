@@ -2,6 +2,7 @@
 
 from bridge.middleware.accesslog import AccessLogMiddleware
 from bridge.middleware.limits import LimitsMiddleware
+from bridge.middleware.ratelimit import RateLimitMiddleware
 from bridge.middleware.requestid import RequestIdMiddleware
 
-__all__ = ["AccessLogMiddleware", "LimitsMiddleware", "RequestIdMiddleware"]
+__all__ = ["AccessLogMiddleware", "LimitsMiddleware", "RateLimitMiddleware", "RequestIdMiddleware"]

@@ -21,6 +21,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bridge.audit import AuditMiddleware, AuditTrail, note_legacy, note_patients, note_withheld
+from bridge.auth.access import Access, access
 from bridge.auth.factory import create_verifier
 from bridge.auth.middleware import AuthMiddleware, authorize
 from bridge.auth.tokens import Principal, TokenVerifier
@@ -34,41 +36,31 @@ from bridge.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from bridge.fhir.compartment import patient_compartment
+from bridge.fhir.jsondepth import check_json_depth
 from bridge.fhir.negotiate import FHIR_JSON, check_acceptable
 from bridge.fhir.outcome import operation_outcome
 from bridge.fhir.paging import PageTokens
+from bridge.fhir.response import FhirResponse
 from bridge.gateway import Gateway, WriteResult
+from bridge.local import local_capabilities, local_routes
 from bridge.mapping.compiled import CompiledSystem
 from bridge.mapping.compiler import compile_system
 from bridge.metrics import Metrics, MetricsMiddleware
-from bridge.middleware import AccessLogMiddleware, LimitsMiddleware, RequestIdMiddleware
+from bridge.middleware import (
+    AccessLogMiddleware,
+    LimitsMiddleware,
+    RateLimitMiddleware,
+    RequestIdMiddleware,
+)
+from bridge.privacy import Privacy
 from bridge.reload import MappingReloader
 from bridge.settings import Settings, environment
 from bridge.soap.backend import Backend
+from bridge.store import Store
 
 __all__ = ["FhirResponse", "GatewayHolder", "create_app", "create_gateway", "worker_app"]
 
 log = logging.getLogger("bridge.app")
-
-
-class FhirResponse(Response):
-    media_type = FHIR_JSON
-
-    def __init__(
-        self,
-        content: Any,
-        status_code: int = 200,
-        headers: dict[str, str] | None = None,
-        *,
-        pretty: bool = False,
-        media_type: str | None = None,
-    ) -> None:
-        self._pretty = pretty
-        super().__init__(content, status_code, headers, media_type=media_type)
-
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, option=orjson.OPT_INDENT_2 if self._pretty else 0)
 
 
 def _outcome_response(error: FhirError) -> FhirResponse:
@@ -219,6 +211,33 @@ def create_app(
         return gateway_now
 
     token_verifier = verifier if verifier is not None else create_verifier(settings)
+    # The gateway's store and what lives in it; opened by the lifespan.
+    runtime: dict[str, Any] = {"store": None, "privacy": None, "trail": None}
+
+    def privacy() -> Privacy | None:
+        return runtime["privacy"]  # type: ignore[no-any-return]
+
+    def trail() -> AuditTrail | None:
+        return runtime["trail"]  # type: ignore[no-any-return]
+
+    async def guard(principal: Principal) -> None:
+        current = privacy()
+        if current is not None:
+            await current.guard(principal)
+
+    def withheld(request: Request, resource: dict[str, Any]) -> bool:
+        """True when a patient's Consent denies `resource` to the calling app."""
+        current = privacy()
+        principal = _principal(request)
+        if current is None or principal is None:
+            return False
+        consent_id = current.withheld_by(principal.client_id, resource)
+        if consent_id is None:
+            return False
+        state = request.scope.setdefault("state", {})
+        note_withheld(state, consent_id)
+        note_patients(state, (resource,))  # the trail says whose data was withheld
+        return True
 
     def base(request: Request) -> str:
         if settings.base_url:
@@ -228,6 +247,11 @@ def create_app(
     async def metadata(request: Request) -> Response:
         _negotiate(request)
         statement = gw_of(request).capability(base(request), security())
+        if trail() is not None:
+            for rest in statement.get("rest", []):
+                rest["resource"] = sorted(
+                    [*rest.get("resource", []), *local_capabilities()], key=lambda r: r["type"]
+                )
         return FhirResponse(statement, pretty=_wants_pretty(request))
 
     async def operation(request: Request, rid: str | None, name: str) -> Response:
@@ -260,47 +284,62 @@ def create_app(
         rtype = request.path_params["rtype"]
         if request.path_params["rid"].startswith("$"):
             return await type_operation(request)
-        principal = _principal(request)
-        patient_only = permit(request, rtype, "read")
+        permit(request, rtype, "read")
         resource = await gw_of(request).read(rtype, request.path_params["rid"])
-        patient = principal.patient if principal is not None else None
-        if (
-            patient_only
-            and patient is not None
-            and not patient_compartment().contains(resource, patient)
-        ):
-            raise Forbidden("The access token is limited to another patient's data.")
+        readable(request, rtype, resource)
+        note_patients(request.scope["state"], (resource,))
         return FhirResponse(resource, pretty=_wants_pretty(request))
+
+    def rules(request: Request, rtype: str, interaction: str) -> Access | None:
+        """The token's rules for `interaction` on `rtype` (403 when it has none)."""
+        letter = {"read": "r", "search": "s", "create": "c", "update": "u", "delete": "d"}
+        return access(_principal(request), rtype, letter.get(interaction, interaction))
+
+    def readable(request: Request, rtype: str, resource: dict[str, Any]) -> None:
+        """403 unless the token's scopes (patient compartment, granular restrictions)
+        and the patient's Consent let the caller read `resource`."""
+        allowed = rules(request, rtype, "read")
+        if allowed is not None and not allowed.unlimited:
+            allowed.check(resource)
+        if withheld(request, resource):
+            raise Forbidden("The patient has not consented to share this with this app.")
 
     def permit(request: Request, rtype: str, interaction: str) -> bool:
         """405 for an interaction nobody serves, then the token's scopes (403).
 
-        True when the token is confined to its patient's compartment."""
+        True when each resource needs checking against the token's rules (a patient
+        compartment, a granular scope's restriction)."""
         gw_of(request).route(rtype, interaction)
-        letter = {"read": "r", "search": "s", "create": "c", "update": "u", "delete": "d"}
-        return authorize(_principal(request), rtype, letter[interaction])
+        allowed = rules(request, rtype, interaction)
+        return allowed is not None and not allowed.unlimited
 
     def confine(request: Request, rtype: str, bundle: dict[str, Any]) -> dict[str, Any]:
-        principal = _principal(request)
-        patient = principal.patient if principal is not None else None
-        patient_only = authorize(principal, rtype, "s") and patient is not None
+        allowed = rules(request, rtype, "search")
+        patient_only = allowed is not None and not allowed.unlimited
         kept = []
         for entry in bundle.get("entry", []):
             resource = entry["resource"]
-            confined = patient_only
+            entry_rules = allowed
             if entry.get("search", {}).get("mode") == "include":
                 # An included resource needs the token's permission for its own type.
                 try:
-                    confined = authorize(principal, resource["resourceType"], "s")
+                    entry_rules = rules(request, resource["resourceType"], "search")
                 except Forbidden:
                     continue
-            if confined and patient and not patient_compartment().contains(resource, patient):
+            if (
+                entry_rules is not None
+                and not entry_rules.unlimited
+                and not entry_rules.allows(resource)
+            ):
+                continue
+            if withheld(request, resource):
                 continue
             kept.append(entry)
-        if patient_only:
+        if patient_only or len(kept) != len(bundle.get("entry", [])):
             # A patient scope sees its own patient's entries only, and no total
-            # that would count anyone else's.
+            # that would count anyone else's (or what a Consent withholds).
             bundle.pop("total", None)
+        note_patients(request.scope["state"], (e["resource"] for e in kept))
         if kept:
             bundle["entry"] = kept
         else:
@@ -350,12 +389,16 @@ def create_app(
         if len(body) > settings.limits.max_body_bytes:
             raise PayloadTooLarge()
         try:
-            return orjson.loads(body)
+            parsed = orjson.loads(body)
         except orjson.JSONDecodeError:
             raise InvalidRequest("The body is not valid JSON.") from None
+        check_json_depth(parsed, body, settings.limits.max_json_depth)
+        return parsed
 
     def written(request: Request, result: WriteResult) -> Response:
         headers = {"Location": result.location} if result.location else {}
+        if result.resource is not None:
+            note_patients(request.scope["state"], (result.resource,))
         if result.resource is None:
             return Response(status_code=204, headers=headers)
         return FhirResponse(result.resource, result.status, headers, pretty=_wants_pretty(request))
@@ -371,22 +414,17 @@ def create_app(
         """
         if not permit(request, rtype, interaction):
             return
-        principal = _principal(request)
-        patient = principal.patient if principal is not None else None
-        compartment = patient_compartment()
-        if patient is None:
-            raise Forbidden("A patient scope needs a token with a patient in context.")
-        if isinstance(resource, dict) and not compartment.contains(resource, patient):
-            raise Forbidden("The access token is limited to another patient's data.")
+        allowed = rules(request, rtype, interaction)
+        assert allowed is not None
+        if isinstance(resource, dict):
+            allowed.check(resource)
         if rid is not None:
             if "read" not in gw_of(request).routes.get(rtype, {}):
                 raise Forbidden(
                     f"A patient-scoped token cannot change {rtype} resources the gateway "
                     "cannot read back."
                 )
-            current = await gw_of(request).read(rtype, rid)
-            if not compartment.contains(current, patient):
-                raise Forbidden("The access token is limited to another patient's data.")
+            allowed.check(await gw_of(request).read(rtype, rid))
 
     async def create(request: Request) -> Response:
         _negotiate(request)
@@ -433,7 +471,36 @@ def create_app(
                 await own_patient(request, rtype, interaction, resource, rid)
 
         result = await gw_of(request).bundle(body, base(request), allow)
+        confine_entries(request, body, result)
         return FhirResponse(result, pretty=_wants_pretty(request))
+
+    def confine_entries(request: Request, body: Any, result: dict[str, Any]) -> None:
+        """What read and search entries answer follows the rules of a lone read or search."""
+        asked = body.get("entry") if isinstance(body, dict) else None
+        answers = result.get("entry")
+        if not isinstance(asked, list) or not isinstance(answers, list):
+            return
+        if len(asked) != len(answers):
+            return
+        for index, (entry, answer) in enumerate(zip(asked, answers, strict=True)):
+            resource = answer.get("resource")
+            method = str((entry.get("request") or {}).get("method", "")).upper()
+            if not isinstance(resource, dict) or method not in ("GET", "POST"):
+                continue
+            if resource.get("resourceType") == "Bundle" and resource.get("type") == "searchset":
+                url = str((entry.get("request") or {}).get("url", ""))
+                rtype = urlsplit(url).path.split("/fhir/")[-1].strip("/").split("/")[0]
+                confine(request, rtype, resource)
+            elif method == "GET":
+                try:
+                    readable(request, str(resource.get("resourceType")), resource)
+                except Forbidden as error:
+                    answers[index] = {
+                        "response": {
+                            "status": str(error.status),
+                            "outcome": operation_outcome(error.code, error.diagnostics),
+                        }
+                    }
 
     async def metrics_page(request: Request) -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
@@ -509,16 +576,27 @@ def create_app(
 
     async def readyz(request: Request) -> Response:
         gateway = holder.current
+        store = runtime["store"]
+        reachable = store is not None and await store.ping()
         return FhirResponse(
             {
-                "status": "ready",
+                "status": "ready" if reachable else "unavailable",
                 "resources": sorted(gateway.routes),
+                "store": "reachable" if reachable else "unreachable",
                 "breakers": {name: b.breaker.state for name, b in gateway.backends.items()},
             },
+            200 if reachable else 503,
             media_type="application/json",
         )
 
     routes = [
+        *local_routes(
+            privacy=privacy,
+            trail=trail,
+            admin_token=(settings.admin.token.get_secret_value() if settings.admin.token else None),
+            base=base,
+            max_body=settings.limits.max_body_bytes,
+        ),
         Route("/fhir/metadata", metadata, methods=["GET"]),
         Route("/fhir/.well-known/smart-configuration", smart, methods=["GET"]),
         Route("/fhir", bundle, methods=["POST"]),
@@ -541,9 +619,12 @@ def create_app(
     def observe_backends(gateway: Gateway) -> None:
         for backend in gateway.backends.values():
             name = backend.name
-            backend.observe = lambda op, outcome, s, name=name: metrics.legacy_call(
-                name, op, outcome, s
-            )
+
+            def observe(op: str, outcome: str, seconds: float, name: str = name) -> None:
+                metrics.legacy_call(name, op, outcome, seconds)
+                note_legacy(name, op)
+
+            backend.observe = observe
 
     observe_backends(holder.current)
     holder.on_swap = observe_backends
@@ -573,8 +654,18 @@ def create_app(
         Middleware(RequestIdMiddleware),
         Middleware(AccessLogMiddleware),
         Middleware(MetricsMiddleware, metrics=metrics),
+        # Outside limits and authentication: refused requests are audited too.
+        Middleware(AuditMiddleware, trail=trail, render=_outcome_response),
         Middleware(LimitsMiddleware, limits=settings.limits, render=_outcome_response),
-        Middleware(AuthMiddleware, verifier=token_verifier, render=_outcome_response),
+        Middleware(AuthMiddleware, verifier=token_verifier, render=_outcome_response, guard=guard),
+        # Inside authentication: a client is its token's client_id once authenticated.
+        Middleware(
+            RateLimitMiddleware,
+            rate=settings.limits.rate_per_second,
+            burst=settings.limits.rate_burst,
+            max_clients=settings.limits.rate_max_clients,
+            render=_outcome_response,
+        ),
     ]
 
     reloader: MappingReloader | None = None
@@ -591,14 +682,23 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        store = await Store.open(settings.store.url)
+        runtime["store"] = store
+        runtime["privacy"] = Privacy(store, settings.store.poll_interval)
+        await runtime["privacy"].start()
+        runtime["trail"] = AuditTrail(store, settings.audit.sink_url)
+        runtime["trail"].start()
         watcher = asyncio.create_task(reloader.watch()) if reloader is not None else None
         try:
             yield
         finally:
+            await runtime["trail"].close()  # every AuditEvent accepted is written
+            await runtime["privacy"].close()
             if reloader is not None and watcher is not None:
                 reloader.stop()
                 await asyncio.gather(watcher, return_exceptions=True)
             await holder.close()  # logs every legacy session out
+            await store.close()
 
     app = Starlette(
         routes=routes,

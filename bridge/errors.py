@@ -51,7 +51,9 @@ __all__ = [
     "PayloadTooLarge",
     "PoolExhausted",
     "Problem",
+    "ServiceUnavailable",
     "SessionLimitReached",
+    "TooManyRequests",
     "Unauthorized",
     "UnknownResourceType",
     "UnmappedFault",
@@ -194,6 +196,26 @@ class PoolExhausted(BackendUnavailable):
 
 class SessionLimitReached(BackendUnavailable):
     default_diagnostics = "The legacy system refused another session; retry later."
+
+
+class ServiceUnavailable(FhirError):
+    """The gateway itself cannot serve now (its store is unreachable)."""
+
+    status = 503
+    code = "transient"
+    default_diagnostics = "The gateway cannot serve this request now; retry later."
+
+    def __init__(self, diagnostics: str | None = None, *, retry_after: int = 5) -> None:
+        super().__init__(diagnostics, headers={"Retry-After": str(retry_after)})
+
+
+class TooManyRequests(FhirError):
+    status = 429
+    code = "throttled"
+    default_diagnostics = "Too many requests from this client; slow down."
+
+    def __init__(self, diagnostics: str | None = None, *, retry_after: int = 1) -> None:
+        super().__init__(diagnostics, headers={"Retry-After": str(retry_after)})
 
 
 class BackendTimeout(FhirError):

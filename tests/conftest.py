@@ -35,3 +35,51 @@ def gateway_server(
 def gateway(gateway_server: Gateway, mock_hospital: MockHospital) -> Gateway:
     """The session's gateway, with the mock hospital reset for this test."""
     return gateway_server
+
+
+def _postgres_admin_url() -> str | None:
+    """A PostgreSQL server to test against: BRIDGE_TEST_POSTGRES_URL, or one on 127.0.0.1:5432."""
+    import os
+    import socket
+
+    url = os.environ.get("BRIDGE_TEST_POSTGRES_URL")
+    if url:
+        return url
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=0.5):
+            pass
+    except OSError:
+        return None
+    return "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A new, empty PostgreSQL database for one test, dropped after it."""
+    import asyncio
+    import secrets
+
+    admin = _postgres_admin_url()
+    if admin is None:
+        pytest.skip(
+            "no PostgreSQL server: set BRIDGE_TEST_POSTGRES_URL=postgresql://USER:PASSWORD@HOST"
+            ":PORT/DB (a user that may create databases) or run one on 127.0.0.1:5432"
+        )
+    import asyncpg
+
+    name = f"bridge_test_{secrets.token_hex(4)}"
+
+    async def run(sql: str) -> None:
+        connection = await asyncpg.connect(admin)
+        try:
+            await connection.execute(sql)
+        finally:
+            await connection.close()
+
+    try:
+        asyncio.run(run(f"CREATE DATABASE {name}"))
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.skip(f"the PostgreSQL server at {admin.split('@')[-1]} refused: {exc}")
+    base, _, _ = admin.rpartition("/")
+    yield f"{base}/{name}"
+    asyncio.run(run(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))

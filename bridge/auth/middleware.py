@@ -44,7 +44,12 @@ class AuthMiddleware:
         self.guard = guard
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in _OPEN_PATHS:
+        if (
+            scope["type"] != "http"
+            or scope["path"] in _OPEN_PATHS
+            # /admin/* has its own credential (admin.token), checked by its routes.
+            or scope["path"].startswith("/admin/")
+        ):
             await self.app(scope, receive, send)
             return
         state = scope.setdefault("state", {})

@@ -39,6 +39,25 @@ class Compartment:
                     return True
         return False
 
+    def owners(self, resource: dict[str, Any]) -> set[str]:
+        """The ids of every owner whose compartment holds `resource`."""
+        paths = self.members.get(str(resource.get("resourceType")))
+        found: set[str] = set()
+        if paths is None:
+            return found
+        prefix = f"{self.code}/"
+        for path in paths:
+            if path == ("id",):
+                if isinstance(resource.get("id"), str):
+                    found.add(resource["id"])
+                continue
+            for ref in _values(resource, path):
+                if isinstance(ref, dict):
+                    target = ref.get("reference")
+                    if isinstance(target, str) and target.startswith(prefix):
+                        found.add(target[len(prefix) :])
+        return found
+
 
 def _values(node: Any, path: tuple[str, ...]) -> list[Any]:
     current = [node]

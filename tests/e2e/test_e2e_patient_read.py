@@ -154,6 +154,9 @@ def test_metadata_lists_exactly_what_the_mapping_declares(gateway: Gateway, fhir
     assert cap["format"] == ["json"]
     served = {r["type"]: [i["code"] for i in r["interaction"]] for r in cap["rest"][0]["resource"]}
     assert served == {
+        # The gateway's own resources, kept in its store.
+        "AuditEvent": ["read", "search-type"],
+        "Consent": ["read", "search-type", "create", "update", "delete"],
         "AllergyIntolerance": ["search-type"],
         "Appointment": ["search-type", "create", "update"],
         "Claim": ["read", "create"],

@@ -1,0 +1,525 @@
+"""The audit trail: one FHIR AuditEvent per request, committed before the response.
+
+`AuditMiddleware` opens an `AuditContext` for every /fhir and /admin request;
+handlers add the patients the request touched, the backends add the legacy
+operations it caused, and when the response starts the middleware builds the
+AuditEvent (the IHE Basic Audit Log Patterns shape) and waits for the store to
+commit it. Commits are grouped: requests arriving together share one
+transaction. If the store cannot commit, the client gets a 503 instead of the
+data, so no answer leaves without its record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import and_, select
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bridge.errors import FhirError, ServiceUnavailable
+from bridge.fhir.compartment import patient_compartment
+from bridge.store import Store, StoreUnavailable
+from bridge.store.tables import audit_events, audit_patients
+
+__all__ = [
+    "AuditContext",
+    "AuditMiddleware",
+    "AuditTrail",
+    "note_legacy",
+    "note_patients",
+]
+
+log = logging.getLogger("bridge.audit")
+_current: contextvars.ContextVar[AuditContext | None] = contextvars.ContextVar(
+    "bridge_audit", default=None
+)
+_MAX_BATCH = 500
+
+_DCM = "http://dicom.nema.org/resources/ontology/DCM"
+_CLIENT_ID = "urn:ietf:params:oauth:client-id"
+_ACTIONS = {
+    "read": "R",
+    "vread": "R",
+    "search-type": "E",
+    "search-system": "E",
+    "capabilities": "R",
+    "create": "C",
+    "update": "U",
+    "patch": "U",
+    "delete": "D",
+    "batch": "E",
+    "transaction": "E",
+    "operation": "E",
+    "admin": "E",
+}
+_PROFILES = {
+    "read": "Read",
+    "search-type": "Query",
+    "create": "Create",
+    "update": "Update",
+    "patch": "Update",
+    "delete": "Delete",
+}
+
+
+@dataclass
+class AuditContext:
+    """What one request did, gathered while it runs."""
+
+    method: str
+    path: str
+    query: bytes
+    started: float
+    interaction: str
+    resource_type: str | None
+    resource_id: str | None
+    patients: set[str] = field(default_factory=set)
+    legacy: list[str] = field(default_factory=list)
+    withheld: dict[str, int] = field(default_factory=dict)  # Consent id -> resources
+
+
+def note_patients(request_state: dict[str, Any], resources: Iterable[Any]) -> None:
+    """Record which patients' data the request read or wrote."""
+    context = request_state.get("audit")
+    if not isinstance(context, AuditContext):
+        return
+    compartment = patient_compartment()
+    for resource in resources:
+        if isinstance(resource, dict):
+            context.patients.update(compartment.owners(resource))
+
+
+def note_withheld(request_state: dict[str, Any], consent_id: str) -> None:
+    context = request_state.get("audit")
+    if isinstance(context, AuditContext):
+        context.withheld[consent_id] = context.withheld.get(consent_id, 0) + 1
+
+
+def note_legacy(system: str, operation: str) -> None:
+    """Called by the backends for every legacy call (in the request's context)."""
+    context = _current.get()
+    if context is not None:
+        context.legacy.append(f"{system}:{operation}")
+
+
+def classify(method: str, path: str) -> tuple[str, str | None, str | None]:
+    """(interaction, resource type, id) from the request line."""
+    parts = [p for p in path.split("/") if p]
+    if parts and parts[0] == "admin":
+        return "admin", None, None
+    parts = parts[1:]  # after "fhir"
+    if not parts:
+        return ("batch" if method == "POST" else "search-system"), None, None
+    rtype = parts[0]
+    if rtype == "metadata":
+        return "capabilities", None, None
+    if len(parts) == 1:
+        return ("create" if method == "POST" else "search-type"), rtype, None
+    rid = parts[1]
+    if rid == "_search":
+        return "search-type", rtype, None
+    if rid.startswith("$") or (len(parts) > 2 and parts[2].startswith("$")):
+        return "operation", rtype, None if rid.startswith("$") else rid
+    interaction = {"GET": "read", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+    return interaction.get(method, "operation"), rtype, rid
+
+
+class AuditTrail:
+    """Appends AuditEvents to the store in grouped commits; searches them."""
+
+    def __init__(self, store: Store, sink_url: str | None = None) -> None:
+        self.store = store
+        self.sink_url = sink_url
+        self._pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._sink_queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=10_000)
+        self._sender: asyncio.Task[None] | None = None
+        self.dropped = 0  # AuditEvents the sink did not get (the store has them all)
+        self.written = 0
+
+    def start(self) -> None:
+        self._writer = asyncio.create_task(self._write_loop(), name="audit-writer")
+        if self.sink_url:
+            self._sender = asyncio.create_task(self._sink_loop(), name="audit-sink")
+
+    async def close(self) -> None:
+        # Whatever is pending is written before the store closes.
+        while self._pending:
+            self._wake.set()
+            await asyncio.sleep(0.01)
+        for task in (self._writer, self._sender):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    async def record(self, row: dict[str, Any]) -> None:
+        """Return once the event is committed; raise StoreUnavailable if it cannot be."""
+        if self._writer is None or self._writer.done():
+            raise StoreUnavailable("the audit writer is not running")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((row, future))
+        self._wake.set()
+        await future
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch = self._pending[:_MAX_BATCH]
+                del self._pending[:_MAX_BATCH]
+                try:
+                    await self._insert([row for row, _ in batch])
+                except StoreUnavailable as exc:
+                    log.error("audit events could not be written: %s", exc)
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(StoreUnavailable(str(exc)))
+                    continue
+                except Exception as exc:  # never leave a request waiting
+                    log.error("audit writer failed: %s", type(exc).__name__)
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(StoreUnavailable("audit writer failed"))
+                    continue
+                self.written += len(batch)
+                for row, future in batch:
+                    if not future.done():
+                        future.set_result(None)
+                    if self.sink_url:
+                        try:
+                            self._sink_queue.put_nowait(row["body"].encode())
+                        except asyncio.QueueFull:
+                            self.dropped += 1
+
+    async def _insert(self, rows: list[dict[str, Any]]) -> None:
+        async with self.store.write() as conn:
+            events = [{k: v for k, v in row.items() if k != "patients"} for row in rows]
+            result = await conn.execute(
+                audit_events.insert().returning(audit_events.c.seq, sort_by_parameter_order=True),
+                events,
+            )
+            seqs = [r[0] for r in result.all()]
+            links = [
+                {"patient": patient, "event_seq": seq, "recorded": row["recorded"]}
+                for seq, row in zip(seqs, rows, strict=True)
+                for patient in row["patients"]
+            ]
+            if links:
+                await conn.execute(audit_patients.insert(), links)
+
+    async def _sink_loop(self) -> None:
+        import aiohttp
+
+        assert self.sink_url is not None
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while True:
+                body = await self._sink_queue.get()
+                for attempt in range(3):
+                    try:
+                        async with session.post(
+                            self.sink_url,
+                            data=body,
+                            headers={"Content-Type": "application/fhir+json"},
+                        ) as answer:
+                            if answer.status < 500:
+                                break
+                    except (aiohttp.ClientError, TimeoutError):
+                        pass
+                    await asyncio.sleep(0.5 * (attempt + 1))
+                else:
+                    self.dropped += 1
+                    log.warning("an AuditEvent could not be forwarded to the audit sink")
+
+    async def search(
+        self,
+        *,
+        patient: str | None,
+        since: float | None,
+        until: float | None,
+        count: int,
+        before: int | None,
+    ) -> list[tuple[int, dict[str, Any]]]:
+        """Newest first: (sequence, AuditEvent)."""
+        if patient is not None:
+            query = select(audit_events.c.seq, audit_events.c.body).join(
+                audit_patients,
+                and_(
+                    audit_patients.c.event_seq == audit_events.c.seq,
+                    audit_patients.c.patient == patient,
+                ),
+            )
+            recorded = audit_patients.c.recorded
+        else:
+            query = select(audit_events.c.seq, audit_events.c.body)
+            recorded = audit_events.c.recorded
+        if since is not None:
+            query = query.where(recorded >= since)
+        if until is not None:
+            query = query.where(recorded < until)
+        if before is not None:
+            query = query.where(audit_events.c.seq < before)
+        query = query.order_by(audit_events.c.seq.desc()).limit(count)
+        async with self.store.read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [(int(seq), orjson.loads(body)) for seq, body in rows]
+
+    async def get(self, event_id: str) -> dict[str, Any] | None:
+        async with self.store.read() as conn:
+            body = (
+                await conn.execute(select(audit_events.c.body).where(audit_events.c.id == event_id))
+            ).scalar()
+        return orjson.loads(body) if body is not None else None
+
+
+def build_event(
+    context: AuditContext, status: int, state: dict[str, Any], client: tuple[str, int] | None
+) -> dict[str, Any]:
+    """The AuditEvent of one request (IHE Basic Audit Log Patterns)."""
+    principal = state.get("principal")
+    recorded = datetime.fromtimestamp(context.started, UTC).isoformat(timespec="milliseconds")
+    outcome = "0" if status < 400 else ("4" if status < 500 else "8")
+    agents: list[dict[str, Any]] = []
+    client_id = getattr(principal, "client_id", None)
+    if principal is not None:
+        agents.append(
+            {
+                "type": {"coding": [{"system": _DCM, "code": "110150", "display": "Application"}]},
+                "who": {"identifier": {"system": _CLIENT_ID, "value": client_id}},
+                "requestor": False,
+                **({"network": {"address": client[0], "type": "2"}} if client is not None else {}),
+            }
+        )
+        user = {
+            "type": {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/v3-RoleClass",
+                        "code": "PAT" if principal.patient and principal.subject == "-" else "PROV",
+                    }
+                ]
+            },
+            "who": {"identifier": {"value": principal.subject}},
+            "requestor": True,
+        }
+        if principal.token_id:
+            user["policy"] = [principal.token_id]
+        agents.append(user)
+    else:
+        agents.append(
+            {
+                "type": {
+                    "coding": [{"system": _DCM, "code": "110153", "display": "Source Role ID"}]
+                },
+                "who": {"display": "unauthenticated client"},
+                "requestor": True,
+                **({"network": {"address": client[0], "type": "2"}} if client is not None else {}),
+            }
+        )
+    entities: list[dict[str, Any]] = [
+        {
+            "what": {"reference": f"Patient/{patient}"},
+            "type": {
+                "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
+                "code": "1",
+                "display": "Person",
+            },
+            "role": {
+                "system": "http://terminology.hl7.org/CodeSystem/object-role",
+                "code": "1",
+                "display": "Patient",
+            },
+        }
+        for patient in sorted(context.patients)
+    ]
+    if context.resource_type is not None:
+        target: dict[str, Any] = {
+            "type": {
+                "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
+                "code": "2",
+                "display": "System Object",
+            },
+            "role": {
+                "system": "http://terminology.hl7.org/CodeSystem/object-role",
+                "code": "24" if context.interaction == "search-type" else "4",
+                "display": "Query" if context.interaction == "search-type" else "Domain Resource",
+            },
+        }
+        if context.resource_id is not None:
+            target["what"] = {"reference": f"{context.resource_type}/{context.resource_id}"}
+        else:
+            target["what"] = {"display": context.resource_type}
+        if context.interaction == "search-type" and context.query:
+            import base64
+
+            target["query"] = base64.b64encode(context.query).decode()
+        entities.append(target)
+    details = [{"type": "legacy-operation", "valueString": op} for op in context.legacy]
+    details += [
+        {"type": "consent-withheld", "valueString": f"Consent/{cid}: {n} resource(s) withheld"}
+        for cid, n in sorted(context.withheld.items())
+    ]
+    if details:
+        entities.append(
+            {
+                "what": {"display": "legacy systems"},
+                "type": {
+                    "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
+                    "code": "2",
+                    "display": "System Object",
+                },
+                "detail": details,
+            }
+        )
+    event: dict[str, Any] = {
+        "resourceType": "AuditEvent",
+        "id": str(uuid.uuid4()),
+        "type": {
+            "system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
+            "code": "rest",
+            "display": "Restful Operation",
+        },
+        "subtype": [
+            {
+                "system": "http://hl7.org/fhir/restful-interaction",
+                "code": context.interaction,
+            }
+            if context.interaction != "admin"
+            else {"system": "urn:bridge:admin", "code": context.path}
+        ],
+        "action": _ACTIONS.get(context.interaction, "E"),
+        "recorded": recorded,
+        "outcome": outcome,
+        "outcomeDesc": f"HTTP {status}" + (" (consent withheld data)" if context.withheld else ""),
+        "agent": agents,
+        "source": {
+            "observer": {"display": "bridge FHIR gateway"},
+            "type": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/security-source-type",
+                    "code": "4",
+                    "display": "Application Server",
+                }
+            ],
+        },
+    }
+    profile = _PROFILES.get(context.interaction)
+    if profile is not None:
+        event["meta"] = {
+            "profile": [
+                f"https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit.{profile}"
+            ]
+        }
+    if entities:
+        event["entity"] = entities
+    request_id = state.get("request_id")
+    if request_id:
+        event["extension"] = [{"url": "urn:bridge:request-id", "valueString": str(request_id)}]
+    return event
+
+
+class AuditMiddleware:
+    """Wraps every /fhir and /admin request; see the module docstring."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        trail: Callable[[], AuditTrail | None],
+        render: Callable[[FhirError], Any],
+    ) -> None:
+        self.app = app
+        self.trail = trail
+        self.render = render
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        trail = self.trail()
+        if (
+            scope["type"] != "http"
+            or trail is None
+            or not (path.startswith("/fhir") or path.startswith("/admin"))
+            or scope["method"] == "OPTIONS"
+        ):
+            await self.app(scope, receive, send)
+            return
+        interaction, rtype, rid = classify(scope["method"], path)
+        context = AuditContext(
+            method=scope["method"],
+            path=path,
+            query=scope.get("query_string", b""),
+            started=time.time(),
+            interaction=interaction,
+            resource_type=rtype,
+            resource_id=rid,
+        )
+        state = scope.setdefault("state", {})
+        state["audit"] = context
+        token = _current.set(context)
+        swallowed = False
+
+        async def send_after_commit(message: Message) -> None:
+            nonlocal swallowed
+            if message["type"] == "http.response.start":
+                principal = state.get("principal")
+                if principal is not None and principal.patient:
+                    context.patients.add(principal.patient)
+                try:
+                    await self._commit(trail, context, message["status"], state, scope)
+                except StoreUnavailable:
+                    swallowed = True
+                    refusal = ServiceUnavailable(
+                        "The audit trail cannot be written; the request was not answered. "
+                        "Try again shortly.",
+                        retry_after=5,
+                    )
+                    await self.render(refusal)(scope, receive, send)
+                    return
+            elif swallowed:
+                return
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_after_commit)
+        except Exception:
+            # The error handler outside answers 500; the trail still gets its record.
+            try:
+                await self._commit(trail, context, 500, state, scope)
+            except StoreUnavailable:
+                log.error("an AuditEvent for a failed request could not be written")
+            raise
+        finally:
+            _current.reset(token)
+
+    async def _commit(
+        self,
+        trail: AuditTrail,
+        context: AuditContext,
+        status: int,
+        state: dict[str, Any],
+        scope: Scope,
+    ) -> None:
+        event = build_event(context, status, state, scope.get("client"))
+        principal = state.get("principal")
+        await trail.record(
+            {
+                "id": event["id"],
+                "recorded": context.started,
+                "client_id": getattr(principal, "client_id", None),
+                "interaction": context.interaction,
+                "status": status,
+                "body": orjson.dumps(event).decode(),
+                "patients": sorted(context.patients),
+            }
+        )

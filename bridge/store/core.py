@@ -1,0 +1,197 @@
+"""The gateway's store: one async SQLAlchemy engine over SQLite (WAL) or PostgreSQL.
+
+Holds what the gateway itself must remember: the audit trail, revocations,
+consents, idempotency keys, queued writes and the shared session budget.
+Opening the store runs its migrations (alembic), under a lock so that replicas
+starting together do not race.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, select, update
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from bridge.errors import ConfigError, Problem
+from bridge.store.tables import revisions
+
+__all__ = ["Store", "StoreUnavailable", "async_url"]
+
+log = logging.getLogger("bridge.store")
+_MIGRATIONS = Path(__file__).parent / "migrations"
+_LOCK_ID = 0x62726964  # the PostgreSQL advisory lock that serialises migrations
+
+
+class StoreUnavailable(Exception):
+    """The store did not answer; the message names no data."""
+
+
+def async_url(url: str) -> str:
+    """The URL with its async driver: sqlite -> aiosqlite, postgresql -> asyncpg."""
+    if url.startswith("sqlite:"):
+        return "sqlite+aiosqlite:" + url[len("sqlite:") :]
+    for prefix in ("postgresql:", "postgres:"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg:" + url[len(prefix) :]
+    return url
+
+
+class Store:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self.sqlite = self.dialect == "sqlite"
+
+    @classmethod
+    async def open(cls, url: str) -> Store:
+        """Connect, migrate to the newest schema, and return the store."""
+        try:
+            parsed = make_url(async_url(url))
+        except Exception as exc:  # sqlalchemy raises ArgumentError and ValueError
+            raise ConfigError(
+                [Problem("settings", 1, 1, f"store.url: cannot parse it ({type(exc).__name__})")]
+            ) from None
+        if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+            raise ConfigError(
+                [
+                    Problem(
+                        "settings",
+                        1,
+                        1,
+                        f"store.url: {parsed.get_backend_name()!r} is not supported; use "
+                        "sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DB",
+                    )
+                ]
+            )
+        options: dict[str, Any] = {}
+        if parsed.get_backend_name() == "sqlite":
+            if not parsed.database or parsed.database == ":memory:":
+                raise ConfigError(
+                    [Problem("settings", 1, 1, "store.url: SQLite needs a file: sqlite:///PATH")]
+                )
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        else:
+            options = {"pool_size": 10, "max_overflow": 10, "pool_pre_ping": True}
+        engine = create_async_engine(parsed, **options)
+        if engine.dialect.name == "sqlite":
+            _sqlite_setup(engine)
+        store = cls(engine)
+        try:
+            await store._migrate(parsed.database if store.sqlite else None)
+        except (SQLAlchemyError, OSError) as exc:
+            await engine.dispose()
+            raise ConfigError(
+                [
+                    Problem(
+                        "settings",
+                        1,
+                        1,
+                        f"store.url: the store cannot be opened ({type(exc).__name__}); check "
+                        "that the database exists and the gateway may write to it",
+                    )
+                ]
+            ) from None
+        return store
+
+    async def _migrate(self, sqlite_path: str | None) -> None:
+        from alembic import command
+        from alembic.config import Config
+
+        def upgrade(connection: Connection) -> None:
+            config = Config()
+            config.set_main_option("script_location", str(_MIGRATIONS))
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+        lock = None
+        if sqlite_path is not None:
+            # Workers of one host start together: one migrates, the others wait.
+            lock = open(sqlite_path + ".migrate-lock", "w")  # noqa: SIM115
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            async with self.engine.connect() as conn:
+                if not self.sqlite:
+                    await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_LOCK_ID})")
+                await conn.run_sync(upgrade)
+                await conn.commit()
+        finally:
+            if lock is not None:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+                lock.close()
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction (SQLite: BEGIN IMMEDIATE, so concurrent workers queue)."""
+        try:
+            async with self.engine.connect() as conn:
+                if self.sqlite:
+                    conn = await conn.execution_options(sqlite_immediate=True)
+                async with conn.begin():
+                    yield conn
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(f"the store failed a write ({type(exc).__name__})") from None
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self.engine.connect() as conn, conn.begin():
+                yield conn
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(f"the store failed a read ({type(exc).__name__})") from None
+
+    async def ping(self) -> bool:
+        try:
+            async with self.read() as conn:
+                await conn.exec_driver_sql("SELECT 1")
+            return True
+        except StoreUnavailable:
+            return False
+
+    async def revisions(self) -> dict[str, int]:
+        async with self.read() as conn:
+            rows = (await conn.execute(select(revisions.c.name, revisions.c.value))).all()
+        return {str(name): int(value) for name, value in rows}
+
+    @staticmethod
+    async def bump(conn: AsyncConnection, name: str) -> None:
+        """Tell every replica that `name` changed (in the caller's transaction)."""
+        done = await conn.execute(
+            update(revisions).where(revisions.c.name == name).values(value=revisions.c.value + 1)
+        )
+        if done.rowcount == 0:
+            await conn.execute(revisions.insert().values(name=name, value=1))
+
+
+def now() -> float:
+    return time.time()
+
+
+def _sqlite_setup(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _connect(dbapi_connection: Any, record: Any) -> None:
+        # The driver's own transaction handling off: SQLAlchemy's begin event says BEGIN.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        # WAL: readers never block the writer. synchronous=NORMAL keeps every commit
+        # across a crash of the process (kill -9); only an OS crash may lose the last ones.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get("sqlite_immediate")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")

@@ -15,6 +15,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -133,7 +134,7 @@ def run_demo(*, host: str, port: int, mock_port: int) -> int:
 
     from bridge.app import create_app
     from bridge.logs import configure_logging
-    from bridge.settings import AuthSettings, Settings, SystemRef
+    from bridge.settings import AdminSettings, AuthSettings, Settings, StoreSettings, SystemRef
 
     if not _is_loopback(host):
         print("bridge demo serves on loopback only (its token issuer is for development).")
@@ -146,6 +147,7 @@ def run_demo(*, host: str, port: int, mock_port: int) -> int:
         issuer = DevIssuer(issuer=f"http://{host}:{port}/dev-issuer", audience=base)
         # `bridge token` in another shell mints more tokens with this key.
         key_file = default_key_file()
+        admin_token = secrets.token_urlsafe(24)
         issuer.save(key_file)
         settings = Settings(
             host=host,
@@ -156,6 +158,12 @@ def run_demo(*, host: str, port: int, mock_port: int) -> int:
             ],
             paging_key=secrets.token_urlsafe(32),
             auth=AuthSettings(mode="jwt", issuer=issuer.issuer, jwks=issuer.jwks()),
+            # A fresh store per demo: its audit trail, consents and revocations.
+            store=StoreSettings(
+                url=f"sqlite:///{tempfile.mkdtemp(prefix='bridge-demo-')}/store.db",
+                poll_interval=1.0,
+            ),
+            admin=AdminSettings(token=admin_token),
         )
         configure_logging("warning")
         app = create_app(settings)
@@ -184,10 +192,15 @@ export PATIENT_TOKEN={patient_app}
 Backend service token (system/*.read):
 export SERVICE_TOKEN={backend}
 
+Admin credential (POST /admin/revocations):
+export ADMIN_TOKEN={admin_token}
+
 Try:
   curl -s {base}/metadata
   curl -s -H "Authorization: Bearer $PATIENT_TOKEN" {base}/Patient/{mrn}
 {examples}
+  # The audit trail of the sample patient (every request above is in it)
+  curl -s -H "Authorization: Bearer $TOKEN" "{base}/AuditEvent?patient={mrn}"
 
 Press Ctrl+C to stop.
 """,

@@ -80,7 +80,7 @@ def test_demo_prints_the_base_url_first(demo: tuple[str, list[str]]) -> None:
 def test_demo_sample_requests_work_as_printed(demo: tuple[str, list[str]], fhir: Any) -> None:
     _, lines = demo
     tokens = dict(re.findall(r"^export (\w+)=(\S+)$", "\n".join(lines), re.M))
-    assert set(tokens) == {"TOKEN", "PATIENT_TOKEN", "SERVICE_TOKEN"}
+    assert set(tokens) == {"TOKEN", "PATIENT_TOKEN", "SERVICE_TOKEN", "ADMIN_TOKEN"}
     curls = [line.strip() for line in lines if line.strip().startswith("curl ")]
     assert len(curls) >= 4
     posts = 0
@@ -102,4 +102,7 @@ def test_demo_sample_requests_work_as_printed(demo: tuple[str, list[str]], fhir:
         resource = fhir(reply.json())
         if "/Patient/" in url:
             assert resource["resourceType"] == "Patient"
+        if "/AuditEvent?" in url:
+            # The trail holds the sample requests about the patient made above.
+            assert len(resource["entry"]) >= 3
     assert posts == 2  # billing and wearables

@@ -20,6 +20,18 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy bridge
+	$(MAKE) --no-print-directory lint-deploy
+
+# docker/: hadolint, yamllint, the compose spec (schema bundled in check-jsonschema) and
+# the Kubernetes schemas bundled in kubernetes-validate: 1.30, the oldest that runs the
+# Deployment as written (preStop sleep), and the newest.
+K8S_MANIFESTS := $(filter-out docker/k8s/kustomization.yaml,$(wildcard docker/k8s/*.yaml))
+lint-deploy: $(STAMP)
+	$(BIN)/hadolint --no-color --config docker/.hadolint.yaml docker/Dockerfile docker/Dockerfile.mock
+	$(BIN)/yamllint --strict --config-file docker/.yamllint.yaml docker
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker/compose.yaml
+	$(BIN)/kubernetes-validate --strict --quiet --kubernetes-version 1.30.0 $(K8S_MANIFESTS)
+	$(BIN)/kubernetes-validate --strict --quiet $(K8S_MANIFESTS)
 
 test: lint
 	$(BIN)/bridge check

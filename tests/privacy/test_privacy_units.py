@@ -1,0 +1,218 @@
+"""Units of the privacy and audit layer: date ranges, Consent rules, failing closed."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.responses import JSONResponse
+from starlette.types import Receive, Scope, Send
+
+from bridge.audit import AuditMiddleware, classify
+from bridge.errors import FhirError, InvalidRequest, UnprocessableEntity
+from bridge.fhir.outcome import operation_outcome
+from bridge.fhir.response import FhirResponse
+from bridge.local import date_bounds
+from bridge.privacy import parse_consent
+from bridge.store import Store, StoreUnavailable
+
+
+def _ts(text: str) -> float:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+
+
+@pytest.mark.parametrize(
+    ("values", "since", "until"),
+    [
+        (["2026-11-24"], "2026-11-24T00:00:00", "2026-11-25T00:00:00"),
+        (["ge2026-11"], "2026-11-01T00:00:00", None),
+        (["lt2026"], None, "2026-01-01T00:00:00"),
+        (["gt2026-12-31"], "2027-01-01T00:00:00", None),
+        (["ge2026-11-01", "le2026-11-30"], "2026-11-01T00:00:00", "2026-12-01T00:00:00"),
+        (["eq2026-11-24T10:00:00Z"], "2026-11-24T10:00:00", "2026-11-24T10:00:01"),
+        (["2026-11-24T05:00-05:00"], "2026-11-24T10:00:00", "2026-11-24T10:01:00"),
+    ],
+)
+def test_date_search_values_become_ranges(
+    values: list[str], since: str | None, until: str | None
+) -> None:
+    assert date_bounds(values) == (
+        _ts(since) if since else None,
+        _ts(until) if until else None,
+    )
+
+
+@pytest.mark.parametrize("value", ["yesterday", "2026-13-01", "ne2026-11-24", "2026-11-24T10Z"])
+def test_bad_date_search_values_are_400(value: str) -> None:
+    with pytest.raises(InvalidRequest):
+        date_bounds([value])
+
+
+def _consent(provision: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "Consent",
+        "id": "c1",
+        "status": "active",
+        "scope": {"coding": [{"code": "patient-privacy"}]},
+        "category": [{"coding": [{"code": "59284-0"}]}],
+        "patient": {"reference": "Patient/7"},
+        "provision": provision,
+        **extra,
+    }
+
+
+APP = {
+    "role": {"coding": [{"code": "IRCP"}]},
+    "reference": {"identifier": {"system": "urn:ietf:params:oauth:client-id", "value": "a"}},
+}
+
+
+def test_deny_rules_match_app_type_category_and_label() -> None:
+    patient, status, rules = parse_consent(
+        _consent(
+            {
+                "type": "permit",
+                "actor": [APP],
+                "provision": [
+                    {
+                        "type": "deny",
+                        "class": [{"code": "Observation"}],
+                        "code": [{"coding": [{"system": "cat", "code": "laboratory"}]}],
+                    },
+                    {"type": "deny", "securityLabel": [{"system": "conf", "code": "R"}]},
+                ],
+            }
+        )
+    )
+    assert (patient, status, len(rules)) == ("7", "active", 2)
+    lab = {
+        "resourceType": "Observation",
+        "category": [{"coding": [{"system": "cat", "code": "laboratory"}]}],
+    }
+    vital = {
+        "resourceType": "Observation",
+        "category": [{"coding": [{"system": "cat", "code": "vital-signs"}]}],
+    }
+    restricted = {
+        "resourceType": "Condition",
+        "meta": {"security": [{"system": "conf", "code": "R"}]},
+    }
+    labs, labels = rules
+    assert labs.applies("a", lab)
+    assert not labs.applies("b", lab)  # another app
+    assert not labs.applies("a", vital)
+    assert labels.applies("a", restricted)
+    assert not labels.applies("a", {"resourceType": "Condition"})
+
+
+def test_a_top_level_deny_withholds_everything_from_its_apps() -> None:
+    _, _, (rule,) = parse_consent(_consent({"type": "deny", "actor": [APP]}))
+    assert rule.applies("a", {"resourceType": "Patient"})
+    assert not rule.applies("b", {"resourceType": "Patient"})
+
+
+@pytest.mark.parametrize(
+    "provision",
+    [
+        {"type": "permit"},  # active but denies nothing
+        {"type": "permit", "provision": [{"type": "deny", "purpose": [{"code": "TREAT"}]}]},
+        {"type": "permit", "provision": [{"type": "deny", "code": [{"text": "no code"}]}]},
+    ],
+)
+def test_consents_the_gateway_cannot_enforce_are_422(provision: dict[str, Any]) -> None:
+    with pytest.raises(UnprocessableEntity):
+        parse_consent(_consent(provision))
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "expected"),
+    [
+        ("GET", "/fhir/Patient/1", ("read", "Patient", "1")),
+        ("GET", "/fhir/Patient", ("search-type", "Patient", None)),
+        ("POST", "/fhir/Patient/_search", ("search-type", "Patient", None)),
+        ("POST", "/fhir/Observation", ("create", "Observation", None)),
+        ("PUT", "/fhir/Appointment/9", ("update", "Appointment", "9")),
+        ("PATCH", "/fhir/Appointment/9", ("patch", "Appointment", "9")),
+        ("DELETE", "/fhir/Appointment/9", ("delete", "Appointment", "9")),
+        ("POST", "/fhir", ("batch", None, None)),
+        ("GET", "/fhir/metadata", ("capabilities", None, None)),
+        ("GET", "/fhir/Claim/5/$status", ("operation", "Claim", "5")),
+        ("POST", "/admin/revocations", ("admin", None, None)),
+    ],
+)
+def test_requests_are_classified_as_fhir_interactions(
+    method: str, path: str, expected: tuple[str, str | None, str | None]
+) -> None:
+    assert classify(method, path) == expected
+
+
+class _BrokenTrail:
+    async def record(self, row: dict[str, Any]) -> None:
+        raise StoreUnavailable("the store failed a write (OperationalError)")
+
+
+def _render(error: FhirError) -> FhirResponse:
+    body = operation_outcome(error.code, error.diagnostics)
+    return FhirResponse(body, error.status, error.headers)
+
+
+def test_no_answer_leaves_when_its_audit_event_cannot_be_written() -> None:
+    async def data(scope: Scope, receive: Receive, send: Send) -> None:
+        await JSONResponse({"name": "SECRET PATIENT DATA"})(scope, receive, send)
+
+    app = AuditMiddleware(data, trail=lambda: _BrokenTrail(), render=_render)  # type: ignore[arg-type, return-value]
+
+    async def call() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return await client.get("/fhir/Patient/1")
+
+    reply = asyncio.run(call())
+    assert reply.status_code == 503
+    assert reply.headers["retry-after"] == "5"
+    assert "SECRET" not in reply.text
+    assert reply.json()["resourceType"] == "OperationOutcome"
+
+
+def test_replicas_opening_a_new_store_together_migrate_it_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    script = (
+        "import asyncio, sys\n"
+        "from bridge.store import Store\n"
+        "async def main():\n"
+        "    store = await Store.open(sys.argv[1])\n"
+        "    print(await store.ping())\n"
+        "    await store.close()\n"
+        "asyncio.run(main())\n"
+    )
+    processes = [
+        subprocess.Popen([sys.executable, "-c", script, url], stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    outputs = [p.communicate(timeout=60)[0].strip() for p in processes]
+    assert outputs == ["True"] * 4
+    assert [p.returncode for p in processes] == [0] * 4
+
+    async def version() -> list[Any]:
+        store = await Store.open(url)
+        async with store.read() as conn:
+            rows = (await conn.exec_driver_sql("SELECT version_num FROM alembic_version")).all()
+        await store.close()
+        return [r[0] for r in rows]
+
+    assert len(asyncio.run(version())) == 1  # one schema version, migrated once
+
+
+def test_a_store_url_the_gateway_cannot_use_names_the_setting() -> None:
+    from bridge.errors import ConfigError
+
+    for url in ("mysql://x@y/z", "sqlite:///:memory:", "not a url"):
+        with pytest.raises(ConfigError) as caught:
+            asyncio.run(Store.open(url))
+        assert "store.url" in str(caught.value.problems[0])

@@ -509,7 +509,7 @@ def create_app(
         auth = settings.auth
         config: dict[str, Any] = {
             "issuer": auth.issuer,
-            "jwks_uri": None,
+            "jwks_uri": auth.jwks_url,
             "authorization_endpoint": auth.authorization_endpoint,
             "token_endpoint": auth.token_endpoint,
             "revocation_endpoint": auth.revocation_endpoint,

@@ -56,6 +56,22 @@ class Limits(_Strict):
     max_count: int = Field(200, ge=1, description="The largest _count honoured.")
     max_body_bytes: int = Field(1_048_576, ge=1024)
     max_url_bytes: int = Field(8192, ge=256)
+    max_json_depth: int = Field(
+        64, ge=8, le=512, description="Deepest nesting of objects and arrays in a JSON body."
+    )
+    rate_per_second: float = Field(
+        10_000,
+        ge=0,
+        description="Requests a second one client (token client_id, else remote address) may "
+        "make, per worker; 0 turns rate limiting off. The default only stops a runaway "
+        "client: set what one app may really need.",
+    )
+    rate_burst: int = Field(
+        20_000, ge=1, description="Requests a client may make at once before the rate applies."
+    )
+    rate_max_clients: int = Field(
+        100_000, ge=100, description="Clients tracked at once; the least recent are forgotten."
+    )
 
 
 class AuthSettings(_Strict):
@@ -66,12 +82,47 @@ class AuthSettings(_Strict):
     audience: str | None = Field(None, description="Defaults to the FHIR base URL.")
     jwks: dict[str, Any] | None = Field(None, description="The issuer's public keys, inline.")
     jwks_file: Path | None = None
+    jwks_url: str | None = Field(
+        None,
+        description="Fetch the issuer's keys here; without jwks, jwks_file or jwks_url the "
+        "gateway finds jwks_uri through {issuer}/.well-known/openid-configuration.",
+    )
+    ca_file: Path | None = Field(
+        None, description="CA bundle (PEM) trusted for discovery, JWKS and introspection."
+    )
+    jwks_refetch_interval: float = Field(
+        30,
+        ge=0,
+        le=3600,
+        description="Fetch the issuer's keys at most once in this many seconds (an unknown "
+        "kid, or keys unreachable, triggers a fetch).",
+    )
+    jwks_max_age: float = Field(
+        3600, ge=60, description="Refetch the keys once they are this many seconds old."
+    )
+    http_timeout: float = Field(
+        10, gt=0, le=60, description="Seconds for one discovery, JWKS or introspection call."
+    )
     algorithms: list[str] = Field(default_factory=lambda: ["RS256", "RS384", "ES256", "ES384"])
     leeway: int = Field(60, ge=0, le=600, description="Clock skew allowed, seconds.")
     authorization_endpoint: str | None = Field(None, description="Published for SMART apps.")
     token_endpoint: str | None = Field(None, description="Published for SMART apps.")
     revocation_endpoint: str | None = None
-    introspection_endpoint: str | None = None
+    introspection_endpoint: str | None = Field(
+        None,
+        description="RFC 7662 endpoint for opaque tokens; by default the one discovery names.",
+    )
+    introspection_client_id: str | None = Field(
+        None, description="The gateway's client id at the introspection endpoint."
+    )
+    introspection_client_secret: SecretStr | None = None
+    introspection_cache: float = Field(
+        30,
+        ge=0,
+        le=300,
+        description="Seconds an introspection answer is reused (never past the token's exp): "
+        "a revoked opaque token is refused after at most this long.",
+    )
     scopes_supported: list[str] = Field(
         default_factory=lambda: [
             "openid",

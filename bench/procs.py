@@ -339,6 +339,8 @@ def start_gateway(
         "paging_key": paging_key,
         "auth": {"mode": "jwt", "issuer": issuer, "jwks": jwks},
         "log_level": "info",
+        # Every feature on: the audit trail commits one AuditEvent per request here.
+        "store": {"url": f"sqlite:///{run_dir / f'{name}-{port}-store.db'}"},
     }
     if workers > 1:
         config["workers"] = workers

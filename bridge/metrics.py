@@ -2,7 +2,12 @@
 
 Requests by resource type, interaction and status; request latency; each
 legacy operation's latency and outcome; session pool size, waits, logins and
-re-logins. Label values are names from the mappings, never data.
+re-logins; breaker state; retries, interactions out of time, and writes whose
+answer was lost (by what the lookup found). Label values are names from the
+mappings, never data.
+
+The per-request cost is one cached child per label set (`_child`); everything
+per system is read from the backends' own counters when /metrics is scraped.
 """
 
 from __future__ import annotations
@@ -56,8 +61,29 @@ class _PoolCollector(Collector):
             "Circuit breaker: 0 closed, 1 half-open, 2 open",
             labels=["system"],
         )
+        retries = CounterMetricFamily(
+            "bridge_legacy_retries",
+            "Attempts repeated after a transport failure or an expired session",
+            labels=["system", "reason"],
+        )
+        deadlines = CounterMetricFamily(
+            "bridge_legacy_deadlines_exceeded",
+            "Interactions that ran out of their deadline",
+            labels=["system"],
+        )
+        ambiguous = CounterMetricFamily(
+            "bridge_ambiguous_writes",
+            "Writes whose answer was lost, by what the lookup found",
+            labels=["system", "outcome"],
+        )
         for backend in self.backends():
             name = [backend.name]
+            stats = backend.stats
+            for reason in ("transport", "connect", "expired-session"):
+                retries.add_metric([backend.name, reason], stats.retries.get(reason, 0))
+            deadlines.add_metric(name, stats.deadlines)
+            for outcome in ("applied", "not-applied", "unknown"):
+                ambiguous.add_metric([backend.name, outcome], stats.ambiguous.get(outcome, 0))
             size.add_metric(name, backend.pool.size)
             busy.add_metric(name, backend.pool.in_use)
             logins.add_metric(name, backend.stats.logins)
@@ -67,6 +93,7 @@ class _PoolCollector(Collector):
             states = {"closed": 0, "half-open": 1, "open": 2}
             breaker.add_metric(name, states[backend.breaker.state])
         yield from (size, busy, logins, relogins, waits, timeouts, breaker)
+        yield from (retries, deadlines, ambiguous)
 
 
 class Metrics:

@@ -20,11 +20,13 @@ from urllib.parse import parse_qsl, urlsplit
 from bridge.errors import BackendError, FhirError, InvalidRequest, UnprocessableEntity
 from bridge.fhir.outcome import operation_outcome
 from bridge.fhir.validate import validate_resource
+from bridge.gateway.lookups import LOST, OutcomeUnknown, WriteNotApplied, found_records
 from bridge.gateway.steps import run_steps
 from bridge.gateway.writes import WriteInteractions
 from bridge.mapping.compiled import CompiledWrite, RunContext
 from bridge.mapping.runner import BadValue, legacy_record
 from bridge.soap.pool import Session
+from bridge.soap.retry import Deadline
 from bridge.soap.wsdl import ElementInfo
 
 __all__ = ["BundleInteractions"]
@@ -220,8 +222,13 @@ class BundleInteractions(WriteInteractions):
                     ):
                         answers[entry.index] = answer
                     continue
+                except OutcomeUnknown as error:
+                    # Maybe applied: trying each entry alone could store it twice.
+                    for entry in group:
+                        answers[entry.index] = _error_entry(error)
+                    continue
                 except FhirError:
-                    pass
+                    pass  # not applied (a fault, or checked): each entry alone
             for entry in group:
                 try:
                     answers[entry.index] = await self._one(entry, base)
@@ -366,8 +373,12 @@ class BundleInteractions(WriteInteractions):
             assert spec.id is not None
             return [(el.text or "").strip() for reply in replies for el in reply.iterfind(spec.id)]
 
-        async with self.faults(served):
-            ids = await served.backend.run(work)
+        deadline = served.backend.deadline()
+        try:
+            async with self.faults(served):
+                ids = await served.backend.run(work, idempotent=False, deadline=deadline)
+        except LOST as lost:
+            ids = await self._lost_group(group, lost, deadline)
         if len(ids) != len(group):
             raise BackendError("The legacy system did not return one id per record written.")
         answers = []
@@ -380,6 +391,51 @@ class BundleInteractions(WriteInteractions):
                 }
             )
         return answers
+
+    async def _lost_group(
+        self, group: list[_Entry], lost: FhirError, deadline: Deadline
+    ) -> list[str]:
+        """The ids of a group of creates whose answer was lost, if each was stored."""
+        served = self.route(group[0].rtype, "create")
+        spec = served.resource.create
+        assert spec is not None
+        backend = served.backend
+        system = served.system.name
+        where = ", ".join(f"entry[{e.index}]" for e in group)
+        lookup = spec.lookup
+        if lookup is None or lookup.id is None:
+            backend.stats.ambiguous["unknown"] += 1
+            raise OutcomeUnknown(
+                f"The legacy system '{system}' may or may not have stored {where}: its answer "
+                "was lost and the mapping declares no way to check. Check the legacy system "
+                "before retrying; retrying blindly may store them twice."
+            )
+        if lost.status == 504 and lookup.settle > 0:
+            await backend.pause(deadline.cap(lookup.settle))
+        found: list[list[Any]] = []
+        try:
+            for entry in group:
+                found.append(
+                    await found_records(served, lookup, RunContext(record=entry.tree), deadline)
+                )
+        except FhirError:
+            found = []
+        counts = [len(f) for f in found]
+        if found and all(c == 0 for c in counts):
+            backend.stats.ambiguous["not-applied"] += 1
+            raise WriteNotApplied(
+                f"The legacy system '{system}' did not store {where}: its answer was lost, and "
+                "the gateway checked that they are not there. It is safe to retry."
+            )
+        if not found or any(c != 1 for c in counts):
+            backend.stats.ambiguous["unknown"] += 1
+            raise OutcomeUnknown(
+                f"The legacy system '{system}' may or may not have stored {where}: its answer "
+                "was lost and checking could not tell. Check the legacy system before "
+                "retrying; retrying blindly may store them twice."
+            )
+        backend.stats.ambiguous["applied"] += 1
+        return [(f[0].findtext(lookup.id) or "").strip() for f in found]
 
     def _failed(
         self, error: FhirError, entries: list[_Entry], group: list[_Entry], applied: list[int]

@@ -36,6 +36,7 @@ from bridge.soap.backend import Backend
 from bridge.soap.breaker import CircuitBreaker
 from bridge.soap.envelope import EnvelopeValueError
 from bridge.soap.pool import Session, SessionPool
+from bridge.soap.retry import RetryPolicy
 from bridge.soap.transport import AiohttpTransport, Transport
 from bridge.soap.xml import SoapFault
 
@@ -115,6 +116,12 @@ class GatewayCore:
                 body_errors=system.body_errors,
                 breaker=CircuitBreaker(
                     failures=system.breaker_failures, cooldown=system.breaker_cooldown
+                ),
+                policy=RetryPolicy(
+                    retries=system.retries,
+                    backoff_base=system.backoff_base,
+                    backoff_cap=system.backoff_cap,
+                    deadline=system.deadline,
                 ),
             )
             backend.fingerprint = system.fingerprint

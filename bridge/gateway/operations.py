@@ -15,6 +15,7 @@ from lxml import etree
 
 from bridge.errors import InvalidRequest, MethodNotAllowed, NotFound
 from bridge.gateway.bundles import BundleInteractions
+from bridge.gateway.lookups import LOST, OutcomeUnknown
 from bridge.gateway.steps import run_steps
 from bridge.mapping.compiled import CompiledOperation, RunContext
 from bridge.mapping.runner import build_resource
@@ -106,8 +107,19 @@ class OperationInteractions(BundleInteractions):
             ctx.steps.clear()
             return await run_steps(served.backend, session, op.steps, ctx)
 
-        async with self.faults(served):
-            replies = await served.backend.run(work)
+        try:
+            async with self.faults(served):
+                # An operation that changes legacy data is a write: never rerun blindly.
+                replies = await served.backend.run(work, idempotent=not op.changes)
+        except LOST:
+            if not op.changes:
+                raise
+            served.backend.stats.ambiguous["unknown"] += 1
+            raise OutcomeUnknown(
+                f"The legacy system '{served.system.name}' may or may not have applied "
+                f"${name}: its answer was lost. Check the {rtype} before invoking ${name} "
+                "again; repeating it blindly may apply it twice."
+            ) from None
         reply = replies[-1] if replies else None
         if reply is None:
             raise NotFound(f"${name} found nothing.")

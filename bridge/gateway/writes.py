@@ -1,11 +1,15 @@
 """Writes: create (with If-None-Exist), update (with If-Match), patch and delete.
 
-Writes never retry blindly: the only retry is the one after the legacy system
-refused a call for an expired session, which it did before doing anything.
+Writes never retry blindly: only while nothing of them can have reached the
+legacy system (a connection never made, a session refused before any call was
+answered). When the answer of a write that was sent is lost, the mapping's
+lookup (or the If-None-Exist search) decides what the client hears; see
+`lookups.py`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -19,6 +23,7 @@ from bridge.errors import (
     UnprocessableEntity,
 )
 from bridge.fhir.validate import validate_resource
+from bridge.gateway.lookups import LOST, resolve_lost_write
 from bridge.gateway.searching import SearchInteractions
 from bridge.gateway.steps import run_steps
 from bridge.mapping.compiled import CompiledWrite, RunContext
@@ -56,8 +61,12 @@ class WriteInteractions(SearchInteractions):
         spec: CompiledWrite,
         body: dict[str, Any] | None,
         rid: str | None,
+        conditional: Callable[[], Awaitable[dict[str, Any] | None]] | None = None,
     ) -> tuple[str | None, dict[str, Any] | None]:
-        """Run a write; return the id and, with `answer`, the resource read back."""
+        """Run a write; return the id and, with `answer`, the resource read back.
+
+        `conditional` repeats an If-None-Exist search: it tells whether a
+        create whose answer was lost happened, when no lookup is declared."""
         served = self.route(rtype, interaction)
         tree: dict[str, Any] | None = None
         if body is not None:
@@ -88,8 +97,25 @@ class WriteInteractions(SearchInteractions):
                             answers.append(build_resource(served.resource, found, ctx))
             return new_id
 
-        async with self.faults(served):
-            result: str | None = await served.backend.run(work)
+        deadline = served.backend.deadline()
+        try:
+            async with self.faults(served):
+                result: str | None = await served.backend.run(
+                    work, idempotent=False, deadline=deadline
+                )
+        except LOST as lost:
+            return await resolve_lost_write(
+                served,
+                rtype,
+                interaction,
+                spec,
+                ctx,
+                rid,
+                lost,
+                deadline,
+                self.routes.get(rtype, {}),
+                conditional,
+            )
         return result, (answers[0] if answers else None)
 
     async def _respond(
@@ -118,7 +144,14 @@ class WriteInteractions(SearchInteractions):
             if existing is not None:
                 return WriteResult(200, existing, f"{base}/{rtype}/{existing['id']}")
         resource = {k: v for k, v in resource.items() if k not in ("id", "meta")}
-        new_id, built = await self._run_write(rtype, "create", spec, resource, None)
+        again = None
+        if if_none_exist is not None:
+            query = if_none_exist
+
+            async def again() -> dict[str, Any] | None:
+                return await self._conditional(rtype, spec, query, base)
+
+        new_id, built = await self._run_write(rtype, "create", spec, resource, None, again)
         if not new_id:
             raise BackendError("The legacy system accepted the write but returned no id.")
         self.check_id(new_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ __all__ = [
     "CompiledCall",
     "CompiledField",
     "CompiledInclude",
+    "CompiledLookup",
     "CompiledOperation",
     "CompiledPaging",
     "CompiledParam",
@@ -269,6 +271,40 @@ class CompiledSearch:
 
 
 @dataclass(frozen=True)
+class CompiledLookup:
+    """Whether a write whose answer was lost happened: calls, then a record that matches."""
+
+    steps: tuple[CompiledStep, ...]
+    records: str  # Clark path in the last answer
+    match: tuple[tuple[str, ValueTemplate], ...]  # (Clark path in a record, value sent)
+    id: str | None  # Clark path, in the record found, of its id
+    settle: float
+
+    def found(self, replies: list[etree._Element], ctx: RunContext) -> list[etree._Element]:
+        """The records that hold every value the write sent."""
+        wanted = [(path, template.render(ctx)) for path, template in self.match]
+        return [
+            record
+            for reply in replies
+            for record in reply.iterfind(self.records)
+            if all(_same(record.findtext(path), value) for path, value in wanted)
+        ]
+
+
+def _same(found: str | None, sent: str | None) -> bool:
+    found = (found or "").strip()
+    sent = (sent or "").strip()
+    if found == sent:
+        return True
+    if not found or not sent:
+        return False
+    try:  # 70 and 70.00 are the same number to a legacy decimal
+        return Decimal(found) == Decimal(sent)
+    except InvalidOperation:
+        return False
+
+
+@dataclass(frozen=True)
 class CompiledWrite:
     steps: tuple[CompiledStep, ...]
     record: str | None  # slash path in the first step's request
@@ -279,6 +315,7 @@ class CompiledWrite:
     respond: str
     id_step: str | None = None  # the named step whose answer holds the id
     answer: tuple[str, str] | None = None  # (records, match) Clark paths in the last answer
+    lookup: CompiledLookup | None = None
 
 
 @dataclass(frozen=True)
@@ -348,3 +385,7 @@ class CompiledSystem:
     fingerprint: str = ""
     breaker_failures: int = 5
     breaker_cooldown: float = 10.0
+    deadline: float = 30.0
+    retries: int = 2
+    backoff_base: float = 0.1
+    backoff_cap: float = 2.0

@@ -177,11 +177,13 @@ class _Compiler(ResourceCompiler):
         variables: tuple[str, ...],
         extra: Mapping[str, s.RequestValue] | None = None,
         provided: tuple[str, ...] = (),
+        record_from: int = 1,
     ) -> tuple[CompiledStep, ...] | None:
         """Compile `operation`+`request` or `steps`; `extra` joins the first step's request.
 
         `provided` names first-step request elements filled at run time (a
-        written record, optional search parameters)."""
+        written record, optional search parameters). Steps from index
+        `record_from` on may use `{record.PATH}` of a write's record."""
         if spec.steps is None:
             assert spec.operation is not None
             raw_steps = [s.Step(operation=spec.operation, request=spec.request)]
@@ -215,7 +217,8 @@ class _Compiler(ResourceCompiler):
             request = dict(step.request)
             if i == 0 and extra:
                 request = {**extra, **request}
-            scope = Scope(variables, dict(outputs), item, self._write_record if i > 0 else None)
+            record = self._write_record if i >= record_from else None
+            scope = Scope(variables, dict(outputs), item, record)
             call = self.call(doc, sloc, wsdl, step.operation, request, scope)
             if call is None:
                 ok = False
@@ -281,6 +284,7 @@ class _Compiler(ResourceCompiler):
                 [Problem(doc.display, line, col, f"wsdl: {exc.problem.message} ({spec.wsdl})")]
             ) from exc
         conn = spec.connection
+        self.connection_limits(doc, conn, spec.session)
         endpoint = self.endpoint_override or self.env_value(
             doc, ("connection", "endpoint"), conn.endpoint
         )
@@ -335,6 +339,10 @@ class _Compiler(ResourceCompiler):
             body_errors=body_errors,
             breaker_failures=conn.breaker_failures,
             breaker_cooldown=conn.breaker_cooldown,
+            deadline=conn.deadline,
+            retries=conn.retries,
+            backoff_base=conn.backoff_base,
+            backoff_cap=conn.backoff_cap,
             files=tuple(dict.fromkeys(files)),
             fingerprint=hashlib.sha256(
                 b"\0".join(
@@ -346,6 +354,40 @@ class _Compiler(ResourceCompiler):
                 )
             ).hexdigest(),
         )
+
+    def connection_limits(self, doc: Document, conn: s.Connection, session: s.SessionSpec) -> None:
+        """Timeouts that contradict each other: one of them could never apply."""
+        if conn.deadline < conn.timeout:
+            self.fail(
+                doc,
+                ("connection", "deadline"),
+                f"connection: deadline {conn.deadline:g} is shorter than timeout "
+                f"{conn.timeout:g}, so no call could use its whole timeout; raise deadline "
+                f"to at least {conn.timeout:g} or lower timeout",
+            )
+        if conn.backoff_base > conn.backoff_cap:
+            self.fail(
+                doc,
+                ("connection", "backoff_base"),
+                f"connection: backoff_base {conn.backoff_base:g} is above backoff_cap "
+                f"{conn.backoff_cap:g}; the cap bounds every pause, so lower backoff_base",
+            )
+        if conn.backoff_cap >= conn.deadline:
+            self.fail(
+                doc,
+                ("connection", "backoff_cap"),
+                f"connection: backoff_cap {conn.backoff_cap:g} is not below deadline "
+                f"{conn.deadline:g}, so a pause could use up the whole interaction; "
+                "lower backoff_cap",
+            )
+        if session.wait_timeout > conn.deadline:
+            self.fail(
+                doc,
+                ("session", "wait_timeout"),
+                f"session: wait_timeout {session.wait_timeout:g} is longer than "
+                f"connection.deadline {conn.deadline:g}, which bounds the wait too; "
+                "lower wait_timeout",
+            )
 
     def body_errors(
         self, doc: Document, wsdl: ServiceDescription, spec: s.InBodyErrors | None

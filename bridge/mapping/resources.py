@@ -17,6 +17,7 @@ from bridge.mapping import schema as s
 from bridge.mapping.compiled import (
     CompiledField,
     CompiledInclude,
+    CompiledLookup,
     CompiledOperation,
     CompiledPaging,
     CompiledParam,
@@ -79,6 +80,7 @@ class ResourceCompiler:
         variables: tuple[str, ...],
         extra: dict[str, s.RequestValue] | None = None,
         provided: tuple[str, ...] = (),
+        record_from: int = 1,
     ) -> tuple[CompiledStep, ...] | None:
         raise NotImplementedError
 
@@ -440,8 +442,11 @@ class ResourceCompiler:
         first_name = spec.operation or (spec.steps[0].operation if spec.steps else "")
         first_op = wsdl.operations.get(first_name)
         self._write_record = first_op.input if first_op is not None else None
+        lookup = None
         try:
             steps = self.steps(doc, loc, wsdl, spec, variables, None, written)
+            if spec.lookup is not None:
+                lookup = self.lookup(doc, (*loc, "lookup"), wsdl, spec, variables)
         finally:
             self._write_record = None
         if steps is None:
@@ -498,8 +503,52 @@ class ResourceCompiler:
             respond=spec.respond,
             id_step=id_step,
             answer=answer,
+            lookup=lookup,
         )
         return compiled, record
+
+    def lookup(
+        self,
+        doc: Document,
+        loc: Loc,
+        wsdl: ServiceDescription,
+        write: s.WriteSpec,
+        variables: tuple[str, ...],
+    ) -> CompiledLookup | None:
+        spec = write.lookup
+        assert spec is not None
+        steps = self.steps(doc, loc, wsdl, spec, variables, record_from=0)
+        if steps is None:
+            return None
+        out = self._last_output(steps).output
+        found = self.resolve(doc, (*loc, "records"), out, spec.records, "records")
+        if found is None:
+            return None
+        base = found[1]
+        scope = Scope(variables, record=self._write_record)
+        match = []
+        for key, raw in spec.match.items():
+            mloc = (*loc, "match", key)
+            path = self.resolve(doc, mloc, base, key, "match")
+            template = self.value_template(doc, mloc, raw, scope)
+            if path is None or template is None:
+                return None
+            match.append((path[0], template))
+        new_id = None
+        if spec.id is not None:
+            hit = self.resolve(doc, (*loc, "id"), base, spec.id, "id")
+            if hit is None:
+                return None
+            new_id = hit[0]
+        elif write.id is not None and "id" not in variables:
+            self.fail(
+                doc,
+                loc,
+                "lookup: a create's lookup needs 'id', the element of the record found "
+                "that holds its id (for the Location of the answer)",
+            )
+            return None
+        return CompiledLookup(steps, found[0], tuple(match), new_id, spec.settle)
 
     # -- fields --------------------------------------------------------------------
 

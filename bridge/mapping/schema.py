@@ -41,6 +41,7 @@ __all__ = [
     "Include",
     "LoginSpec",
     "LogoutSpec",
+    "Lookup",
     "OperationCall",
     "OperationOutput",
     "OperationParam",
@@ -85,8 +86,37 @@ class Connection(Strict):
     password: EnvValue | None = Field(
         None, description="Always from the environment: secrets never live in mapping files."
     )
-    timeout: float = Field(10.0, gt=0, description="Seconds for one SOAP call, end to end.")
-    connect_timeout: float = Field(3.0, gt=0)
+    timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Read timeout: seconds one SOAP call may take, from sending it to the "
+        "whole answer (then 504, or a lookup for a write).",
+    )
+    connect_timeout: float = Field(
+        3.0, gt=0, description="Seconds to open a connection (nothing is sent before)."
+    )
+    deadline: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds one FHIR interaction may spend on this system in all: waiting "
+        "for a session, logins, every call of every step, retries and their pauses.",
+    )
+    retries: int = Field(
+        2,
+        ge=0,
+        le=10,
+        description="Reads: further attempts after a transport failure or an expired "
+        "session. Writes are retried only when nothing reached the system.",
+    )
+    backoff_base: float = Field(
+        0.1, gt=0, description="Seconds: the longest pause before the first retry."
+    )
+    backoff_cap: float = Field(
+        2.0,
+        gt=0,
+        description="Seconds: the longest pause between retries (doubling from "
+        "backoff_base, with full jitter).",
+    )
     max_connections: int = Field(100, ge=1)
     breaker_failures: int = Field(
         5, ge=1, description="Transport failures in a row that open the circuit breaker."
@@ -385,6 +415,32 @@ class Answer(Strict):
     match: str = Field(description="The element, in each record, that holds the new id.")
 
 
+class Lookup(Steps):
+    """How to learn whether a write whose answer was lost was applied.
+
+    The call(s) may use `{record.PATH}` (the legacy record the write sent) and,
+    for update and delete, `{id}`. The write happened when a record at
+    `records` holds every value in `match`.
+    """
+
+    records: str = Field(description="Path, in the last step's answer, of the records.")
+    match: dict[str, Scalar] = Field(
+        description="Element (in each record) -> the value the write sent, usually "
+        "'{record.PATH}'; a value without one means the element is absent.",
+        min_length=1,
+    )
+    id: str | None = Field(
+        None, description="create: the element, in the record found, that holds its id."
+    )
+    settle: float = Field(
+        0.5,
+        ge=0,
+        le=30,
+        description="Seconds to wait after a timed-out write before looking, so a write "
+        "the system is still processing can land.",
+    )
+
+
 class WriteSpec(Steps):
     """create / update / delete: the calls, and where the resource's fields go.
 
@@ -413,6 +469,11 @@ class WriteSpec(Steps):
         "echo",
         description="What answers a write: the resource read back (read), the one sent "
         "(echo), or the one built from 'answer'.",
+    )
+    lookup: Lookup | None = Field(
+        None,
+        description="After a timeout or a broken connection, how to check whether the "
+        "write was applied before answering.",
     )
 
 

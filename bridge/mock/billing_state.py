@@ -31,6 +31,8 @@ _CENTS = Decimal("0.01")
 class BillingState(SystemState):
     """Claims of the mock billing system."""
 
+    writes = frozenset({"SubmitClaim"})
+
     def __init__(
         self, options: MockOptions, world: World | None = None, *, clock: Clock = time.monotonic
     ) -> None:

@@ -107,6 +107,8 @@ class EhrState(SystemState):
     '100001'
     """
 
+    writes = frozenset({"RecordVitals"})
+
     def __init__(
         self, options: MockOptions, world: World | None = None, *, clock: Clock = time.monotonic
     ) -> None:

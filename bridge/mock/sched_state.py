@@ -30,6 +30,8 @@ _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 class SchedulingState(SystemState):
     """Providers, slots and appointments of the mock scheduling system."""
 
+    writes = frozenset({"BookAppointment", "CancelAppointment"})
+
     def __init__(
         self,
         options: MockOptions,

@@ -9,6 +9,7 @@ Adding a system means a state class, a service module, an entry in
 from __future__ import annotations
 
 import gc
+import logging
 from typing import Any, cast
 
 from a2wsgi import WSGIMiddleware
@@ -20,7 +21,7 @@ from bridge.mock import billing, ehr, lab, pharmacy, scheduling, sidedoor
 from bridge.mock.catalog import SYSTEMS
 from bridge.mock.hospital_state import Hospital
 from bridge.mock.options import MockOptions
-from bridge.mock.soapkit import WsgiApp
+from bridge.mock.soapkit import DROP_HEADER, WsgiApp
 from bridge.mock.state import SystemState
 from bridge.mock.views import routes as view_routes
 
@@ -31,10 +32,23 @@ __all__ = ["WSGI_WORKERS", "build_app"]
 WSGI_WORKERS = 64
 
 _UNAVAILABLE = b"<html><body><h1>503 Service Unavailable</h1></body></html>"
+_DROP = DROP_HEADER.lower().encode()
+
+
+class _DroppedOnPurpose(Exception):
+    """Raised after a response started, so uvicorn closes the connection mid-answer."""
+
+
+class _QuietDrops(logging.Filter):
+    # uvicorn logs every exception of an app; these are the mock's own doing.
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, _DroppedOnPurpose)
 
 
 class _Refusable:
-    """Answers 503 with an HTML page, as a load balancer would, while refusing."""
+    """Answers 503 with an HTML page, as a load balancer would, while refusing;
+    drops the connection of an answer marked with ``DROP_HEADER``."""
 
     def __init__(self, app: ASGIApp, state: SystemState) -> None:
         self.app = app
@@ -55,7 +69,33 @@ class _Refusable:
             )
             await send({"type": "http.response.body", "body": _UNAVAILABLE})
             return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        dropped = False
+
+        async def maybe_drop(message: Any) -> None:
+            nonlocal dropped
+            if message["type"] == "http.response.start" and any(
+                name.lower() == _DROP for name, _ in message.get("headers", ())
+            ):
+                dropped = True
+                # Promise a body, then never send it: the client sees the
+                # connection break in the middle of the answer.
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 200,
+                        "headers": [(b"content-type", b"text/xml"), (b"content-length", b"512")],
+                    }
+                )
+                return
+            if not dropped:
+                await send(message)
+
+        await self.app(scope, receive, maybe_drop)
+        if dropped:
+            raise _DroppedOnPurpose()
 
 
 def _wsgi_apps(hospital: Hospital) -> dict[str, WsgiApp]:
@@ -71,6 +111,7 @@ def _wsgi_apps(hospital: Hospital) -> dict[str, WsgiApp]:
 def build_app(options: MockOptions | None = None) -> Starlette:
     """The mock hospital as an ASGI app; ``app.state.hospital`` holds its state."""
     hospital = Hospital(options)
+    logging.getLogger("uvicorn.error").addFilter(_QuietDrops())
     # The generated hospital never changes: move it out of the cyclic GC's
     # sight, so collections during requests do not rescan it.
     gc.collect()

@@ -18,6 +18,7 @@ from starlette.routing import Route
 from bridge.mock.catalog import SYSTEMS
 from bridge.mock.hospital_state import Hospital
 from bridge.mock.options import HOSPITAL_TIMEZONE
+from bridge.mock.state import WRITE_FAULTS
 
 __all__ = ["BadRequest", "error", "query_int", "routes"]
 
@@ -45,7 +46,16 @@ def _number(body: dict[str, Any], key: str, *, low: float, high: float | None) -
     return float(value)
 
 
-_FAULT_KEYS = ("system", "latency_ms", "fault_rate", "expire_sessions", "refuse_seconds")
+_FAULT_KEYS = (
+    "system",
+    "latency_ms",
+    "fault_rate",
+    "expire_sessions",
+    "refuse_seconds",
+    "write_fault",
+    "write_delay_ms",
+    "drop_calls",
+)
 
 
 def routes(hospital: Hospital) -> list[Route]:
@@ -101,8 +111,23 @@ def routes(hospital: Hospital) -> list[Route]:
             latency = _number(body, "latency_ms", low=0, high=None)
             rate = _number(body, "fault_rate", low=0, high=1)
             refuse = _number(body, "refuse_seconds", low=0, high=None)
+            write_delay = _number(body, "write_delay_ms", low=0, high=600_000)
         except BadRequest as exc:
             return error(400, str(exc))
+        drops = body.get("drop_calls")
+        if drops is not None and (
+            isinstance(drops, bool) or not isinstance(drops, int) or drops < 0
+        ):
+            return error(
+                400, f"'drop_calls' must be a non-negative integer, got {json.dumps(drops)}"
+            )
+        write_fault = body.get("write_fault")
+        if write_fault is not None and write_fault not in WRITE_FAULTS:
+            return error(
+                400,
+                f"'write_fault' must be one of {list(WRITE_FAULTS)} or null, "
+                f"got {json.dumps(write_fault)}",
+            )
         expire = body.get("expire_sessions", False)
         if not isinstance(expire, bool):
             return error(400, f"'expire_sessions' must be true or false, got {json.dumps(expire)}")
@@ -115,7 +140,16 @@ def routes(hospital: Hospital) -> list[Route]:
             known = sorted(hospital.systems)
             return error(400, f"unknown system {json.dumps(name)}; known: {known}")
         for system in targets:
-            system.set_faults(latency_ms=latency, fault_rate=rate, refuse_seconds=refuse)
+            system.set_faults(
+                latency_ms=latency,
+                fault_rate=rate,
+                refuse_seconds=refuse,
+                write_fault=write_fault,
+                write_delay_ms=write_delay,
+                clear_write_fault="write_fault" in body and write_fault is None,
+            )
+            if drops is not None:
+                system.drop_next_calls(drops)
             if expire:
                 system.expire_sessions()
         return JSONResponse(hospital.faults())

@@ -8,13 +8,15 @@ hands its spyne ``Application`` factory to the helpers here:
   Fault whose detail is ``<tns:VendorError><tns:Code/><tns:Message/>``;
 * :class:`VendorWsgi` answers requests that never reach an operation
   (schema-invalid, undecodable) with the system's own BAD-REQUEST code;
-* :func:`build_wsgi` binds the state, sleeps injected latency;
+* :func:`build_wsgi` binds the state, sleeps injected latency, applies
+  injected write faults (see :data:`DROP_HEADER`);
 * :func:`wsdl_document` / :func:`pretty_wsdl` give the WSDL as served and
   as checked in.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import time
@@ -31,6 +33,7 @@ from spyne.server.wsgi import WsgiApplication
 from bridge.mock.state import SystemState, VendorError
 
 __all__ = [
+    "DROP_HEADER",
     "OPTIONAL",
     "REQUIRED",
     "VendorSoap12",
@@ -210,6 +213,49 @@ def _stabilise(wsdl: Any) -> None:
     wsdl.event_manager.add_listener("wsdl_document_built", _stable_schema)
 
 
+# A WSGI answer carrying this header is never delivered: the ASGI layer
+# (server.py) starts the response and then drops the connection, as a crashed
+# or unplugged legacy server would.
+DROP_HEADER = "X-Mock-Drop-Connection"
+_OPERATION = re.compile(rb"<(?:[\w.-]+:)?Body\b[^>]*>\s*<(?:[\w.-]+:)?([\w.-]+)")
+
+
+def _operation_of(environ: dict[str, Any]) -> str | None:
+    """The SOAP operation a request calls (its first Body child); the body stays readable."""
+    stream = environ["wsgi.input"]
+    body = stream.read()
+    environ["wsgi.input"] = io.BytesIO(body)
+    match = _OPERATION.search(body)
+    return match.group(1).decode() if match else None
+
+
+def _faulty_write(
+    soap: WsgiApp,
+    environ: dict[str, Any],
+    start_response: Callable[..., Any],
+    mode: str,
+    delay: float,
+) -> Iterable[bytes]:
+    """A write under an injected write fault (``POST /_mock/faults`` ``write_fault``)."""
+    if mode == "drop-before-apply":
+        start_response("200 OK", [("Content-Type", "text/xml"), (DROP_HEADER, "1")])
+        return [b""]
+    captured: list[Any] = []
+
+    def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        captured[:] = [status, headers]
+        return lambda data: None
+
+    body = b"".join(soap(environ, capture))  # applied here
+    status, headers = captured
+    if mode == "apply-then-drop":
+        start_response("200 OK", [("Content-Type", "text/xml"), (DROP_HEADER, "1")])
+        return [b""]
+    time.sleep(delay)  # apply-then-delay: the answer comes, too late
+    start_response(status, headers)
+    return [body]
+
+
 def build_wsgi(application: Any, state: SystemState, *, tns: str, bad_request: str) -> WsgiApp:
     """A spyne ``Application`` as a WSGI app bound to ``state``; sleeps injected latency."""
     quiet_spyne()
@@ -227,6 +273,13 @@ def build_wsgi(application: Any, state: SystemState, *, tns: str, bad_request: s
         delay = state.latency_seconds()
         if delay > 0 and environ.get("REQUEST_METHOD") == "POST":
             time.sleep(delay)
+        if state.has_call_faults and environ.get("REQUEST_METHOD") == "POST":
+            if state.drop_call():
+                start_response("200 OK", [("Content-Type", "text/xml"), (DROP_HEADER, "1")])
+                return [b""]
+            hit = state.write_fault(_operation_of(environ) or "")
+            if hit is not None:
+                return _faulty_write(soap, environ, start_response, *hit)
         return cast(Iterable[bytes], soap(environ, start_response))
 
     return wsgi

@@ -22,7 +22,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Clock", "FaultSettings", "HospitalState", "SystemState", "VendorError"]
+__all__ = [
+    "WRITE_FAULTS",
+    "Clock",
+    "FaultSettings",
+    "HospitalState",
+    "SystemState",
+    "VendorError",
+]
+
+# What can happen to a write (an operation that changes the system's data):
+# applied and then its answer is held back (`write_delay_ms`) or the connection
+# dropped; or the connection dropped before it is applied.
+WRITE_FAULTS = ("apply-then-delay", "apply-then-drop", "drop-before-apply")
 
 Clock = Callable[[], float]
 
@@ -48,8 +60,10 @@ class FaultSettings:
     latency_ms: float = 0.0
     fault_rate: float = 0.0
     refuse_until: float | None = None
+    write_fault: str | None = None  # one of WRITE_FAULTS
+    write_delay_ms: float = 5000.0
 
-    def to_json(self, now: float) -> dict[str, float]:
+    def to_json(self, now: float) -> dict[str, Any]:
         remaining = 0.0
         if self.refuse_until is not None:
             remaining = max(0.0, round(self.refuse_until - now, 3))
@@ -57,6 +71,8 @@ class FaultSettings:
             "latency_ms": self.latency_ms,
             "fault_rate": self.fault_rate,
             "refuse_seconds": remaining,
+            "write_fault": self.write_fault,
+            "write_delay_ms": self.write_delay_ms,
         }
 
 
@@ -65,8 +81,11 @@ class SystemState:
 
     A new system (lab, scheduling, ...) subclasses this, adds its own data
     and sessions, and overrides :meth:`reset`, :meth:`expire_sessions` and
-    :meth:`stats` to include them.
+    :meth:`stats` to include them. ``writes`` names its operations that
+    change data: the ones ``write_fault`` hits.
     """
+
+    writes: frozenset[str] = frozenset()
 
     def __init__(self, name: str, *, internal_code: str, seed: int, clock: Clock) -> None:
         self.name = name
@@ -77,6 +96,9 @@ class SystemState:
         self._calls: Counter[str] = Counter()
         self._faults: Counter[str] = Counter()
         self._refused = 0
+        self._write_faults = 0
+        self._drop_calls = 0  # the next this many calls have their connection dropped
+        self._dropped = 0
         self._settings = FaultSettings()
         self._fault_rng = random.Random(seed)
 
@@ -111,6 +133,33 @@ class SystemState:
         with self._lock:
             return self._settings.latency_ms / 1000.0
 
+    def write_fault(self, operation: str) -> tuple[str, float] | None:
+        """The fault to apply to this call (mode, delay in seconds), if it is a hit write."""
+        with self._lock:
+            settings = self._settings
+            if settings.write_fault is None or operation not in self.writes:
+                return None
+            self._write_faults += 1
+            return settings.write_fault, settings.write_delay_ms / 1000.0
+
+    @property
+    def has_call_faults(self) -> bool:
+        # Unlocked reads of values only the side door changes: a hint, rechecked below.
+        return self._settings.write_fault is not None or self._drop_calls > 0
+
+    def drop_call(self) -> bool:
+        """Whether to drop this call's connection unanswered (``drop_calls``)."""
+        with self._lock:
+            if self._drop_calls <= 0:
+                return False
+            self._drop_calls -= 1
+            self._dropped += 1
+            return True
+
+    def drop_next_calls(self, count: int) -> None:
+        with self._lock:
+            self._drop_calls = count
+
     def refusing(self) -> bool:
         with self._lock:
             until = self._settings.refuse_until
@@ -124,6 +173,9 @@ class SystemState:
         latency_ms: float | None = None,
         fault_rate: float | None = None,
         refuse_seconds: float | None = None,
+        write_fault: str | None = None,
+        write_delay_ms: float | None = None,
+        clear_write_fault: bool = False,
     ) -> None:
         """Change the given settings, leave the others as they are."""
         with self._lock:
@@ -136,16 +188,21 @@ class SystemState:
             if refuse_seconds is not None:
                 until = self._clock() + refuse_seconds if refuse_seconds > 0 else None
                 current = dataclasses.replace(current, refuse_until=until)
+            if write_fault is not None or clear_write_fault:
+                current = dataclasses.replace(current, write_fault=write_fault)
+            if write_delay_ms is not None:
+                current = dataclasses.replace(current, write_delay_ms=write_delay_ms)
             self._settings = current
 
     def clear_faults(self) -> None:
         with self._lock:
             self._settings = FaultSettings()
+            self._drop_calls = 0
             self._fault_rng = random.Random(self._seed)
 
-    def faults(self) -> dict[str, float]:
+    def faults(self) -> dict[str, Any]:
         with self._lock:
-            return self._settings.to_json(self._clock())
+            return {**self._settings.to_json(self._clock()), "drop_calls": self._drop_calls}
 
     # -- hooks for subclasses ---------------------------------------------
 
@@ -158,6 +215,8 @@ class SystemState:
             self._calls.clear()
             self._faults.clear()
             self._refused = 0
+            self._write_faults = 0
+            self._dropped = 0
         self.clear_faults()
 
     def stats(self) -> dict[str, Any]:
@@ -166,6 +225,8 @@ class SystemState:
                 "calls": dict(sorted(self._calls.items())),
                 "faults": dict(sorted(self._faults.items())),
                 "refused": self._refused,
+                "write_faults": self._write_faults,
+                "dropped": self._dropped,
             }
 
 
@@ -189,7 +250,7 @@ class HospitalState:
         for system in self.systems.values():
             system.reset()
 
-    def faults(self) -> dict[str, dict[str, float]]:
+    def faults(self) -> dict[str, dict[str, Any]]:
         return {name: system.faults() for name, system in self.systems.items()}
 
     def clear_faults(self) -> None:

@@ -5,11 +5,24 @@ the SOAP calls of one FHIR interaction) and returns the session. When the
 legacy system says the session expired, the backend logs in again and runs the
 whole of `work` once more: a multi-call interaction must not resume halfway
 on a new session whose context (selected patient, cursors) is empty.
+
+Everything an interaction does spends from one deadline (`RetryPolicy.deadline`):
+the wait for a session, logins, each call (no call waits longer than what is
+left) and the pauses between retries. A read-only interaction (`idempotent`)
+is tried again after a transport failure or an expired session, with capped,
+jittered backoff, as long as retries and the deadline allow. A write is tried
+again only while nothing of it can have reached the legacy system: the
+connection was never made, or the session was refused before any call of the
+interaction was answered. Otherwise its failure (`ReadTimeout`,
+`ConnectionLost`) goes to the caller, who must find out what happened.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,15 +30,37 @@ from typing import Any, TypeVar
 
 from lxml import etree
 
-from bridge.errors import BackendError, BackendTimeout, BackendUnavailable, SessionLimitReached
+from bridge.errors import (
+    BackendError,
+    BackendTimeout,
+    BackendUnavailable,
+    PoolExhausted,
+    SessionLimitReached,
+)
 from bridge.soap.breaker import CircuitBreaker
 from bridge.soap.envelope import EnvelopeTemplate, HeaderTemplate, Value
 from bridge.soap.pool import Session, SessionPool
-from bridge.soap.transport import SoapRequest, SoapResponse, Transport
+from bridge.soap.retry import Deadline, RetryPolicy
+from bridge.soap.transport import (
+    ConnectionLost,
+    ReadTimeout,
+    Refused,
+    SoapRequest,
+    SoapResponse,
+    Transport,
+    Unsent,
+)
 from bridge.soap.wssecurity import UsernameToken
 from bridge.soap.xml import FaultCodePath, SoapFault, parse_envelope
 
-__all__ = ["Backend", "BackendStats", "BodyErrors", "CallRecord", "SessionStyle"]
+__all__ = [
+    "Backend",
+    "BackendStats",
+    "BodyErrors",
+    "CallRecord",
+    "DeadlineExceeded",
+    "SessionStyle",
+]
 
 log = logging.getLogger("bridge.soap")
 T = TypeVar("T")
@@ -75,12 +110,27 @@ class BodyErrors:
         return (reply.findtext(check[1]) or "").strip() or "unknown"
 
 
+class DeadlineExceeded(BackendTimeout):
+    """The interaction used up its deadline (session wait, logins, calls, retries)."""
+
+
 @dataclass
 class BackendStats:
     calls: int = 0
     logins: int = 0
     relogins: int = 0
     logouts: int = 0
+    deadlines: int = 0  # interactions that ran out of time
+    # Retries by reason (transport, connect, expired-session), and writes whose
+    # outcome was unknown, by how that was resolved (applied, not-applied, unknown).
+    retries: collections.Counter[str] = field(default_factory=collections.Counter)
+    ambiguous: collections.Counter[str] = field(default_factory=collections.Counter)
+
+
+class _Retry(Exception):
+    def __init__(self, reason: str, error: BackendUnavailable | BackendTimeout | Exception) -> None:
+        self.reason = reason
+        self.error = error
 
 
 @dataclass(frozen=True)
@@ -104,6 +154,10 @@ class Backend:
         timeout: float,
         body_errors: BodyErrors | None = None,
         breaker: CircuitBreaker | None = None,
+        policy: RetryPolicy | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        jitter: Callable[[], float] = random.random,
     ) -> None:
         self.name = name
         self.endpoint = endpoint
@@ -114,38 +168,76 @@ class Backend:
         self.timeout = timeout
         self.body_errors = body_errors
         self.breaker = breaker or CircuitBreaker(failures=5, cooldown=10)
+        self.policy = policy or RetryPolicy()
+        self._clock = clock
+        self._sleep = sleep
+        self._jitter = jitter
         self.stats = BackendStats()
         self.fingerprint = ""
         # Called with (operation, outcome, seconds) after every SOAP call.
         self.observe: Callable[[str, str, float], None] | None = None
 
+    def _time_left(self, deadline: Deadline | None) -> float:
+        """The timeout of the next call: `timeout`, or less when the deadline is near."""
+        if deadline is None:
+            return self.timeout
+        left = deadline.remaining()
+        if left <= 0:
+            raise self._out_of_time()
+        return min(self.timeout, left)
+
+    def _out_of_time(self) -> DeadlineExceeded:
+        self.stats.deadlines += 1
+        return DeadlineExceeded(
+            f"The legacy system '{self.name}' did not answer within the "
+            f"{self.policy.deadline:g} s the gateway allows one interaction; retry later."
+        )
+
     async def _send(
-        self, template: EnvelopeTemplate, body: bytes, cookie: str | None = None
+        self,
+        template: EnvelopeTemplate,
+        body: bytes,
+        cookie: str | None = None,
+        deadline: Deadline | None = None,
     ) -> tuple[etree._Element, SoapResponse]:
         op = template.operation.name
-        self.stats.calls += 1
         headers = template.http_headers
         if cookie is not None:
             headers = {**headers, "Cookie": cookie}
+        timeout = self._time_left(deadline)
         self.breaker.before()
+        self.stats.calls += 1
         started = time.perf_counter()
         outcome = "error"
         try:
             response = await self.transport.send(
-                SoapRequest(self.endpoint, body, headers, op, self.timeout)
+                SoapRequest(self.endpoint, body, headers, op, timeout)
             )
             outcome = (
                 "ok" if response.status < 400 else "fault" if response.status == 500 else "error"
             )
-        except (BackendUnavailable, BackendTimeout):
+        except Unsent:
+            outcome = "unsent"
             self.breaker.failure()
             raise
+        except (ReadTimeout, ConnectionLost) as exc:
+            outcome = "timeout" if isinstance(exc, ReadTimeout) else "lost"
+            self.breaker.failure()
+            raise
+        except BackendTimeout as exc:  # a transport that does not say more
+            outcome = "timeout"
+            self.breaker.failure()
+            raise ReadTimeout(exc.diagnostics) from exc
+        except BackendUnavailable as exc:
+            outcome = "lost"
+            self.breaker.failure()
+            raise ConnectionLost(exc.diagnostics) from exc
         finally:
             if self.observe is not None:
                 self.observe(op, outcome, time.perf_counter() - started)
         if response.status >= 500 and not response.body.lstrip().startswith(b"<"):
             self.breaker.failure()
-            raise BackendUnavailable()
+            raise Refused()
         if response.status not in (200, 202, 500) and response.status < 500:
             raise BackendError(f"The legacy system answered HTTP {response.status}.")
         try:
@@ -156,7 +248,7 @@ class Backend:
         except BackendError:
             if response.status >= 500:
                 self.breaker.failure()
-                raise BackendUnavailable() from None
+                raise Refused() from None
             raise
         self.breaker.success()
         if self.body_errors is not None:
@@ -170,9 +262,14 @@ class Backend:
     ) -> etree._Element:
         """One SOAP call on a leased session; returns the response's body element."""
         if self.style.logs_in and session.token is None:
-            await self._login(session)
+            try:
+                await self._login(session, session.deadline)
+            except (ReadTimeout, ConnectionLost) as exc:
+                # Only the login was lost: nothing of the interaction was sent.
+                raise Unsent(exc.diagnostics) from exc
         body, cookie = self._envelope(template, values, session.token)
-        reply, _ = await self._send(template, body, cookie)
+        reply, _ = await self._send(template, body, cookie, session.deadline)
+        session.answered += 1
         return reply
 
     def _envelope(
@@ -209,13 +306,13 @@ class Backend:
             return shown._envelope(template, values, token)[0]
         return self._envelope(template, values, token)[0]
 
-    async def _login(self, session: Session) -> None:
+    async def _login(self, session: Session, deadline: Deadline | None = None) -> None:
         style = self.style
         if style.login is None:
             return
         body = style.login.render(style.login_values)
         try:
-            reply, response = await self._send(style.login, body)
+            reply, response = await self._send(style.login, body, None, deadline)
         except SoapFault as fault:
             if fault.vendor_code in style.limit_codes:
                 raise SessionLimitReached(retry_after=2) from None
@@ -232,17 +329,113 @@ class Backend:
         session.token = token
         self.stats.logins += 1
 
-    async def run(self, work: Callable[[Session], Awaitable[T]], *, prefer: str | None = None) -> T:
-        async with self.pool.lease(prefer) as session:
+    async def pause(self, seconds: float) -> None:
+        """Wait on the backend's clock (tests inject one that does not sleep)."""
+        if seconds > 0:
+            await self._sleep(seconds)
+
+    def deadline(self) -> Deadline:
+        """A fresh deadline for one interaction on this system."""
+        return Deadline(self.policy.deadline, self._clock)
+
+    async def run(
+        self,
+        work: Callable[[Session], Awaitable[T]],
+        *,
+        prefer: str | None = None,
+        idempotent: bool = True,
+        deadline: Deadline | None = None,
+    ) -> T:
+        """Run `work` on a leased session, within `deadline` (a fresh one by default).
+
+        `idempotent` work (reads) is retried after transport failures; other
+        work only while nothing of it can have reached the legacy system.
+        """
+        deadline = deadline or self.deadline()
+        retries = 0
+        relogged = False
+        while True:
             try:
-                return await work(session)
-            except SoapFault as fault:
-                if fault.vendor_code not in self.style.expired_codes:
-                    raise
-            # The session expired under us: log in again and redo the whole interaction.
+                return await self._attempt(work, prefer, idempotent, deadline)
+            except _Retry as retry:
+                error = retry.error
+                if retry.reason == "expired-session" and not relogged:
+                    # The documented one re-login: at once, outside the retry budget.
+                    relogged = True
+                    self.stats.retries[retry.reason] += 1
+                    continue
+                if retries >= self.policy.retries:
+                    raise self._final(error, deadline) from None
+                retries += 1
+                pause = self.policy.backoff(retries, self._jitter)
+                if pause >= deadline.remaining():
+                    raise self._final(error, deadline) from None
+                self.stats.retries[retry.reason] += 1
+                log.info(
+                    "retrying on %s after %s (retry %d, pause %.3fs)",
+                    self.name,
+                    retry.reason,
+                    retries,
+                    pause,
+                )
+                await self._sleep(pause)
+
+    async def _attempt(
+        self,
+        work: Callable[[Session], Awaitable[T]],
+        prefer: str | None,
+        idempotent: bool,
+        deadline: Deadline,
+    ) -> T:
+        if deadline.expired:
+            raise _Retry("deadline", self._out_of_time())
+        try:
+            session = await self.pool.acquire(prefer, timeout=deadline.remaining())
+        except PoolExhausted:
+            if deadline.expired:
+                raise self._out_of_time() from None
+            raise
+        session.deadline = deadline
+        session.answered = 0
+        try:
+            return await work(session)
+        except SoapFault as fault:
+            if fault.vendor_code not in self.style.expired_codes:
+                raise
+            # The session expired under us: log in again and redo the whole
+            # interaction, unless a write already got a call through.
             session.forget()
             self.stats.relogins += 1
-            return await work(session)
+            if idempotent or session.answered == 0:
+                raise _Retry("expired-session", fault) from None
+            raise
+        except Unsent as exc:
+            if idempotent or session.answered == 0:
+                raise _Retry("connect", exc) from None
+            raise
+        except (ReadTimeout, ConnectionLost, Refused) as exc:
+            if idempotent:
+                raise _Retry("transport", exc) from None
+            raise
+        finally:
+            self.pool.release(session)
+
+    def _final(self, error: Exception, deadline: Deadline) -> Exception:
+        """The error a client sees once retries or the deadline are spent."""
+        if isinstance(error, DeadlineExceeded):
+            return error
+        if deadline.expired:
+            return self._out_of_time()
+        if isinstance(error, BackendTimeout):
+            return type(error)(
+                f"The legacy system '{self.name}' did not answer in time; retry later."
+            )
+        if isinstance(error, BackendUnavailable):
+            return type(error)(
+                f"The legacy system '{self.name}' is unavailable; retry later.",
+                retry_after=int(error.headers.get("Retry-After", "5")),
+            )
+        return error
 
     async def _logout(self, session: Session) -> None:
         style = self.style

@@ -16,8 +16,12 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from bridge.errors import PoolExhausted
+
+if TYPE_CHECKING:
+    from bridge.soap.retry import Deadline
 
 __all__ = ["Session", "SessionPool"]
 
@@ -33,6 +37,10 @@ class Session:
     last_used: float = 0.0
     # Legacy cursors this session holds: cursor id -> position of its next record.
     cursors: collections.OrderedDict[str, int] = field(default_factory=collections.OrderedDict)
+    # Set while leased: the interaction's deadline, and how many of its calls
+    # the legacy system has answered (a write that got one through is never rerun).
+    deadline: Deadline | None = None
+    answered: int = 0
 
     def remember_cursor(self, cursor: str, position: int) -> None:
         self.cursors[cursor] = position
@@ -84,7 +92,9 @@ class SessionPool:
                     return self._idle.pop(i)
         return self._idle.pop()  # the most recently used: the warmest
 
-    async def acquire(self, prefer: str | None = None) -> Session:
+    async def acquire(self, prefer: str | None = None, *, timeout: float | None = None) -> Session:
+        """A session for one interaction; waits at most `wait_timeout` (or `timeout`,
+        when shorter) for one to be free, then raises PoolExhausted."""
         session = self._take_idle(prefer)
         if session is None and len(self._sessions) < self.max_size:
             session = Session(key=f"{self._prefix}-{next(self._serial)}")
@@ -94,7 +104,8 @@ class SessionPool:
             future: asyncio.Future[Session] = asyncio.get_running_loop().create_future()
             self._waiters.append(future)
             try:
-                session = await asyncio.wait_for(asyncio.shield(future), self.wait_timeout)
+                wait = self.wait_timeout if timeout is None else min(timeout, self.wait_timeout)
+                session = await asyncio.wait_for(asyncio.shield(future), wait)
             except BaseException as exc:
                 # Timed out or cancelled: a session handed over just as the waiter
                 # gave up goes back to the pool instead of leaking.
@@ -124,6 +135,7 @@ class SessionPool:
 
     def release(self, session: Session, *, discard: bool = False) -> None:
         session.last_used = self._clock()
+        session.deadline = None
         if discard:
             # The slot is freed; a waiter gets a fresh session that logs in.
             del self._sessions[session.key]

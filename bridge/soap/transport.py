@@ -7,6 +7,21 @@ can pass any object with the same method.
     class Canned:
         async def send(self, request: SoapRequest) -> SoapResponse:
             return SoapResponse(200, RECORDED_REPLY)
+
+A transport says how a call failed, because it decides whether the call may
+be tried again: `Unsent` (nothing reached the legacy system: connection
+refused or not made in time), `ReadTimeout` (the request went out, the answer
+did not come in time) or `ConnectionLost` (the connection broke during the
+exchange). After the last two a write may or may not have happened. A plain
+`BackendTimeout` or `BackendUnavailable` from a transport is read as
+`ReadTimeout` or `ConnectionLost`: when in doubt, the request was sent.
+
+    BackendUnavailable (503)
+    ├── Unsent              nothing was sent: safe to try again
+    ├── ConnectionLost      the request may have been sent
+    └── Refused             an HTTP error page instead of SOAP (e.g. a proxy's 503)
+    BackendTimeout (504)
+    └── ReadTimeout         the request was sent; no answer in time
 """
 
 from __future__ import annotations
@@ -18,9 +33,38 @@ import aiohttp
 
 from bridge.errors import BackendError, BackendTimeout, BackendUnavailable
 
-__all__ = ["AiohttpTransport", "SoapRequest", "SoapResponse", "Transport"]
+__all__ = [
+    "AiohttpTransport",
+    "ConnectionLost",
+    "ReadTimeout",
+    "Refused",
+    "SoapRequest",
+    "SoapResponse",
+    "Transport",
+    "Unsent",
+]
 
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+
+
+class Unsent(BackendUnavailable):
+    """Nothing reached the legacy system (connection refused, or not made in time)."""
+
+    default_diagnostics = "The legacy system could not be reached; retry later."
+
+
+class ConnectionLost(BackendUnavailable):
+    """The connection broke after the request may have been sent."""
+
+    default_diagnostics = "The connection to the legacy system broke; retry later."
+
+
+class Refused(BackendUnavailable):
+    """The legacy endpoint answered an HTTP error page instead of SOAP."""
+
+
+class ReadTimeout(BackendTimeout):
+    """The request was sent and no whole answer came in time."""
 
 
 @dataclass(frozen=True)
@@ -42,7 +86,7 @@ class SoapResponse:
 
 class Transport(Protocol):
     async def send(self, request: SoapRequest) -> SoapResponse:
-        """Send one SOAP request; raise BackendTimeout or BackendUnavailable."""
+        """Send one SOAP request; raise Unsent, ReadTimeout or ConnectionLost."""
         ...
 
     async def close(self) -> None: ...
@@ -68,7 +112,11 @@ class AiohttpTransport:
         return self._session
 
     async def send(self, request: SoapRequest) -> SoapResponse:
-        timeout = aiohttp.ClientTimeout(total=request.timeout, sock_connect=self._connect_timeout)
+        # The connect limit is the smaller one, so a slow connect surfaces as
+        # a connect timeout (nothing sent) rather than as the total timeout.
+        timeout = aiohttp.ClientTimeout(
+            total=request.timeout, sock_connect=min(self._connect_timeout, request.timeout)
+        )
         try:
             async with self._client().post(
                 request.url, data=request.body, headers=request.headers, timeout=timeout
@@ -83,10 +131,12 @@ class AiohttpTransport:
                 return SoapResponse(
                     resp.status, body, resp.headers.get("Content-Type", ""), cookies
                 )
+        except (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorError) as exc:
+            raise Unsent() from exc
         except TimeoutError as exc:
-            raise BackendTimeout() from exc
+            raise ReadTimeout() from exc
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
-            raise BackendUnavailable() from exc
+            raise ConnectionLost() from exc
         except aiohttp.ClientError as exc:
             raise BackendError() from exc
 

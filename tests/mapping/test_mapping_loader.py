@@ -354,8 +354,9 @@ def test_compile_system_reports_loader_problems_with_folder_path(hospital_copy) 
     hospital_copy.edit("system.yaml", "connect_timeout: 3", "conect_timeout: 3")
     assert hospital_copy.problems() == [
         f"{hospital_copy.at('system.yaml', 'conect_timeout')}: unknown key 'conect_timeout'; "
-        "did you mean 'connect_timeout'? known: breaker_cooldown, breaker_failures, "
-        "connect_timeout, endpoint, max_connections, password, timeout, username"
+        "did you mean 'connect_timeout'? known: backoff_base, backoff_cap, breaker_cooldown, "
+        "breaker_failures, connect_timeout, deadline, endpoint, max_connections, password, "
+        "retries, timeout, username"
     ]
 
 
@@ -363,4 +364,90 @@ def test_compile_system_reports_missing_key_in_resource_file(hospital_copy) -> N
     hospital_copy.edit("Patient.yaml", "  record: Patient\n", "")
     assert hospital_copy.problems() == [
         f"{hospital_copy.at('Patient.yaml', 'read:')}: 'read.record' is required"
+    ]
+
+
+# -- timeouts, retries and lookups ----------------------------------------------
+
+
+def test_connection_timeouts_default_to_safe_values(hospital) -> None:
+    assert (hospital.timeout, hospital.connect_timeout, hospital.deadline) == (10, 3, 30)
+    assert (hospital.retries, hospital.backoff_base, hospital.backoff_cap) == (2, 0.1, 2.0)
+
+
+def test_connection_deadline_shorter_than_timeout_is_reported(hospital_copy) -> None:
+    hospital_copy.edit("system.yaml", "  timeout: 10\n", "  timeout: 10\n  deadline: 6\n")
+    assert hospital_copy.problems() == [
+        f"{hospital_copy.at('system.yaml', 'deadline')}: connection: deadline 6 is shorter "
+        "than timeout 10, so no call could use its whole timeout; raise deadline to at "
+        "least 10 or lower timeout"
+    ]
+
+
+def test_connection_backoff_limits_are_checked(hospital_copy) -> None:
+    hospital_copy.edit(
+        "system.yaml",
+        "  connect_timeout: 3\n",
+        "  connect_timeout: 3\n  backoff_base: 3\n  backoff_cap: 1\n",
+    )
+    assert hospital_copy.problems() == [
+        f"{hospital_copy.at('system.yaml', 'backoff_base')}: connection: backoff_base 3 is "
+        "above backoff_cap 1; the cap bounds every pause, so lower backoff_base",
+    ]
+
+
+def test_session_wait_longer_than_the_deadline_is_reported(hospital_copy) -> None:
+    hospital_copy.edit("system.yaml", "  wait_timeout: 5\n", "  wait_timeout: 45\n")
+    assert hospital_copy.problems() == [
+        f"{hospital_copy.at('system.yaml', 'wait_timeout')}: session: wait_timeout 45 is "
+        "longer than connection.deadline 30, which bounds the wait too; lower wait_timeout"
+    ]
+
+
+def test_connection_retries_must_be_a_small_count(hospital_copy) -> None:
+    hospital_copy.edit("system.yaml", "  timeout: 10\n", "  timeout: 10\n  retries: -1\n")
+    [problem] = hospital_copy.problems()
+    assert problem.startswith(f"{hospital_copy.at('system.yaml', 'retries')}: ")
+    assert "retries" in problem
+
+
+def test_lookup_compiles_match_paths_and_record_placeholders(hospital) -> None:
+    create = hospital.resources["Observation"].create
+    assert create is not None and create.lookup is not None
+    lookup = create.lookup
+    assert lookup.steps[0].call.operation == "GetVitals"
+    assert [path.rsplit("}", 1)[1] for path, _ in lookup.match] == [
+        "TypeCode",
+        "Value",
+        "TakenAt",
+        "DeviceId",
+    ]
+    assert lookup.id is not None and lookup.id.endswith("}ReadingId")
+    assert lookup.settle == 0.5
+
+
+def test_lookup_match_on_an_unknown_element_is_reported(hospital_copy) -> None:
+    hospital_copy.edit("Observation.yaml", "      TakenAt: ", "      Taken: ")
+    assert hospital_copy.problems() == [
+        f"{hospital_copy.at('Observation.yaml', 'Taken:')}: match: element 'Taken' is not in "
+        "Reading; known: ReadingId, TypeCode, Value, Unit, TakenAt, DeviceId"
+    ]
+
+
+def test_lookup_unknown_record_placeholder_is_reported(hospital_copy) -> None:
+    hospital_copy.edit(
+        "Observation.yaml", '{record.Readings/Reading/Value}"', '{record.Readings/Reading/Val}"'
+    )
+    assert hospital_copy.problems() == [
+        f"{hospital_copy.at('Observation.yaml', 'Value: ')}: {{record}}: element 'Val' "
+        "is not in Reading; known: ReadingId, TypeCode, Value, Unit, TakenAt, DeviceId"
+    ]
+
+
+def test_lookup_of_a_create_needs_an_id(hospital_copy) -> None:
+    hospital_copy.edit("Observation.yaml", "    id: ReadingId\n", "")
+    assert hospital_copy.problems() == [
+        f"{hospital_copy.at('Observation.yaml', 'lookup:')}: lookup: a create's lookup needs "
+        "'id', the element of the record found that holds its id (for the Location of the "
+        "answer)"
     ]

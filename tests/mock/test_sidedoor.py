@@ -10,7 +10,14 @@ import pytest
 from bridge.mock import MockHospital, MockHospitalError
 
 SYSTEMS = ["ehr", "lab", "scheduling", "pharmacy", "billing"]
-NO_FAULTS = {"latency_ms": 0.0, "fault_rate": 0.0, "refuse_seconds": 0.0}
+NO_FAULTS = {
+    "latency_ms": 0.0,
+    "fault_rate": 0.0,
+    "refuse_seconds": 0.0,
+    "write_fault": None,
+    "write_delay_ms": 5000.0,
+    "drop_calls": 0,
+}
 
 
 def test_stats_count_calls_logins_and_faults(ehr, mock_hospital: MockHospital) -> None:
@@ -31,6 +38,8 @@ def test_stats_count_calls_logins_and_faults(ehr, mock_hospital: MockHospital) -
         "calls": {"GetPatient": 2, "Login": 2, "Logout": 1},
         "faults": {"EHR-AUTH-FAILED": 1, "EHR-PAT-404": 1},
         "refused": 0,
+        "write_faults": 0,
+        "dropped": 0,
     }
     # The other systems saw nothing.
     assert all(stats[name]["calls"] == {} for name in SYSTEMS[1:])
@@ -112,7 +121,7 @@ def test_faults_post_get_delete(mock_hospital, http) -> None:
     url = mock_hospital.url + "/_mock/faults"
     set_ = http.post(url, json={"latency_ms": 5, "fault_rate": 0.25})
     assert set_.status_code == 200
-    expected = {"latency_ms": 5.0, "fault_rate": 0.25, "refuse_seconds": 0.0}
+    expected = {**NO_FAULTS, "latency_ms": 5.0, "fault_rate": 0.25}
     assert set_.json() == {name: expected for name in SYSTEMS}
     # Keys left out keep their value.
     http.post(url, json={"fault_rate": 0.5})

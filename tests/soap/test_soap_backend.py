@@ -19,6 +19,7 @@ from bridge.mapping.compiler import compile_system
 from bridge.soap.backend import Backend
 from bridge.soap.envelope import EnvelopeTemplate
 from bridge.soap.pool import Session, SessionPool
+from bridge.soap.retry import RetryPolicy
 from bridge.soap.transport import SoapRequest, SoapResponse
 from bridge.soap.xml import SoapFault
 
@@ -86,7 +87,18 @@ def ehr() -> FakeEhr:
     return FakeEhr()
 
 
-def make_backend(system: CompiledSystem, transport: FakeEhr, *, wait_timeout: float = 5) -> Backend:
+def make_backend(
+    system: CompiledSystem,
+    transport: FakeEhr,
+    *,
+    wait_timeout: float = 5,
+    policy: RetryPolicy | None = None,
+) -> Backend:
+    """A backend on the fake EHR; without `policy`, nothing is retried (but the one re-login)."""
+
+    async def no_sleep(seconds: float) -> None:
+        await asyncio.sleep(0)
+
     return Backend(
         name=system.name,
         endpoint=system.endpoint,
@@ -99,6 +111,8 @@ def make_backend(system: CompiledSystem, transport: FakeEhr, *, wait_timeout: fl
         style=system.session,
         fault_code_path=system.fault_code_path,
         timeout=1.0,
+        policy=policy or RetryPolicy(retries=0),
+        sleep=no_sleep,
     )
 
 

@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bridge.errors import FhirError, ServiceUnavailable
 from bridge.fhir.compartment import patient_compartment
 from bridge.store import Store, StoreUnavailable
+from bridge.store.appender import SqliteAppender
 from bridge.store.tables import audit_events, audit_patients
 
 __all__ = [
@@ -145,15 +146,22 @@ class AuditTrail:
         self._sink_queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=10_000)
         self._sender: asyncio.Task[None] | None = None
         self.dropped = 0  # AuditEvents the sink did not get (the store has them all)
+        self._appender: SqliteAppender | None = None
         self.written = 0
 
     def start(self) -> None:
+        if self.store.sqlite and self.store.sqlite_path is not None:
+            # SQLite: one thread of its own appends (see bridge/store/appender.py).
+            self._appender = SqliteAppender(self.store.sqlite_path, max_batch=_MAX_BATCH)
+            self._appender.start()
         self._writer = asyncio.create_task(self._write_loop(), name="audit-writer")
         if self.sink_url:
             self._sender = asyncio.create_task(self._sink_loop(), name="audit-sink")
 
     async def close(self) -> None:
         # Whatever is pending is written before the store closes.
+        if self._appender is not None:
+            await asyncio.to_thread(self._appender.stop)
         while self._pending:
             self._wake.set()
             await asyncio.sleep(0.01)
@@ -164,6 +172,12 @@ class AuditTrail:
 
     async def record(self, row: dict[str, Any]) -> None:
         """Return once the event is committed; raise StoreUnavailable if it cannot be."""
+        if self._appender is not None:
+            if not self._appender.alive():
+                raise StoreUnavailable("the audit writer is not running")
+            await self._appender.append(row)
+            self._forward(row)
+            return
         if self._writer is None or self._writer.done():
             raise StoreUnavailable("the audit writer is not running")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -196,11 +210,14 @@ class AuditTrail:
                 for row, future in batch:
                     if not future.done():
                         future.set_result(None)
-                    if self.sink_url:
-                        try:
-                            self._sink_queue.put_nowait(row["body"].encode())
-                        except asyncio.QueueFull:
-                            self.dropped += 1
+                    self._forward(row)
+
+    def _forward(self, row: dict[str, Any]) -> None:
+        if self.sink_url:
+            try:
+                self._sink_queue.put_nowait(row["body"].encode())
+            except asyncio.QueueFull:
+                self.dropped += 1
 
     async def _insert(self, rows: list[dict[str, Any]]) -> None:
         async with self.store.write() as conn:

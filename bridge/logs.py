@@ -14,6 +14,19 @@ import orjson
 
 __all__ = ["configure_logging"]
 
+_CHATTY = (
+    "aiosqlite",
+    "sqlalchemy",
+    "asyncpg",
+    "alembic",
+    "aiohttp",
+    "zeep",
+    "urllib3",
+    "httpx",
+    "httpcore",
+    "asyncio",
+    "multipart",
+)
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
@@ -41,3 +54,7 @@ def configure_logging(level: str = "info") -> None:
     # uvicorn's own access log prints paths (ids are identifiers): ours replaces it.
     logging.getLogger("uvicorn.access").disabled = True
     logging.getLogger("uvicorn.error").setLevel(max(logging.INFO, root.level))
+    # Libraries that log statement parameters, message bodies or headers at debug
+    # (patient data, credentials) stay at warning whatever the gateway's level.
+    for name in _CHATTY:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

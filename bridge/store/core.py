@@ -46,10 +46,11 @@ def async_url(url: str) -> str:
 
 
 class Store:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, sqlite_path: str | None = None) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
         self.sqlite = self.dialect == "sqlite"
+        self.sqlite_path = sqlite_path
 
     @classmethod
     async def open(cls, url: str) -> Store:
@@ -84,7 +85,7 @@ class Store:
         engine = create_async_engine(parsed, **options)
         if engine.dialect.name == "sqlite":
             _sqlite_setup(engine)
-        store = cls(engine)
+        store = cls(engine, parsed.database if engine.dialect.name == "sqlite" else None)
         try:
             await store._migrate(parsed.database if store.sqlite else None)
         except (SQLAlchemyError, OSError) as exc:

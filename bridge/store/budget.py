@@ -1,0 +1,140 @@
+"""The global legacy session budget: every replica's sessions together within the cap.
+
+A legacy system allows so many concurrent sessions per account. Each gateway
+process takes a lease on one numbered slot in the store before it logs a
+session in and gives it back when the session ends; a lease carries an
+expiry that its owner renews while alive, so the slots of a killed process
+come free after `ttl` seconds (by which time the legacy system has usually
+expired the sessions it left behind too: keep `ttl` at least as long as the
+legacy system's idle timeout, or accept that both limits hold).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable
+
+from sqlalchemy import and_, delete, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from bridge.store.core import Store, StoreUnavailable
+from bridge.store.tables import session_leases
+
+__all__ = ["SessionBudget"]
+
+log = logging.getLogger("bridge.store")
+
+
+class SessionBudget:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        ttl: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.ttl = ttl
+        self.owner = secrets.token_hex(8)  # this process
+        self._clock = clock
+        self._held: dict[tuple[str, int], None] = {}
+        self._renewer: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._renewer = asyncio.create_task(self._renew_loop(), name="session-budget")
+
+    async def close(self) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+            await asyncio.gather(self._renewer, return_exceptions=True)
+        try:
+            async with self.store.write() as conn:
+                await conn.execute(
+                    delete(session_leases).where(session_leases.c.owner == self.owner)
+                )
+        except StoreUnavailable:
+            log.warning("session leases could not be returned; they expire on their own")
+        self._held.clear()
+
+    async def acquire(self, system: str, cap: int) -> int | None:
+        """A free slot of `system` (0..cap-1), now leased by this process; None if all are taken."""
+        now = self._clock()
+        expires = now + self.ttl
+        async with self.store.read() as conn:
+            taken = {
+                int(slot)
+                for (slot,) in (
+                    await conn.execute(
+                        select(session_leases.c.slot).where(
+                            and_(session_leases.c.system == system, session_leases.c.expires >= now)
+                        )
+                    )
+                ).all()
+            }
+        for slot in range(cap):
+            if slot in taken:
+                continue
+            insert = pg_insert if not self.store.sqlite else sqlite_insert
+            statement = (
+                insert(session_leases)
+                .values(system=system, slot=slot, owner=self.owner, expires=expires)
+                .on_conflict_do_update(
+                    index_elements=[session_leases.c.system, session_leases.c.slot],
+                    set_={"owner": self.owner, "expires": expires},
+                    where=session_leases.c.expires < now,
+                )
+            )
+            async with self.store.write() as conn:
+                done = await conn.execute(statement)
+            if done.rowcount == 1:
+                self._held[(system, slot)] = None
+                return slot
+        return None
+
+    async def release(self, system: str, slot: int) -> None:
+        self._held.pop((system, slot), None)
+        async with self.store.write() as conn:
+            await conn.execute(
+                delete(session_leases).where(
+                    and_(
+                        session_leases.c.system == system,
+                        session_leases.c.slot == slot,
+                        session_leases.c.owner == self.owner,
+                    )
+                )
+            )
+
+    async def in_use(self, system: str) -> int:
+        """Slots of `system` leased now, by every replica."""
+        now = self._clock()
+        async with self.store.read() as conn:
+            rows = (
+                await conn.execute(
+                    select(session_leases.c.slot).where(
+                        and_(session_leases.c.system == system, session_leases.c.expires >= now)
+                    )
+                )
+            ).all()
+        return len(rows)
+
+    async def renew(self) -> None:
+        if not self._held:
+            return
+        async with self.store.write() as conn:
+            await conn.execute(
+                update(session_leases)
+                .where(session_leases.c.owner == self.owner)
+                .values(expires=self._clock() + self.ttl)
+            )
+
+    async def _renew_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.ttl / 3)
+            try:
+                await self.renew()
+            except StoreUnavailable:
+                log.error("session leases could not be renewed; the store did not answer")

@@ -442,7 +442,12 @@ class BundleInteractions(WriteInteractions):
     ) -> dict[str, Any]:
         where = ", ".join(f"entry[{e.index}]" for e in group)
         if not applied:
-            raise type(error)(f"The transaction failed at {where}: {error.diagnostics}") from None
+            # The same error (class, status, issue code, Retry-After), with the entries
+            # named: error classes differ in their constructors (MappedFault needs its
+            # status and code), so rebuilding one from its message is not an option.
+            error.diagnostics = f"The transaction failed at {where}: {error.diagnostics}"
+            error.args = (error.diagnostics,)
+            raise error from None
         done = ", ".join(f"entry[{i}]" for i in applied)
         raise _PartialTransaction(
             f"The transaction failed at {where}: {error.diagnostics} The legacy systems had "

@@ -253,3 +253,24 @@ def test_transaction_with_a_bad_reading_stores_nothing(
     assert 400 <= reply.status_code < 500, reply.text
     assert fhir(reply.json())["resourceType"] == "OperationOutcome"
     assert mock_hospital.get("/ehr/vitals", mrn=MRN) == before
+
+
+def test_transaction_the_ehr_fails_is_its_mapped_error_and_stores_nothing(
+    app: httpx.Client, mock_hospital: MockHospital, fhir: Any
+) -> None:
+    # Found by the soak test: a mapped legacy fault in a transaction was a 500.
+    before = mock_hospital.get("/ehr/vitals", mrn=MRN)
+    mock_hospital.inject_faults(system="ehr", fault_rate=1.0)
+    readings = [
+        _reading(HEART_RATE, 60 + i, "/min", when=f"2026-11-24T1{i}:00:00Z") for i in range(3)
+    ]
+    reply = _post_bundle(app, fhir, _bundle("transaction", readings))
+    assert reply.status_code == 502, reply.text
+    issue = fhir(reply.json())["issue"][0]
+    assert (issue["code"], issue["diagnostics"]) == (
+        "exception",
+        "The transaction failed at entry[0], entry[1], entry[2]: "
+        "The EHR reported an internal error.",
+    )
+    mock_hospital.clear_faults()
+    assert mock_hospital.get("/ehr/vitals", mrn=MRN) == before

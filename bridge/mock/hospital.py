@@ -200,7 +200,9 @@ class MockHospital:
         """Inject faults; keywords as ``POST /_mock/faults`` takes them.
 
         ``system`` (default: all), ``latency_ms``, ``fault_rate`` (0..1),
-        ``expire_sessions`` (one-shot), ``refuse_seconds``.
+        ``expire_sessions`` (one-shot), ``refuse_seconds``, ``drop_calls``,
+        ``write_fault`` (``"apply-then-delay"``, ``"apply-then-drop"``,
+        ``"drop-before-apply"`` or None), ``write_delay_ms``.
         """
         return dict(self._request("POST", "/_mock/faults", settings))
 

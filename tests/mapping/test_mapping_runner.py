@@ -15,7 +15,15 @@ import pytest
 from fhir.resources.R4B import get_fhir_model_class
 from lxml import etree
 
-from bridge.mapping.runner import BadValue, Criterion, NoMatch, build_resource, search_values
+from bridge.mapping.compiled import RunContext
+from bridge.mapping.runner import (
+    BadValue,
+    Criterion,
+    NoMatch,
+    build_resource,
+    legacy_record,
+    search_values,
+)
 from bridge.soap.xml import parse_envelope
 
 REPO = Path(__file__).resolve().parents[2]
@@ -231,3 +239,40 @@ def test_search_values_several_criteria_fill_several_elements(patient) -> None:
 
 def test_search_values_no_criteria_gives_no_values(patient) -> None:
     assert _values(patient) == {}
+
+
+# -- lookups: which stored records match a write whose answer was lost ----------
+
+
+def _vitals_reply(*readings: str) -> etree._Element:
+    body = "".join(f"<e:Reading>{r}</e:Reading>" for r in readings)
+    return etree.fromstring(
+        f'<e:GetVitalsResponse xmlns:e="urn:hospital:ehr"><e:Readings>{body}'
+        "</e:Readings></e:GetVitalsResponse>"
+    )
+
+
+def test_lookup_matches_the_values_written_numbers_as_numbers(hospital: Any) -> None:
+    create = hospital.resources["Observation"].create
+    assert create is not None and create.lookup is not None
+    obs = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+        "subject": {"reference": "Patient/100010"},
+        "effectiveDateTime": "2026-11-20T12:00:00Z",
+        "valueQuantity": {"value": 61, "unit": "/min", "system": "http://unitsofmeasure.org"},
+    }
+    ctx = RunContext(record=legacy_record(hospital.resources["Observation"], obs))
+    reply = _vitals_reply(
+        "<e:ReadingId>VS1</e:ReadingId><e:TypeCode>HR</e:TypeCode><e:Value>61.0</e:Value>"
+        "<e:Unit>/min</e:Unit><e:TakenAt>11/20/2026 07:00:00</e:TakenAt>",
+        # The same reading from a device: the write sent none, so it is another one.
+        "<e:ReadingId>VS2</e:ReadingId><e:TypeCode>HR</e:TypeCode><e:Value>61</e:Value>"
+        "<e:Unit>/min</e:Unit><e:TakenAt>11/20/2026 07:00:00</e:TakenAt>"
+        "<e:DeviceId>W-1</e:DeviceId>",
+        "<e:ReadingId>VS3</e:ReadingId><e:TypeCode>HR</e:TypeCode><e:Value>62</e:Value>"
+        "<e:Unit>/min</e:Unit><e:TakenAt>11/20/2026 07:00:00</e:TakenAt>",
+    )
+    found = create.lookup.found([reply], ctx)
+    assert [r.findtext(create.lookup.id or "") for r in found] == ["VS1"]

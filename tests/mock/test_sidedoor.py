@@ -325,3 +325,87 @@ def test_reset_clears_everything_written_through_soap(
     }
     assert mock_hospital.get("/billing/claims", mrn="100040") == claims_before
     assert all(stats["calls"] == {} for stats in mock_hospital.stats().values())
+
+
+# -- lost answers: dropped calls and write faults ----------------------------------
+
+_READING = (
+    "<e:MRN>100010</e:MRN><e:Readings><e:Reading><e:TypeCode>HR</e:TypeCode>"
+    "<e:Value>61</e:Value><e:Unit>/min</e:Unit><e:TakenAt>11/20/2026 07:00:00</e:TakenAt>"
+    "<e:DeviceId>LOST-1</e:DeviceId></e:Reading></e:Readings>"
+)
+
+
+def _lost(mock_hospital: MockHospital) -> list[dict[str, str]]:
+    rows = mock_hospital.get("/ehr/vitals", mrn="100010")
+    return [r for r in rows if r.get("DeviceId") == "LOST-1"]
+
+
+def test_drop_calls_breaks_the_connection_of_the_next_calls_only(ehr, mock_hospital) -> None:
+    sid = ehr.login()
+    mock_hospital.inject_faults(system="ehr", drop_calls=1)
+    assert mock_hospital.faults()["ehr"]["drop_calls"] == 1
+    with pytest.raises(httpx.TransportError):
+        ehr.call("GetPatient", sid, MRN="100001")
+    assert ehr.call("GetPatient", sid, MRN="100001").status == 200
+    stats = mock_hospital.stats()["ehr"]
+    assert stats["dropped"] == 1
+    assert stats["calls"]["GetPatient"] == 1  # the dropped call never reached the EHR
+
+
+@pytest.mark.parametrize(
+    ("fault", "stored"),
+    [("apply-then-drop", 1), ("drop-before-apply", 0)],
+)
+def test_write_fault_drops_the_answer_of_writes_after_or_before_applying(
+    ehr, mock_hospital, fault: str, stored: int
+) -> None:
+    sid = ehr.login()
+    mock_hospital.inject_faults(system="ehr", write_fault=fault)
+    with pytest.raises(httpx.TransportError):
+        ehr.post(ehr.envelope("RecordVitals", _READING, sid))
+    assert len(_lost(mock_hospital)) == stored
+    # Reads are not writes: they are answered.
+    assert ehr.call("GetPatient", sid, MRN="100001").status == 200
+    assert mock_hospital.stats()["ehr"]["write_faults"] == 1
+
+
+def test_write_fault_apply_then_delay_answers_late(ehr, mock_hospital, http) -> None:
+    sid = ehr.login()
+    mock_hospital.inject_faults(system="ehr", write_fault="apply-then-delay", write_delay_ms=3000)
+    with pytest.raises(httpx.ReadTimeout):
+        http.post(
+            mock_hospital.ehr_url,
+            content=ehr.envelope("RecordVitals", _READING, sid),
+            headers={"Content-Type": "text/xml"},
+            timeout=0.5,
+        )
+    assert len(_lost(mock_hospital)) == 1  # stored before the answer was held back
+
+
+def test_write_fault_null_clears_it(ehr, mock_hospital) -> None:
+    mock_hospital.inject_faults(write_fault="apply-then-drop", write_delay_ms=10)
+    assert mock_hospital.faults()["billing"]["write_fault"] == "apply-then-drop"
+    mock_hospital.inject_faults(write_fault=None)
+    assert mock_hospital.faults()["billing"] == {**NO_FAULTS, "write_delay_ms": 10.0}
+    sid = ehr.login()
+    assert ehr.post(ehr.envelope("RecordVitals", _READING, sid)).status == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            {"write_fault": "sometimes"},
+            "'write_fault' must be one of ['apply-then-delay', 'apply-then-drop', "
+            "'drop-before-apply'] or null, got \"sometimes\"",
+        ),
+        ({"drop_calls": -1}, "'drop_calls' must be a non-negative integer, got -1"),
+        ({"drop_calls": True}, "'drop_calls' must be a non-negative integer, got true"),
+        ({"write_delay_ms": "5"}, "'write_delay_ms' must be a number, got \"5\""),
+    ],
+)
+def test_write_fault_bad_values_are_400(mock_hospital, http, body, message) -> None:
+    response = http.post(mock_hospital.url + "/_mock/faults", json=body)
+    assert response.status_code == 400
+    assert response.json() == {"error": message}

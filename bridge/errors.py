@@ -18,12 +18,14 @@ the client and never carry patient data or credentials.
     │   ├── PayloadTooLarge             413 too-costly
     │   ├── UnsupportedMediaType        415 not-supported
     │   ├── UnprocessableEntity         422 processing
+    │   ├── TooManyRequests             429 throttled + Retry-After
     │   ├── BackendError                502 exception (a legacy answer that makes no sense)
     │   │   └── UnmappedFault           502 exception
     │   ├── MappedFault                 any status: from a system's fault table
     │   ├── BackendUnavailable          503 transient + Retry-After
     │   │   ├── PoolExhausted           503 transient + Retry-After
     │   │   └── SessionLimitReached     503 transient + Retry-After
+    │   ├── ServiceUnavailable          503 transient + Retry-After (the gateway's store)
     │   └── BackendTimeout              504 timeout
     └── ConfigError                     for integration engineers: file:line:col
         └── MappingError

@@ -25,7 +25,9 @@ from bridge.errors import (
     PayloadTooLarge,
     PoolExhausted,
     Problem,
+    ServiceUnavailable,
     SessionLimitReached,
+    TooManyRequests,
     Unauthorized,
     UnknownResourceType,
     UnmappedFault,
@@ -46,14 +48,22 @@ TREE: list[tuple[type[FhirError], type[Exception], int, str]] = [
     (PayloadTooLarge, FhirError, 413, "too-costly"),
     (UnsupportedMediaType, FhirError, 415, "not-supported"),
     (UnprocessableEntity, FhirError, 422, "processing"),
+    (TooManyRequests, FhirError, 429, "throttled"),
     (BackendError, FhirError, 502, "exception"),
     (UnmappedFault, BackendError, 502, "exception"),
     (BackendUnavailable, FhirError, 503, "transient"),
     (PoolExhausted, BackendUnavailable, 503, "transient"),
     (SessionLimitReached, BackendUnavailable, 503, "transient"),
+    (ServiceUnavailable, FhirError, 503, "transient"),
     (BackendTimeout, FhirError, 504, "timeout"),
 ]
-RETRY_AFTER = {BackendUnavailable, PoolExhausted, SessionLimitReached}
+RETRY_AFTER = {
+    BackendUnavailable,
+    PoolExhausted,
+    SessionLimitReached,
+    ServiceUnavailable,
+    TooManyRequests,
+}
 
 
 @pytest.mark.parametrize(("cls", "parent", "status", "code"), TREE)

@@ -39,7 +39,7 @@ from bridge.errors import (
 )
 from bridge.soap.breaker import CircuitBreaker
 from bridge.soap.envelope import EnvelopeTemplate, HeaderTemplate, Value
-from bridge.soap.pool import Session, SessionPool
+from bridge.soap.pool import Session, SessionPool, SlotBudget
 from bridge.soap.retry import Deadline, RetryPolicy
 from bridge.soap.transport import (
     ConnectionLost,
@@ -127,6 +127,10 @@ class BackendStats:
     ambiguous: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
+class NoSlot(Exception):
+    """No slot of the shared session budget for a new session (nothing was sent)."""
+
+
 class _Retry(Exception):
     def __init__(self, reason: str, error: BackendUnavailable | BackendTimeout | Exception) -> None:
         self.reason = reason
@@ -176,6 +180,11 @@ class Backend:
         self.fingerprint = ""
         # Called with (operation, outcome, seconds) after every SOAP call.
         self.observe: Callable[[str, str, float], None] | None = None
+        # The budget shared by every replica (set once the store is open): a login
+        # takes one of its `pool.max_size` slots first.
+        self.budget: SlotBudget | None = None
+        self._returns: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
 
     def _time_left(self, deadline: Deadline | None) -> float:
         """The timeout of the next call: `timeout`, or less when the deadline is near."""
@@ -310,12 +319,19 @@ class Backend:
         style = self.style
         if style.login is None:
             return
+        session.forget()  # a new login replaces whatever the session had
+        if self.budget is not None:
+            await self._take_slot(session)
         body = style.login.render(style.login_values)
         try:
             reply, response = await self._send(style.login, body, None, deadline)
         except SoapFault as fault:
+            session.forget()
             if fault.vendor_code in style.limit_codes:
                 raise SessionLimitReached(retry_after=2) from None
+            raise
+        except BaseException:
+            session.forget()
             raise
         if style.login_check is not None and not style.login_check(reply):
             raise BackendError("The legacy system refused the gateway's login.")
@@ -324,10 +340,75 @@ class Backend:
         else:
             token = (reply.findtext(style.token_path or "") or "").strip()
         if not token:
+            session.forget()
             raise BackendError("The legacy system's login answer carried no session token.")
-        session.forget()
         session.token = token
         self.stats.logins += 1
+
+    def attach_budget(self, budget: SlotBudget | None) -> None:
+        """Share the legacy session cap with every other gateway process (see budget.py)."""
+        if budget is self.budget:
+            return
+        self.budget = budget
+        if budget is not None and self.style.logs_in and self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+
+    async def _sweep(self) -> None:
+        """Each second: try for new slots again; give idle ones back if others wait."""
+        while True:
+            await self._sleep(1.0)
+            budget = self.budget
+            if budget is None:
+                continue
+            self.pool.soft_max = None
+            try:
+                surplus = await budget.surplus(self.name, self.pool.max_size)
+                for session in self.pool.evict_idle(surplus):
+                    await self._logout(session)
+            except Exception as exc:  # the sweeper outlives any one failure
+                log.warning("session budget sweep of %s failed: %s", self.name, type(exc).__name__)
+
+    async def _take_slot(self, session: Session) -> None:
+        budget = self.budget
+        assert budget is not None
+        deadline = session.deadline
+        waiting = False
+        try:
+            while True:
+                slot = await budget.acquire(self.name, self.pool.max_size)
+                if slot is not None:
+                    break
+                if self.pool.others_logged_in(session):
+                    # Make do with this process's own sessions: wait for one of them.
+                    self.pool.soft_max = sum(1 for s in self.pool.sessions() if s.token is not None)
+                    raise NoSlot()
+                if not waiting:
+                    waiting = True
+                    await budget.want(self.name)  # holders above their share give back
+                pause = 0.05 + 0.1 * self._jitter()
+                if deadline is None or pause >= deadline.remaining():
+                    raise SessionLimitReached(
+                        f"Every session the legacy system '{self.name}' allows is in use "
+                        "by the gateway's replicas; retry shortly.",
+                        retry_after=1,
+                    )
+                await self._sleep(pause)
+        finally:
+            if waiting:
+                await budget.unwant(self.name)
+        name = self.name
+
+        def give_back(slot: int) -> None:
+            task = asyncio.get_running_loop().create_task(self._give_back(name, slot))
+            self._returns.add(task)
+            task.add_done_callback(self._returns.discard)
+
+        session.slot = slot
+        session.give_back = give_back
+
+    async def _give_back(self, name: str, slot: int) -> None:
+        assert self.budget is not None
+        await self.budget.release(name, slot)
 
     async def pause(self, seconds: float) -> None:
         """Wait on the backend's clock (tests inject one that does not sleep)."""
@@ -359,6 +440,12 @@ class Backend:
                 return await self._attempt(work, prefer, idempotent, deadline)
             except _Retry as retry:
                 error = retry.error
+                if retry.reason == "no-slot":
+                    # Wait for one of this process's logged-in sessions, within the deadline.
+                    if deadline.expired:
+                        raise self._final(self._out_of_time(), deadline) from None
+                    self.stats.retries[retry.reason] += 1
+                    continue
                 if retry.reason == "expired-session" and not relogged:
                     # The documented one re-login: at once, outside the retry budget.
                     relogged = True
@@ -397,8 +484,14 @@ class Backend:
             raise
         session.deadline = deadline
         session.answered = 0
+        discard = False
         try:
             return await work(session)
+        except NoSlot:
+            # No budget slot for a new session: drop this one and wait for a
+            # logged-in one of this process (nothing was sent).
+            discard = True
+            raise _Retry("no-slot", PoolExhausted(retry_after=1)) from None
         except SoapFault as fault:
             if fault.vendor_code not in self.style.expired_codes:
                 raise
@@ -418,7 +511,7 @@ class Backend:
                 raise _Retry("transport", exc) from None
             raise
         finally:
-            self.pool.release(session)
+            self.pool.release(session, discard=discard)
 
     def _final(self, error: Exception, deadline: Deadline) -> Exception:
         """The error a client sees once retries or the deadline are spent."""
@@ -452,7 +545,12 @@ class Backend:
         session.forget()
 
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
         await self.pool.drain(self._logout)
+        if self._returns:
+            await asyncio.gather(*self._returns, return_exceptions=True)
         await self.transport.close()
 
 

@@ -16,16 +16,30 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from bridge.errors import PoolExhausted
 
 if TYPE_CHECKING:
     from bridge.soap.retry import Deadline
 
-__all__ = ["Session", "SessionPool"]
+__all__ = ["Session", "SessionPool", "SlotBudget"]
 
 _MAX_CURSORS = 32
+
+
+class SlotBudget(Protocol):
+    """Session slots shared with other gateway processes (bridge/store/budget.py)."""
+
+    async def acquire(self, system: str, cap: int) -> int | None: ...
+
+    async def release(self, system: str, slot: int) -> None: ...
+
+    async def want(self, system: str) -> None: ...
+
+    async def unwant(self, system: str) -> None: ...
+
+    async def surplus(self, system: str, cap: int) -> int: ...
 
 
 @dataclass(eq=False)
@@ -41,6 +55,10 @@ class Session:
     # the legacy system has answered (a write that got one through is never rerun).
     deadline: Deadline | None = None
     answered: int = 0
+    # The slot of the global session budget this session holds while logged in,
+    # and how to give it back (set by the backend; see bridge/store/budget.py).
+    slot: int | None = None
+    give_back: Callable[[int], None] | None = None
 
     def remember_cursor(self, cursor: str, position: int) -> None:
         self.cursors[cursor] = position
@@ -52,6 +70,9 @@ class Session:
         """The legacy system no longer knows this session."""
         self.token = None
         self.cursors.clear()
+        if self.slot is not None and self.give_back is not None:
+            self.give_back(self.slot)
+        self.slot = None
 
 
 class SessionPool:
@@ -74,6 +95,15 @@ class SessionPool:
         self._waiters: collections.deque[asyncio.Future[Session]] = collections.deque()
         self.waits = 0
         self.timeouts = 0
+        # While the shared session budget has no slot for this process, it makes do
+        # with the sessions it has: no new session objects beyond this many.
+        self.soft_max: int | None = None
+
+    @property
+    def cap(self) -> int:
+        if self.soft_max is None:
+            return self.max_size
+        return max(1, min(self.max_size, self.soft_max))
 
     @property
     def size(self) -> int:
@@ -96,7 +126,7 @@ class SessionPool:
         """A session for one interaction; waits at most `wait_timeout` (or `timeout`,
         when shorter) for one to be free, then raises PoolExhausted."""
         session = self._take_idle(prefer)
-        if session is None and len(self._sessions) < self.max_size:
+        if session is None and len(self._sessions) < self.cap:
             session = Session(key=f"{self._prefix}-{next(self._serial)}")
             self._sessions[session.key] = session
         if session is None:
@@ -139,12 +169,32 @@ class SessionPool:
         if discard:
             # The slot is freed; a waiter gets a fresh session that logs in.
             del self._sessions[session.key]
-            if self._waiters:
+            if self._waiters and len(self._sessions) < self.cap:
                 fresh = Session(key=f"{self._prefix}-{next(self._serial)}")
                 self._sessions[fresh.key] = fresh
                 self._put_back(fresh)
             return
         self._put_back(session)
+
+    def evict_idle(self, count: int) -> list[Session]:
+        """Take up to `count` idle, logged-in sessions out of the pool (to log them out)."""
+        evicted: list[Session] = []
+        for session in sorted(self._idle, key=lambda s: s.last_used):
+            if len(evicted) >= count:
+                break
+            if session.token is not None:
+                evicted.append(session)
+        for session in evicted:
+            self._idle.remove(session)
+            del self._sessions[session.key]
+        return evicted
+
+    def sessions(self) -> list[Session]:
+        return list(self._sessions.values())
+
+    def others_logged_in(self, session: Session) -> bool:
+        """True when another session of this pool holds a login (and will come back)."""
+        return any(s.token is not None for k, s in self._sessions.items() if k != session.key)
 
     @asynccontextmanager
     async def lease(self, prefer: str | None = None) -> AsyncIterator[Session]:

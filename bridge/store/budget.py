@@ -12,6 +12,7 @@ legacy system's idle timeout, or accept that both limits hold).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -21,6 +22,7 @@ from sqlalchemy import and_, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from bridge.errors import ServiceUnavailable
 from bridge.store.core import Store, StoreUnavailable
 from bridge.store.tables import session_leases
 
@@ -42,6 +44,9 @@ class SessionBudget:
         self.owner = secrets.token_hex(8)  # this process
         self._clock = clock
         self._held: dict[tuple[str, int], None] = {}
+        # While this process waits for a slot it says so with a row of its own at a
+        # negative slot number, so that holders above their fair share give some back.
+        self._want_slot = -1 - int(self.owner[:6], 16)
         self._renewer: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -61,7 +66,18 @@ class SessionBudget:
         self._held.clear()
 
     async def acquire(self, system: str, cap: int) -> int | None:
-        """A free slot of `system` (0..cap-1), now leased by this process; None if all are taken."""
+        """A free slot of `system` (0..cap-1), now leased by this process; None if all are taken.
+
+        Raises ServiceUnavailable (503) when the store does not answer."""
+        try:
+            return await self._acquire(system, cap)
+        except StoreUnavailable:
+            raise ServiceUnavailable(
+                "The gateway cannot reach its store to share the legacy session budget; "
+                "retry shortly."
+            ) from None
+
+    async def _acquire(self, system: str, cap: int) -> int | None:
         now = self._clock()
         expires = now + self.ttl
         async with self.store.read() as conn:
@@ -97,6 +113,12 @@ class SessionBudget:
 
     async def release(self, system: str, slot: int) -> None:
         self._held.pop((system, slot), None)
+        try:
+            await self._release(system, slot)
+        except StoreUnavailable:
+            log.warning("a session slot of %s could not be returned; it expires on its own", system)
+
+    async def _release(self, system: str, slot: int) -> None:
         async with self.store.write() as conn:
             await conn.execute(
                 delete(session_leases).where(
@@ -108,6 +130,51 @@ class SessionBudget:
                 )
             )
 
+    async def want(self, system: str) -> None:
+        """Say that this process waits for a slot of `system` (for the next few seconds)."""
+        insert = pg_insert if not self.store.sqlite else sqlite_insert
+        expires = self._clock() + 5
+        try:
+            async with self.store.write() as conn:
+                await conn.execute(
+                    insert(session_leases)
+                    .values(system=system, slot=self._want_slot, owner=self.owner, expires=expires)
+                    .on_conflict_do_update(
+                        index_elements=[session_leases.c.system, session_leases.c.slot],
+                        set_={"expires": expires},
+                    )
+                )
+        except StoreUnavailable:
+            pass
+
+    async def unwant(self, system: str) -> None:
+        with contextlib.suppress(StoreUnavailable):
+            await self._release(system, self._want_slot)
+
+    async def surplus(self, system: str, cap: int) -> int:
+        """How many of its slots of `system` this process should give back now.
+
+        Only while another process waits: then every process's fair share is the
+        cap divided among the processes that hold or want slots."""
+        now = self._clock()
+        try:
+            async with self.store.read() as conn:
+                rows = (
+                    await conn.execute(
+                        select(session_leases.c.owner, session_leases.c.slot).where(
+                            and_(session_leases.c.system == system, session_leases.c.expires >= now)
+                        )
+                    )
+                ).all()
+        except StoreUnavailable:
+            return 0
+        wanting = {owner for owner, slot in rows if slot < 0 and owner != self.owner}
+        if not wanting:
+            return 0
+        parties = {owner for owner, _ in rows} | {self.owner}
+        mine = sum(1 for owner, slot in rows if owner == self.owner and slot >= 0)
+        return max(0, mine - max(1, cap // len(parties)))
+
     async def in_use(self, system: str) -> int:
         """Slots of `system` leased now, by every replica."""
         now = self._clock()
@@ -115,7 +182,11 @@ class SessionBudget:
             rows = (
                 await conn.execute(
                     select(session_leases.c.slot).where(
-                        and_(session_leases.c.system == system, session_leases.c.expires >= now)
+                        and_(
+                            session_leases.c.system == system,
+                            session_leases.c.expires >= now,
+                            session_leases.c.slot >= 0,
+                        )
                     )
                 )
             ).all()

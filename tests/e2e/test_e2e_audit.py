@@ -171,3 +171,42 @@ def test_the_trail_works_on_postgresql(
         assert [_request_id(e["resource"]) for e in found["entry"]] == ["pg-1"]
         ready = httpx.get(gw.base.removesuffix("/fhir") + "/readyz").json()
         assert ready["store"] == "reachable"
+
+
+def test_audit_events_are_forwarded_to_a_sink(tmp_path: Path, mock_hospital: MockHospital) -> None:
+    import http.server
+    import json
+    import threading
+    import time
+
+    received: list[dict[str, Any]] = []
+
+    class Sink(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers["Content-Length"])
+            received.append(json.loads(self.rfile.read(length)))
+            self.send_response(202)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    sink = f"http://127.0.0.1:{server.server_address[1]}/audit"
+    try:
+        with start_gateway(
+            tmp_path, mock_hospital.ehr_url, extra={"audit": {"sink_url": sink}}
+        ) as gateway:
+            client = gateway.client("user/Patient.rs")
+            assert client.get("/Patient/100005", headers={"X-Request-ID": "sink-1"}).is_success
+            deadline = time.monotonic() + 10
+            while not any(_request_id(e) == "sink-1" for e in received):
+                assert time.monotonic() < deadline, "the sink never got the AuditEvent"
+                time.sleep(0.05)
+    finally:
+        server.shutdown()
+        server.server_close()
+    (event,) = [e for e in received if _request_id(e) == "sink-1"]
+    assert event["resourceType"] == "AuditEvent"
+    assert "Patient/100005" in [e.get("what", {}).get("reference") for e in event["entity"]]

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import secrets
+import socket
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -21,6 +24,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bridge.asyncwrites import (
+    AsyncWrites,
+    Deliveries,
+    JobQueue,
+    async_routes,
+    check_create,
+    check_entries,
+    check_update,
+    note_attempt_call,
+    wants_async,
+    write_entries,
+)
 from bridge.audit import AuditMiddleware, AuditTrail, note_legacy, note_patients, note_withheld
 from bridge.auth.access import Access, access
 from bridge.auth.factory import create_verifier
@@ -34,6 +49,7 @@ from bridge.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    ServiceUnavailable,
     UnsupportedMediaType,
 )
 from bridge.fhir.jsondepth import check_json_depth
@@ -42,6 +58,7 @@ from bridge.fhir.outcome import operation_outcome
 from bridge.fhir.paging import PageTokens
 from bridge.fhir.response import FhirResponse
 from bridge.gateway import Gateway, WriteResult
+from bridge.idempotency import Idempotency
 from bridge.local import local_capabilities, local_routes
 from bridge.mapping.compiled import CompiledSystem
 from bridge.mapping.compiler import compile_system
@@ -56,7 +73,9 @@ from bridge.privacy import Privacy
 from bridge.reload import MappingReloader
 from bridge.settings import Settings, environment
 from bridge.soap.backend import Backend
-from bridge.store import Store
+from bridge.soap.tls import ClientTls
+from bridge.store import Store, StoreUnavailable
+from bridge.store.budget import SessionBudget
 
 __all__ = ["FhirResponse", "GatewayHolder", "create_app", "create_gateway", "worker_app"]
 
@@ -128,6 +147,14 @@ def compile_systems(settings: Settings) -> list[CompiledSystem]:
         if ref.origin:
             path = urlsplit(system.endpoint).path
             system = dataclasses.replace(system, endpoint=ref.origin.rstrip("/") + path)
+        if ref.tls is not None:
+            tls = ClientTls(
+                *(
+                    str(p) if p is not None else None
+                    for p in (ref.tls.ca_file, ref.tls.cert, ref.tls.key)
+                )
+            )
+            system = dataclasses.replace(system, tls=tls)
         systems.append(system)
     return systems
 
@@ -150,12 +177,9 @@ def create_gateway(
             "no paging key configured: paging links will not survive a restart or work "
             "across replicas; set BRIDGE_PAGING_KEY"
         )
-    if settings.workers > 1:
-        # The legacy system's session cap is for all workers together.
-        systems = [
-            dataclasses.replace(s, max_sessions=max(1, s.max_sessions // settings.workers))
-            for s in systems
-        ]
+    # Each process may open up to a system's max_sessions; the session budget in
+    # the store (attached at start-up) keeps every worker and replica together
+    # within it.
     return Gateway(
         systems,
         page_tokens=page_tokens or PageTokens(key, settings.page_ttl),
@@ -212,7 +236,7 @@ def create_app(
 
     token_verifier = verifier if verifier is not None else create_verifier(settings)
     # The gateway's store and what lives in it; opened by the lifespan.
-    runtime: dict[str, Any] = {"store": None, "privacy": None, "trail": None}
+    runtime: dict[str, Any] = {"store": None, "privacy": None, "trail": None, "budget": None}
 
     def privacy() -> Privacy | None:
         return runtime["privacy"]  # type: ignore[no-any-return]
@@ -432,6 +456,9 @@ def create_app(
         permit(request, rtype, "create")
         body = await json_body(request)
         await own_patient(request, rtype, "create", body, None)
+        if wants_async(request.headers.get("prefer")):
+            check_create(gw_of(request), rtype, body)
+            return await later(request, "create", rtype, None, body)
         result = await gw_of(request).create(
             rtype, body, base(request), if_none_exist=request.headers.get("if-none-exist")
         )
@@ -449,8 +476,42 @@ def create_app(
         else:
             body = await json_body(request)
             await own_patient(request, rtype, "update", body, rid)
+            if wants_async(request.headers.get("prefer")):
+                check_update(gw_of(request), rtype, rid, body)
+                return await later(request, "update", rtype, rid, body)
             result = await gw_of(request).update(rtype, rid, body, if_match=if_match)
         return written(request, result)
+
+    async def later(
+        request: Request, kind: str, rtype: str | None, rid: str | None, body: Any
+    ) -> Response:
+        """Accept a checked, authorized write for asynchronous delivery (202)."""
+        writes: AsyncWrites | None = runtime.get("async")
+        if writes is None:
+            raise ServiceUnavailable("Asynchronous writes are not available; retry shortly.")
+        resources = write_entries(body) if kind == "bundle" else []
+        note_patients(request.scope["state"], [e.resource for e in resources] or [body])
+        return await writes.accept(request, kind, rtype, rid, body, base(request))
+
+    def idempotent(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
+        """The handler, answering at most once per Idempotency-Key (bridge/idempotency.py)."""
+
+        async def once(request: Request) -> Response:
+            key = request.headers.get("idempotency-key")
+            keeper: Idempotency | None = runtime.get("idempotency")
+            if key is None or keeper is None:
+                return await handler(request)  # type: ignore[no-any-return]
+            principal = _principal(request)
+            return await keeper.run(
+                request,
+                principal.client_id if principal is not None else None,
+                key,
+                handler,
+                _outcome_response,
+                settings.limits.max_body_bytes,
+            )
+
+        return once
 
     async def delete(request: Request) -> Response:
         _negotiate(request)
@@ -470,6 +531,12 @@ def create_app(
             if interaction in ("create", "update", "delete"):
                 await own_patient(request, rtype, interaction, resource, rid)
 
+        if wants_async(request.headers.get("prefer")):
+            entries = write_entries(body)
+            for entry in entries:
+                await allow(entry.rtype, entry.interaction, entry.resource, entry.rid)
+            check_entries(gw_of(request), body, entries)
+            return await later(request, "bundle", None, None, body)
         result = await gw_of(request).bundle(body, base(request), allow)
         confine_entries(request, body, result)
         return FhirResponse(result, pretty=_wants_pretty(request))
@@ -599,16 +666,17 @@ def create_app(
         ),
         Route("/fhir/metadata", metadata, methods=["GET"]),
         Route("/fhir/.well-known/smart-configuration", smart, methods=["GET"]),
-        Route("/fhir", bundle, methods=["POST"]),
-        Route("/fhir/", bundle, methods=["POST"]),
+        *async_routes(lambda: runtime.get("async")),
+        Route("/fhir", idempotent(bundle), methods=["POST"]),
+        Route("/fhir/", idempotent(bundle), methods=["POST"]),
         Route("/fhir/{rtype}/_search", search_post, methods=["POST"]),
         Route("/fhir/{rtype}/{rid}/{op}", instance_operation, methods=["GET", "POST"]),
         Route("/fhir/{rtype}/{rid}", read, methods=["GET"]),
-        Route("/fhir/{rtype}/{rid}", update, methods=["PUT", "PATCH"]),
+        Route("/fhir/{rtype}/{rid}", idempotent(update), methods=["PUT", "PATCH"]),
         Route("/fhir/{rtype}/{rid}", delete, methods=["DELETE"]),
         Route("/fhir/{rtype}/{rid}", type_operation, methods=["POST"]),
         Route("/fhir/{rtype}", search_get, methods=["GET"]),
-        Route("/fhir/{rtype}", create, methods=["POST"]),
+        Route("/fhir/{rtype}", idempotent(create), methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics_page, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
@@ -623,8 +691,11 @@ def create_app(
             def observe(op: str, outcome: str, seconds: float, name: str = name) -> None:
                 metrics.legacy_call(name, op, outcome, seconds)
                 note_legacy(name, op)
+                note_attempt_call(op, outcome)
 
             backend.observe = observe
+            if runtime["budget"] is not None:
+                backend.attach_budget(runtime["budget"])
 
     observe_backends(holder.current)
     holder.on_swap = observe_backends
@@ -644,8 +715,17 @@ def create_app(
                         "If-Match",
                         "If-None-Exist",
                         "Prefer",
+                        "Idempotency-Key",
                     ],
-                    expose_headers=["Location", "ETag", "X-Request-ID"],
+                    expose_headers=[
+                        "Location",
+                        "ETag",
+                        "X-Request-ID",
+                        "Content-Location",
+                        "Retry-After",
+                        "X-Progress",
+                        "Idempotent-Replayed",
+                    ],
                 )
             ]
             if settings.cors_origins
@@ -680,6 +760,16 @@ def create_app(
             ),
         )
 
+    async def purge(queue: JobQueue, keys: Idempotency) -> None:
+        """Forget expired Idempotency-Keys and old results of asynchronous writes."""
+        while True:
+            await asyncio.sleep(settings.async_writes.purge_interval)
+            try:
+                await keys.purge()
+                await queue.purge(time.time() - settings.async_writes.keep_results)
+            except StoreUnavailable:
+                log.warning("expired keys and old results could not be purged; trying later")
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         store = await Store.open(settings.store.url)
@@ -688,16 +778,37 @@ def create_app(
         await runtime["privacy"].start()
         runtime["trail"] = AuditTrail(store, settings.audit.sink_url)
         runtime["trail"].start()
+        runtime["budget"] = SessionBudget(store, ttl=settings.store.session_lease_ttl)
+        runtime["budget"].start()
+        observe_backends(holder.current)  # now with the budget
+        runtime["idempotency"] = Idempotency(
+            store,
+            settings.idempotency.ttl,
+            settings.idempotency.wait,
+            settings.idempotency.pending_timeout,
+        )
+        owner = f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
+        queue = JobQueue(store, owner, settings.async_writes.lease)
+        deliveries = Deliveries(
+            queue, lambda: holder.current, settings.async_writes, metrics.async_queue
+        )
+        runtime["async"] = AsyncWrites(queue, deliveries)
+        deliveries.start()
+        purger = asyncio.create_task(purge(queue, runtime["idempotency"]), name="purge")
         watcher = asyncio.create_task(reloader.watch()) if reloader is not None else None
         try:
             yield
         finally:
+            # No new deliveries; one under way finishes or goes back to the queue.
+            purger.cancel()
+            await deliveries.close()
             await runtime["trail"].close()  # every AuditEvent accepted is written
             await runtime["privacy"].close()
             if reloader is not None and watcher is not None:
                 reloader.stop()
                 await asyncio.gather(watcher, return_exceptions=True)
             await holder.close()  # logs every legacy session out
+            await runtime["budget"].close()  # gives back every session slot
             await store.close()
 
     app = Starlette(

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
@@ -120,6 +120,17 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_PoolCollector(backends))
+        # Read from the shared store now and then: the same for every replica.
+        self.async_depth = Gauge(
+            "bridge_async_queue_depth",
+            "Asynchronous writes accepted and not yet delivered",
+            registry=self.registry,
+        )
+        self.async_oldest = Gauge(
+            "bridge_async_oldest_seconds",
+            "Age of the oldest asynchronous write not yet delivered (0 when none)",
+            registry=self.registry,
+        )
         # labels() costs microseconds per call; the label sets are few and fixed.
         self._children: dict[tuple[str, ...], Any] = {}
 
@@ -136,6 +147,11 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    def async_queue(self, depth: int, oldest: float | None) -> None:
+        """The queue of asynchronous writes: its depth and when its oldest was accepted."""
+        self.async_depth.set(depth)
+        self.async_oldest.set(max(0.0, time.time() - oldest) if oldest is not None else 0)
 
     def legacy_call(self, system: str, operation: str, outcome: str, seconds: float) -> None:
         self._child(self.legacy, system, operation, outcome).observe(seconds)

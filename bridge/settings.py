@@ -21,8 +21,10 @@ from bridge.errors import ConfigError, Problem
 
 __all__ = [
     "AdminSettings",
+    "AsyncWriteSettings",
     "AuditSettings",
     "AuthSettings",
+    "IdempotencySettings",
     "Limits",
     "Settings",
     "StoreSettings",
@@ -39,6 +41,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class SystemTls(_Strict):
+    """HTTPS to a legacy system; its certificate and host name are always verified."""
+
+    ca_file: Path | None = Field(None, description="Trust these CAs (PEM), e.g. the hospital's.")
+    cert: Path | None = Field(None, description="Client certificate chain (PEM): mutual TLS.")
+    key: Path | None = Field(None, description="The client certificate's private key (PEM).")
+
+
 class SystemRef(_Strict):
     """A legacy system folder this gateway serves, with optional overrides."""
 
@@ -48,6 +58,9 @@ class SystemRef(_Strict):
         None,
         description="Overrides scheme, host and port of the endpoint, keeping its path "
         "(e.g. every system of a test hospital on one port).",
+    )
+    tls: SystemTls | None = Field(
+        None, description="HTTPS to this system: own CA bundle, client certificate."
     )
 
 
@@ -157,6 +170,14 @@ class StoreSettings(_Strict):
         le=60,
         description="Seconds between checks for revocations and consents other replicas wrote.",
     )
+    session_lease_ttl: float = Field(
+        60,
+        ge=5,
+        le=3600,
+        description="Seconds a process's hold on a legacy session slot outlives its last "
+        "renewal: a killed replica's slots come free after this long. Keep it at least the "
+        "legacy system's idle timeout.",
+    )
 
 
 class AdminSettings(_Strict):
@@ -170,6 +191,68 @@ class AdminSettings(_Strict):
 class AuditSettings(_Strict):
     sink_url: str | None = Field(
         None, description="Also POST every AuditEvent (JSON) to this URL, best effort."
+    )
+
+
+class IdempotencySettings(_Strict):
+    ttl: float = Field(
+        86_400, ge=60, description="Seconds a stored Idempotency-Key result is replayed."
+    )
+    wait: float = Field(
+        5,
+        ge=0,
+        le=60,
+        description="Seconds a repeat waits for the first request with its key before 409.",
+    )
+    pending_timeout: float = Field(
+        300,
+        ge=30,
+        description="Seconds after which a key whose request never finished (its process "
+        "died) may be used again.",
+    )
+
+
+class AsyncWriteSettings(_Strict):
+    workers: int = Field(
+        2, ge=0, le=64, description="Writes one gateway process delivers at once (0: none)."
+    )
+    poll_interval: float = Field(
+        0.5, gt=0, le=60, description="Seconds between looks for writes other replicas queued."
+    )
+    lease: float = Field(
+        60,
+        ge=2,
+        le=3600,
+        description="Seconds a delivery holds its write without renewing; a write held by a "
+        "process that died is taken up again after this long.",
+    )
+    retry_base: float = Field(1, gt=0, description="First pause after a failed attempt, s.")
+    retry_cap: float = Field(60, gt=0, description="Longest pause between attempts, s.")
+    give_up_after: float = Field(
+        86_400,
+        ge=60,
+        description="Seconds after acceptance when a write the legacy system never took is "
+        "failed (503) instead of tried again.",
+    )
+    keep_results: float = Field(
+        86_400, ge=60, description="Seconds a status URL answers after its write finished."
+    )
+    unsure_delay: float = Field(
+        15,
+        ge=0,
+        le=3600,
+        description="Seconds to wait after an interrupted delivery before checking whether "
+        "it was applied: longer than a legacy call may take, so one still under way lands "
+        "first.",
+    )
+    shutdown_grace: float = Field(
+        10, ge=0, le=600, description="Seconds a delivery may finish in at shutdown."
+    )
+    measure_interval: float = Field(
+        5, gt=0, le=300, description="Seconds between readings of the queue's depth."
+    )
+    purge_interval: float = Field(
+        600, gt=0, description="Seconds between purges of old results and expired keys."
     )
 
 
@@ -208,6 +291,8 @@ class Settings(BaseSettings):
     store: StoreSettings = Field(default_factory=lambda: StoreSettings())
     admin: AdminSettings = Field(default_factory=lambda: AdminSettings())
     audit: AuditSettings = Field(default_factory=lambda: AuditSettings())
+    idempotency: IdempotencySettings = Field(default_factory=lambda: IdempotencySettings())
+    async_writes: AsyncWriteSettings = Field(default_factory=lambda: AsyncWriteSettings())
 
     @classmethod
     def settings_customise_sources(

@@ -23,6 +23,7 @@ __all__ = [
     "audit_patients",
     "consents",
     "idempotency_keys",
+    "job_lanes",
     "jobs",
     "metadata",
     "revisions",
@@ -125,6 +126,15 @@ jobs = Table(
     Column("updated", Float, nullable=False),
 )
 Index("jobs_state_lane", jobs.c.state, jobs.c.lane, jobs.c.seq)
+
+# Every lane an unfinished job waits in (migration 0002); gone once it finishes.
+job_lanes = Table(
+    "job_lanes",
+    metadata,
+    Column("lane", String(256), primary_key=True),
+    Column("seq", _Id, primary_key=True),
+)
+Index("job_lanes_seq", job_lanes.c.seq)
 
 # The global legacy session budget: one row per session slot a replica holds.
 session_leases = Table(

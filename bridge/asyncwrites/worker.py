@@ -1,0 +1,467 @@
+"""Delivering queued writes: through the gateway, as a synchronous write would go.
+
+Each gateway process runs `async_writes.workers` delivery loops. A loop leases
+the oldest job that may go (see `queue.py`), renews the lease while it works,
+and records the result:
+
+    delivered, or refused for good (4xx, a mapped fault)   final result
+    the legacy system is down (503, 504 before sending,    back to the queue,
+      breaker open, session cap)                           tried again with backoff
+    the answer was lost and nothing can tell (504)         failed, with that outcome
+
+A job that an attempt may have reached the legacy system with (its worker
+died or was stopped mid-delivery, or the write went through and what came
+after it failed) is *unsure*: before it is sent again, the mapping's lookup
+(the one behind lost answers, `gateway/lookups.py`) says whether each create
+is already there. What cannot be checked is failed with an outcome that says
+so; it is never sent twice blindly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bridge.asyncwrites.intake import write_entries
+from bridge.asyncwrites.queue import Job, JobQueue
+from bridge.errors import (
+    BackendTimeout,
+    BackendUnavailable,
+    FhirError,
+    MappedFault,
+    ServiceUnavailable,
+)
+from bridge.fhir.outcome import operation_outcome
+from bridge.gateway import Gateway
+from bridge.gateway.lookups import OutcomeUnknown, found_records
+from bridge.mapping.compiled import CompiledWrite, RunContext
+from bridge.mapping.runner import legacy_record
+from bridge.settings import AsyncWriteSettings
+from bridge.store import StoreUnavailable
+
+__all__ = ["Deliveries", "note_attempt_call"]
+
+log = logging.getLogger("bridge.asyncwrites")
+
+# The legacy calls of the delivery attempt running in this context: (operation, outcome).
+_calls: contextvars.ContextVar[list[tuple[str, str]] | None] = contextvars.ContextVar(
+    "bridge_delivery_calls", default=None
+)
+_STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content"}
+
+
+def note_attempt_call(operation: str, outcome: str) -> None:
+    """Called for every legacy call (the backends' observer); kept during deliveries."""
+    calls = _calls.get()
+    if calls is not None:
+        calls.append((operation, outcome))
+
+
+def _status_text(code: int) -> str:
+    return _STATUS_TEXT.get(code, str(code))
+
+
+def error_entry(error: FhirError) -> dict[str, Any]:
+    return {
+        "response": {
+            "status": str(error.status),
+            "outcome": operation_outcome(
+                error.code, error.diagnostics, expression=error.expression
+            ),
+        }
+    }
+
+
+def _transient(error: FhirError) -> bool:
+    """The write did not happen and may be tried again later."""
+    if isinstance(error, OutcomeUnknown) or error.code == "incomplete":
+        return False
+    if isinstance(error, (BackendUnavailable, ServiceUnavailable, BackendTimeout)):
+        return True
+    return isinstance(error, MappedFault) and error.status in (429, 503)
+
+
+def _unknown(what: str) -> OutcomeUnknown:
+    return OutcomeUnknown(
+        f"The gateway was interrupted while delivering {what}; it may or may not have been "
+        "applied, and the mapping declares no way to check. Check the legacy system "
+        "before sending it again; sending it blindly may apply it twice."
+    )
+
+
+class _Later(Exception):
+    """Give the job back: try again after a pause."""
+
+    def __init__(
+        self, unsure: bool, error: FhirError | None = None, delay: float | None = None
+    ) -> None:
+        self.unsure = unsure
+        self.error = error
+        self.delay = delay
+
+
+class Deliveries:
+    """The delivery loops of one gateway process."""
+
+    def __init__(
+        self,
+        queue: JobQueue,
+        gateway: Callable[[], Gateway],
+        settings: AsyncWriteSettings,
+        observe_depth: Callable[[int, float | None], None] | None = None,
+    ) -> None:
+        self.queue = queue
+        self.gateway = gateway
+        self.settings = settings
+        self.observe_depth = observe_depth
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._loops: list[asyncio.Task[None]] = []
+        self._chores: list[asyncio.Task[None]] = []
+        self.delivered = 0
+
+    def start(self) -> None:
+        for n in range(self.settings.workers):
+            self._loops.append(asyncio.create_task(self._loop(), name=f"delivery-{n}"))
+        self._chores.append(asyncio.create_task(self._measure(), name="delivery-depth"))
+
+    def wake(self) -> None:
+        """A job was accepted here: look now rather than at the next poll."""
+        self._wake.set()
+
+    async def close(self) -> None:
+        """Stop claiming; let deliveries finish within the grace; hand back the rest."""
+        self._stopping = True
+        self._wake.set()
+        for chore in self._chores:
+            chore.cancel()
+        await asyncio.gather(*self._chores, return_exceptions=True)
+        if not self._loops:
+            return
+        _, late = await asyncio.wait(self._loops, timeout=self.settings.shutdown_grace)
+        for loop in late:
+            loop.cancel()  # its delivery hands its job back (see _attempt)
+        await asyncio.gather(*self._loops, return_exceptions=True)
+
+    async def _loop(self) -> None:
+        while not self._stopping:
+            try:
+                job = await self.queue.claim()
+            except StoreUnavailable as exc:
+                log.error("the delivery worker cannot reach the store: %s", exc)
+                job = None
+            except Exception as exc:  # never let the loop die
+                log.error("claiming a job failed: %s", type(exc).__name__)
+                job = None
+            if job is None:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
+                continue
+            await self._attempt(job)
+
+    async def _attempt(self, job: Job) -> None:
+        renewer = asyncio.create_task(self._renew(job), name="delivery-lease")
+        sent = False
+
+        def sending() -> None:
+            nonlocal sent
+            sent = True
+
+        try:
+            await self._deliver(job, sending)
+        except asyncio.CancelledError:
+            # Stopped in the middle (shutdown past its grace): back to the queue at once,
+            # unsure when a call may have gone out.
+            await asyncio.shield(self._give_back(job, 0.0, unsure=sent or job.suspect))
+            raise
+        except _Later as later:
+            if time.time() - job.created <= self.settings.give_up_after:
+                delay = later.delay if later.delay is not None else self._backoff(job.attempts)
+                await self._give_back(job, delay, unsure=later.unsure)
+            elif later.unsure:
+                await self._final(job, "failed", 504, error_entry(_unknown("this write")))
+            else:
+                error = later.error or BackendUnavailable()
+                await self._final(job, "failed", error.status, error_entry(error))
+        except StoreUnavailable as exc:
+            log.error("a delivery result could not be stored (%s); the lease will expire", exc)
+        except Exception as exc:
+            log.error("delivering job %s failed: %s", job.id, type(exc).__name__)
+            await self._final(
+                job,
+                "failed",
+                500,
+                error_entry(
+                    FhirError("The server met an unexpected condition delivering this write.")
+                ),
+            )
+        finally:
+            renewer.cancel()
+            await asyncio.gather(renewer, return_exceptions=True)
+
+    async def _give_back(self, job: Job, delay: float, *, unsure: bool) -> None:
+        try:
+            await self.queue.later(job, delay, unsure=unsure)
+        except StoreUnavailable as exc:
+            log.error("a job could not be handed back (%s); its lease will expire", exc)
+
+    async def _final(self, job: Job, state: str, status: int, result: dict[str, Any]) -> None:
+        if await self.queue.finish(job, state, status, result):
+            self.delivered += 1
+        else:
+            log.warning("job %s: the lease was lost before its result was stored", job.id)
+
+    def _backoff(self, attempts: int) -> float:
+        growth = 2.0 ** max(0, attempts - 1)
+        ceiling = min(self.settings.retry_cap, self.settings.retry_base * growth)
+        return float(ceiling / 2 + random.random() * ceiling / 2)
+
+    async def _renew(self, job: Job) -> None:
+        while True:
+            await asyncio.sleep(self.settings.lease / 3)
+            try:
+                if not await self.queue.renew(job):
+                    log.warning("job %s: the lease was lost while delivering", job.id)
+                    return
+            except StoreUnavailable:
+                pass
+
+    async def _measure(self) -> None:
+        while True:
+            if self.observe_depth is not None:
+                try:
+                    count, oldest = await self.queue.depth()
+                    self.observe_depth(count, oldest)
+                except StoreUnavailable:
+                    pass
+            await asyncio.sleep(self.settings.measure_interval)
+
+    # -- one attempt -------------------------------------------------------------
+
+    async def _deliver(self, job: Job, sending: Callable[[], None]) -> None:
+        gateway = self.gateway()
+        request = job.request
+        if job.suspect and not await self._check(gateway, job):
+            return  # the check settled it
+        calls: list[tuple[str, str]] = []
+        token = _calls.set(calls)
+        try:
+            sending()
+            status, entry = await self._send(gateway, request)
+        except FhirError as error:
+            wrote = self._wrote(gateway, request, calls)
+            if not _transient(error):
+                await self._final(job, "failed", error.status, error_entry(error))
+                return
+            raise _Later(wrote, error) from None
+        finally:
+            _calls.reset(token)
+        if request["kind"] == "bundle" and self._retry_entries(job, entry):
+            if time.time() - job.created <= self.settings.give_up_after:
+                raise _Later(unsure=self._wrote(gateway, request, calls))
+            entry = self._merged(job, entry)
+        await self._final(job, "done", status, entry)
+
+    async def _send(self, gateway: Gateway, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """The write, through the gateway: (status, the batch-response entry)."""
+        kind, base = request["kind"], request["base"]
+        if kind == "create":
+            result = await gateway.create(
+                request["type"], request["body"], base, if_none_exist=request.get("if_none_exist")
+            )
+        elif kind == "update":
+            result = await gateway.update(
+                request["type"], request["id"], request["body"], if_match=request.get("if_match")
+            )
+        else:
+            body = request["body"]
+            if request.get("answers"):
+                body = {**body, "entry": [body["entry"][i] for i in request["remaining"]]}
+
+            async def allowed(rtype: str, interaction: str, resource: Any, rid: str | None) -> None:
+                return None  # authorized when accepted
+
+            bundle = await gateway.bundle(body, base, allowed)
+            return 200, {"response": {"status": _status_text(200)}, "resource": bundle}
+        out: dict[str, Any] = {"response": {"status": _status_text(result.status)}}
+        if result.location:
+            out["response"]["location"] = result.location
+        if result.resource is not None:
+            out["resource"] = result.resource
+        return result.status, out
+
+    @staticmethod
+    def _wrote(gateway: Gateway, request: dict[str, Any], calls: list[tuple[str, str]]) -> bool:
+        """Did a call of the write itself get through in this attempt?"""
+        if request["kind"] == "bundle":
+            pairs = [(e.rtype, e.interaction) for e in write_entries(request["body"])]
+        else:
+            pairs = [(request["type"], request["kind"])]
+        operations: set[str] = set()
+        for rtype, interaction in pairs:
+            served = gateway.routes.get(rtype, {}).get(interaction)
+            if served is None:
+                continue
+            resource = served.resource
+            specs: list[CompiledWrite | None] = []
+            if interaction == "create":
+                specs = [resource.create]
+            elif interaction == "update":
+                specs = list(resource.update)
+            elif interaction == "delete":
+                specs = [resource.delete]
+            for spec in specs:
+                if spec is not None:
+                    operations.update(step.call.operation for step in spec.steps)
+        return any(op in operations and outcome == "ok" for op, outcome in calls)
+
+    # -- batches answered in part ------------------------------------------------
+
+    def _retry_entries(self, job: Job, entry: dict[str, Any]) -> bool:
+        """Keep a batch's final answers; True when some entries must be tried again."""
+        bundle = entry["resource"]
+        if bundle.get("type") != "batch-response":
+            return False
+        request = job.request
+        indexes = request.get("remaining") or list(range(len(bundle.get("entry", []))))
+        answers: dict[str, Any] = dict(request.get("answers") or {})
+        remaining = []
+        for index, answer in zip(indexes, bundle.get("entry", []), strict=True):
+            answers[str(index)] = answer
+            if str(answer.get("response", {}).get("status", "")).startswith("503"):
+                remaining.append(index)
+        request["answers"], request["remaining"] = answers, remaining
+        if remaining:
+            return True
+        bundle["entry"] = [answers[str(i)] for i in range(len(request["body"]["entry"]))]
+        return False
+
+    def _merged(self, job: Job, entry: dict[str, Any]) -> dict[str, Any]:
+        answers = job.request["answers"]
+        entry["resource"]["entry"] = [
+            answers[str(i)] for i in range(len(job.request["body"]["entry"]))
+        ]
+        return entry
+
+    # -- unsure jobs ---------------------------------------------------------------
+
+    async def _check(self, gateway: Gateway, job: Job) -> bool:
+        """Settle what an interrupted attempt did; True when the job must still be sent."""
+        request = job.request
+        kind = request["kind"]
+        # A call of the interrupted attempt may still be under way: let it land first.
+        check_after = request.setdefault("check_after", job.touched + self.settings.unsure_delay)
+        if check_after > time.time():
+            raise _Later(True, delay=check_after - time.time())
+        del request["check_after"]
+        if kind == "create" and request.get("if_none_exist"):
+            return True  # the condition finds a stored copy
+        if kind == "update":
+            await self._final(job, "failed", 504, error_entry(_unknown("this change")))
+            return False
+        items: list[tuple[int | None, str, Any]]
+        if kind == "create":
+            items = [(None, request["type"], request["body"])]
+        else:
+            entries = write_entries(request["body"])
+            todo = request.get("remaining") or [e.index for e in entries]
+            chosen = [e for e in entries if e.index in todo]
+            if any(e.interaction != "create" or e.conditional for e in chosen):
+                await self._final(job, "failed", 504, error_entry(_unknown("this Bundle")))
+                return False
+            items = [(e.index, e.rtype, e.resource) for e in chosen]
+        try:
+            found = [await self._lookup(gateway, rtype, body) for _, rtype, body in items]
+        except FhirError as error:
+            if _transient(error):
+                raise _Later(True, error) from None
+            found = [None] * len(items)
+        if kind == "create":
+            return await self._settle_one(job, found[0])
+        return await self._settle_bundle(job, items, found)
+
+    async def _lookup(self, gateway: Gateway, rtype: str, body: Any) -> list[str] | None:
+        """Ids of stored records matching the create (None: no way to tell)."""
+        served = gateway.route(rtype, "create")
+        spec = served.resource.create
+        if (
+            spec is None
+            or spec.lookup is None
+            or spec.lookup.id is None
+            or not isinstance(body, dict)
+        ):
+            return None
+        stripped = {k: v for k, v in body.items() if k not in ("id", "meta")}
+        tree = legacy_record(served.resource, stripped)
+        records = await found_records(
+            served, spec.lookup, RunContext(record=tree), served.backend.deadline()
+        )
+        path = spec.lookup.id
+        return [(r.findtext(path) or "").strip() for r in records]
+
+    async def _settle_one(self, job: Job, ids: list[str] | None) -> bool:
+        request = job.request
+        if ids is not None and not ids:
+            return True  # not there: send it
+        if ids is None or len(ids) != 1 or not ids[0]:
+            await self._final(job, "failed", 504, error_entry(_unknown("this create")))
+            return False
+        rtype, base = request["type"], request["base"]
+        resource = {k: v for k, v in request["body"].items() if k != "meta"}
+        resource["id"] = ids[0]
+        entry = {
+            "response": {"status": _status_text(201), "location": f"{base}/{rtype}/{ids[0]}"},
+            "resource": resource,
+        }
+        await self._final(job, "done", 201, entry)
+        return False
+
+    async def _settle_bundle(
+        self,
+        job: Job,
+        items: list[tuple[int | None, str, Any]],
+        found: list[list[str] | None],
+    ) -> bool:
+        request = job.request
+        body = request["body"]
+        batch = body.get("type") == "batch"
+        answers: dict[str, Any] = dict(request.get("answers") or {})
+        remaining: list[int] = []
+        for (index, rtype, resource), ids in zip(items, found, strict=True):
+            assert index is not None
+            if ids is not None and not ids:
+                remaining.append(index)
+            elif ids is not None and len(ids) == 1 and ids[0]:
+                stored = {k: v for k, v in resource.items() if k != "meta"}
+                stored["id"] = ids[0]
+                answers[str(index)] = {
+                    "response": {"status": _status_text(201), "location": f"{rtype}/{ids[0]}"},
+                    "resource": stored,
+                }
+            else:
+                answers[str(index)] = error_entry(_unknown(f"Bundle.entry[{index}]"))
+        if not batch and remaining and len(remaining) != len(items):
+            await self._final(job, "failed", 504, error_entry(_unknown("this transaction")))
+            return False
+        if not batch and any(a["response"]["status"].startswith("504") for a in answers.values()):
+            await self._final(job, "failed", 504, error_entry(_unknown("this transaction")))
+            return False
+        if remaining:
+            if answers:
+                request["answers"], request["remaining"] = answers, remaining
+            return True
+        kind = "batch-response" if batch else "transaction-response"
+        bundle = {
+            "resourceType": "Bundle",
+            "type": kind,
+            "entry": [answers[str(i)] for i in range(len(body["entry"]))],
+        }
+        await self._final(job, "done", 200, {"response": {"status": "200 OK"}, "resource": bundle})
+        return False

@@ -1,0 +1,122 @@
+"""Idempotency keys in the store: one run per (client, key), repeats wait or replay."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from starlette.requests import Request
+from starlette.responses import Response
+
+from bridge.errors import FhirError, InvalidRequest
+from bridge.idempotency import Idempotency, IdempotencyConflict, parse_key
+from bridge.store import Store
+
+
+def _request(body: bytes, path: str = "/fhir/Observation") -> Request:
+    sent = False
+
+    async def receive() -> dict[str, object]:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": path,
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/fhir+json")],
+    }
+    return Request(scope, receive)
+
+
+def _render(error: FhirError) -> Response:
+    return Response(error.diagnostics.encode(), error.status)
+
+
+def test_a_repeat_waits_for_the_first_and_gets_its_result(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = await Store.open(f"sqlite:///{tmp_path / 'store.db'}")
+        keys = Idempotency(store, ttl=3600, wait=10, pending_timeout=300)
+        runs = 0
+        release = asyncio.Event()
+
+        async def handler(request: Request) -> Response:
+            nonlocal runs
+            runs += 1
+            await release.wait()
+            return Response(b"created", 201, {"Location": "/fhir/Observation/1"})
+
+        first = asyncio.create_task(keys.run(_request(b"{}"), "app", "k1", handler, _render, 1000))
+        await asyncio.sleep(0.2)
+        second = asyncio.create_task(keys.run(_request(b"{}"), "app", "k1", handler, _render, 1000))
+        await asyncio.sleep(0.2)
+        release.set()
+        one, two = await asyncio.gather(first, second)
+        assert runs == 1
+        assert (one.status_code, two.status_code) == (201, 201)
+        assert two.headers["location"] == "/fhir/Observation/1"
+        assert two.headers["idempotent-replayed"] == "true"
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_a_repeat_that_waits_too_long_is_409(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = await Store.open(f"sqlite:///{tmp_path / 'store.db'}")
+        keys = Idempotency(store, ttl=3600, wait=0, pending_timeout=300)
+        release = asyncio.Event()
+
+        async def handler(request: Request) -> Response:
+            await release.wait()
+            return Response(b"", 201)
+
+        first = asyncio.create_task(keys.run(_request(b"{}"), "app", "k2", handler, _render, 1000))
+        await asyncio.sleep(0.2)
+        with pytest.raises(IdempotencyConflict) as caught:
+            await keys.run(_request(b"{}"), "app", "k2", handler, _render, 1000)
+        assert caught.value.headers["Retry-After"] == "1"
+        release.set()
+        await first
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_a_failure_that_may_be_retried_frees_the_key(tmp_path: Path) -> None:
+    async def main() -> None:
+        from bridge.errors import BackendUnavailable
+
+        store = await Store.open(f"sqlite:///{tmp_path / 'store.db'}")
+        keys = Idempotency(store, ttl=3600, wait=0, pending_timeout=300)
+        answers = [BackendUnavailable(), None]
+
+        async def handler(request: Request) -> Response:
+            error = answers.pop(0)
+            if error is not None:
+                raise error
+            return Response(b"ok", 201)
+
+        down = await keys.run(_request(b"{}"), "app", "k3", handler, _render, 1000)
+        assert down.status_code == 503
+        again = await keys.run(_request(b"{}"), "app", "k3", handler, _render, 1000)
+        assert again.status_code == 201 and "idempotent-replayed" not in again.headers
+        await store.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("raw", ["", "x" * 257, "a b", "é"])
+def test_unusable_keys_are_400(raw: str) -> None:
+    with pytest.raises(InvalidRequest):
+        parse_key(raw)
+
+
+def test_keys_may_be_quoted() -> None:
+    assert parse_key('"abc-123"') == "abc-123"
+    assert parse_key("x" * 256) == "x" * 256

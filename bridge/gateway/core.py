@@ -37,6 +37,7 @@ from bridge.soap.breaker import CircuitBreaker
 from bridge.soap.envelope import EnvelopeValueError
 from bridge.soap.pool import Session, SessionPool
 from bridge.soap.retry import RetryPolicy
+from bridge.soap.tls import client_context
 from bridge.soap.transport import AiohttpTransport, Transport
 from bridge.soap.xml import SoapFault
 
@@ -58,7 +59,9 @@ class Served:
 
 def _default_transport(system: CompiledSystem) -> Transport:
     return AiohttpTransport(
-        connect_timeout=system.connect_timeout, max_connections=system.max_connections
+        connect_timeout=system.connect_timeout,
+        max_connections=system.max_connections,
+        ssl_context=client_context(system.tls) if system.tls is not None else None,
     )
 
 

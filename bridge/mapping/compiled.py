@@ -21,6 +21,7 @@ from bridge.mapping.tables import CodeTable
 from bridge.mapping.transforms import Pipeline
 from bridge.soap.backend import BodyErrors, SessionStyle
 from bridge.soap.envelope import EnvelopeTemplate
+from bridge.soap.tls import ClientTls
 from bridge.soap.wsdl import ServiceDescription
 from bridge.soap.xml import FaultCodePath
 
@@ -389,3 +390,4 @@ class CompiledSystem:
     retries: int = 2
     backoff_base: float = 0.1
     backoff_cap: float = 2.0
+    tls: ClientTls | None = None  # own CAs or a client certificate (gateway settings)

@@ -26,6 +26,7 @@ exchange). After the last two a write may or may not have happened. A plain
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -93,16 +94,27 @@ class Transport(Protocol):
 
 
 class AiohttpTransport:
-    def __init__(self, *, connect_timeout: float, max_connections: int) -> None:
+    def __init__(
+        self,
+        *,
+        connect_timeout: float,
+        max_connections: int,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self._connect_timeout = connect_timeout
         self._max_connections = max_connections
+        # HTTPS: certificates are always verified; a context adds own CAs or a client cert.
+        self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
         # Created lazily so it binds to the running event loop.
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(
-                limit=self._max_connections, keepalive_timeout=30, ttl_dns_cache=300
+                limit=self._max_connections,
+                keepalive_timeout=30,
+                ttl_dns_cache=300,
+                ssl=self._ssl,
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,

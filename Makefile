@@ -54,5 +54,12 @@ bench: $(STAMP)
 	  || echo "bench: py-spy could not be installed: no profile this run"
 	$(BIN)/python bench/run.py $(if $(QUICK),--quick) $(BENCH_ARGS)
 
+# The soak test (tests/reliability/soak.py): DURATION seconds of mixed load (default 240)
+# while the mock hospital injects faults and the gateway is SIGKILLed and restarted once,
+# then a reconciliation with the legacy systems; the figures also go to bench/results/.
+DURATION ?= 240
+soak: $(STAMP)
+	$(BIN)/python -m tests.reliability.soak --duration $(DURATION) --json bench/results/soak-latest.json
+
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -32,6 +32,7 @@ FAST = {
     "lease": 3,
     "poll_interval": 0.1,
     "unsure_delay": 4,  # longer than the slowest EHR answer the tests inject (3 s)
+    "measure_interval": 0.2,
 }
 
 
@@ -207,6 +208,14 @@ def test_async_writes_wait_out_an_outage_and_keep_each_patients_order(
     assert app.delete(cancelled).status_code == 202
     assert app.get(cancelled).status_code == 404
     assert _steps(mock_hospital, ALICE) == [] and _steps(mock_hospital, BOB) == []
+    # The queue's depth and age are in /metrics.
+    metrics_url = gateway.base.removesuffix("/fhir") + "/metrics"
+    deadline = time.monotonic() + 30
+    while "bridge_async_queue_depth 8.0" not in (page := httpx.get(metrics_url).text):
+        assert time.monotonic() < deadline, page
+        time.sleep(0.1)
+    oldest = next(line for line in page.splitlines() if line.startswith("bridge_async_oldest"))
+    assert float(oldest.split()[1]) > 0
     mock_hospital.clear_faults()
     for location, _, _ in accepted:
         entry = _result(app, location, fhir, within=90)

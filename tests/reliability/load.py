@@ -116,6 +116,7 @@ class Write:
     expect_refusal: bool = False  # a transaction built with a reading the EHR cannot take
     status_url: str | None = None  # asynchronous writes: where the outcome will be
     accepted: bool = False  # asynchronous writes: a 202 came
+    accepted_at: float | None = None
 
 
 @dataclass
@@ -268,7 +269,7 @@ class Load:
             return False
         write.status = reply.status_code
         if reply.status_code == 202 and write.kind == "async-create":
-            write.accepted = True
+            write.accepted, write.accepted_at = True, write.answered
             write.status_url = reply.headers.get("content-location")
             if not write.status_url:
                 write.outcome, write.detail = "unknown", "202 without Content-Location"
@@ -284,15 +285,23 @@ class Load:
         """Set a write's outcome from a final answer (the POST's, or the status URL's)."""
         write.status = status
         if status in (200, 201) and body.get("resourceType") == "Bundle":
-            entries = [str(e.get("response", {}).get("status", "")) for e in body.get("entry", [])]
-            created = all(s.startswith("201") for s in entries)
-            if created and len(entries) == len(write.readings):
+            responses = [e.get("response", {}) for e in body.get("entry", [])]
+            codes = [str(r.get("status", "")).split(" ")[0] for r in responses]
+            if write.kind == "async-create":
+                # The status URL's batch-response: one entry, the write's own result.
+                code = codes[0] if codes else ""
+                outcome = (responses[0].get("outcome") or {}) if responses else {}
+                detail = _diagnostics_of(outcome)
+                if code in ("200", "201"):
+                    write.outcome = "acknowledged"
+                elif code == "504":
+                    write.outcome, write.detail = "unknown", f"{code} {detail}"
+                else:
+                    write.outcome, write.detail = "refused", f"{code} {detail}"
+            elif len(codes) == len(write.readings) and all(c == "201" for c in codes):
                 write.outcome = "acknowledged"
             else:
-                # An async status that wraps the result in a batch-response.
-                first = entries[0].split()[0] if entries else ""
-                write.outcome = "acknowledged" if first in ("200", "201") else "refused"
-                write.detail = f"entries {entries}"
+                write.outcome, write.detail = "refused", f"entries {codes}"
         elif status in (200, 201):
             write.outcome = "acknowledged"
         elif status == 504:
@@ -308,10 +317,11 @@ class Load:
             reply = await self._send("async-status", http, "GET", write.status_url, write.wid)
             if not isinstance(reply, httpx.Response):
                 continue  # the gateway is restarting: the status is in its store
-            if reply.status_code == 202:
+            if reply.status_code in (202, 429, 503):
+                # Pending (or the status endpoint busy: not the write's result). Come back
+                # when Retry-After says, within reason: the soak wants answers in time.
+                await asyncio.sleep(min(_seconds(reply.headers.get("retry-after")), 3) - 0.5)
                 continue
-            if reply.status_code in (429, 503):
-                continue  # the status endpoint itself is busy: not the write's result
             write.answered = self.clock()
             self._judge(write, reply.status_code, _json(reply))
             return
@@ -326,6 +336,13 @@ class Load:
         for write in self.writes:
             if write.outcome == "pending":
                 write.outcome, write.detail = "unknown", "status still pending at the end"
+
+
+def _seconds(value: str | None) -> float:
+    try:
+        return max(0.5, float(value or 0))
+    except ValueError:
+        return 0.5
 
 
 def _uuid(device: str) -> str:

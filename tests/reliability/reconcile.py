@@ -91,6 +91,7 @@ class SoakReport:
     writes: dict[str, dict[str, int]]
     windows: list[dict[str, Any]]
     allowed_5xx: dict[str, int]
+    refusals: dict[str, int]  # why writes were refused: "kind status diagnostics"
     sessions: dict[str, dict[str, int]]
     events: list[tuple[float, str]]
     checks: list[Check]
@@ -130,6 +131,7 @@ def reconcile(calls: list[Call], writes: list[Write], run: Run) -> SoakReport:
         writes=writes_table,
         windows=[asdict(w) for w in windows],
         allowed_5xx=allowed,
+        refusals=_refusals(writes),
         sessions=sessions,
         events=run.events,
         checks=checks,
@@ -186,6 +188,7 @@ def _reconcile_writes(
     writes: list[Write], run: Run, checks: list[Check]
 ) -> dict[str, dict[str, int]]:
     found: Counter[str] = Counter()
+    stored_as: dict[str, str] = {}  # device id -> ReadingId (the EHR numbers in order)
     mismatched: list[str] = []
     sent = {r.device: (w, r) for w in writes for r in w.readings}
     phantoms = []
@@ -195,6 +198,7 @@ def _reconcile_writes(
             if not device.startswith(run.run_tag):
                 continue
             found[device] += 1
+            stored_as[device] = str(row.get("ReadingId", ""))
             if device not in sent:
                 phantoms.append(device)
                 continue
@@ -268,7 +272,40 @@ def _reconcile_writes(
             torn[:10],
         )
     )
+    checks.append(_async_order(writes, stored_as))
     return {kind: dict(row) for kind, row in table.items()}
+
+
+def _async_order(writes: list[Write], stored_as: dict[str, str]) -> Check:
+    """Asynchronous writes to one patient are applied in the order they were accepted.
+
+    Only pairs whose order the app itself saw are judged: the second was sent
+    after the first's 202 came back."""
+    by_patient: dict[str, list[Write]] = defaultdict(list)
+    for w in writes:
+        if w.accepted_at is not None and w.readings[0].device in stored_as:
+            by_patient[w.mrn].append(w)
+    pairs, wrong = 0, []
+    for lane in by_patient.values():
+        lane.sort(key=lambda w: w.sent)
+        for i, first in enumerate(lane):
+            assert first.accepted_at is not None
+            for second in lane[i + 1 :]:
+                if second.sent <= first.accepted_at:
+                    continue
+                pairs += 1
+                a, b = (stored_as[w.readings[0].device] for w in (first, second))
+                if a > b:
+                    wrong.append(
+                        f"{second.wid} (sent {second.sent:.2f}s) stored as {b}, before "
+                        f"{first.wid} (accepted {first.accepted_at:.2f}s) stored as {a}"
+                    )
+    return Check(
+        "asynchronous writes to one patient are applied in the order accepted",
+        not wrong,
+        f"{pairs} ordered pairs, {len(wrong)} out of order",
+        wrong[:10],
+    )
 
 
 def _describe(w: Write, counts: list[int]) -> str:
@@ -277,6 +314,17 @@ def _describe(w: Write, counts: list[int]) -> str:
         f"{w.wid} {w.kind} sent at {w.sent:.2f}s, answer {answer} ({w.outcome}"
         f"{', ' + w.detail if w.detail else ''}); copies in the EHR per reading: {counts}"
     )
+
+
+def _refusals(writes: list[Write]) -> dict[str, int]:
+    reasons: Counter[str] = Counter()
+    for w in writes:
+        if w.outcome == "refused":
+            # "The transaction failed at entry[0], entry[1]: <why>": the why is enough.
+            why = w.detail.split(": ", 1)[-1] if "failed at entry" in w.detail else w.detail
+            answer = "no connection" if w.status is None else str(w.status)
+            reasons[f"{w.kind} {answer} {why}".strip()] += 1
+    return dict(reasons.most_common())
 
 
 def _no_500(calls: list[Call]) -> Check:

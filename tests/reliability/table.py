@@ -84,6 +84,10 @@ def render(report: SoakReport) -> str:
         "  never final; the app cannot know, so such a write may be applied once or not at all.",
     ]
 
+    if report.refusals:
+        out += ["", "why writes were refused (kind, answer, diagnostics):"]
+        out += [f"  {n:6}  {why[:150]}" for why, n in list(report.refusals.items())[:12]]
+
     out += ["", "windows where 503/504 are allowed, and why:"]
     for w in report.windows:
         end = "end" if w["end"] == float("inf") else f"{w['end']:.2f}"

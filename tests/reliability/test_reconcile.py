@@ -131,3 +131,15 @@ def test_session_limit_refusals_count_only_after_the_kill() -> None:
     assert _failed(OK_CALLS, [], _run([], stats_samples=before, final_stats=stats(1))) == {
         "session-limit refusals only from sessions the killed process left behind"
     }
+
+
+def test_asynchronous_writes_applied_out_of_order_fail() -> None:
+    first, second = _write("w1", "acknowledged", "1"), _write("w2", "acknowledged", "2")
+    first.sent, first.accepted_at = 1.0, 1.5
+    second.sent, second.accepted_at = 2.0, 2.5  # sent after the first was accepted
+    in_order = [{**_row("1"), "ReadingId": "VS00000010"}, {**_row("2"), "ReadingId": "VS00000011"}]
+    assert _failed(OK_CALLS, [first, second], _run(in_order)) == set()
+    swapped = [{**_row("1"), "ReadingId": "VS00000012"}, {**_row("2"), "ReadingId": "VS00000011"}]
+    assert _failed(OK_CALLS, [first, second], _run(swapped)) == {
+        "asynchronous writes to one patient are applied in the order accepted"
+    }

@@ -39,7 +39,7 @@ from bridge.asyncwrites import (
 from bridge.audit import AuditMiddleware, AuditTrail, note_legacy, note_patients, note_withheld
 from bridge.auth.access import Access, access
 from bridge.auth.factory import create_verifier
-from bridge.auth.middleware import AuthMiddleware, authorize
+from bridge.auth.middleware import AuthMiddleware
 from bridge.auth.tokens import Principal, TokenVerifier
 from bridge.errors import (
     FhirError,
@@ -283,7 +283,20 @@ def create_app(
         gw = gw_of(request)
         op = gw.operation_spec(rtype, name, rid)
         # An operation needs the token's right to read (or, if it changes data, update) the type.
-        authorize(_principal(request), rtype, "u" if op.changes else "r")
+        allowed = rules(request, rtype, "u" if op.changes else "r")
+        if allowed is not None and not allowed.unlimited:
+            # A patient-confined or restricted token: only on a resource it may read.
+            if rid is None:
+                raise Forbidden(
+                    f"This access token may run {rtype} operations only on a {rtype} it may "
+                    "read, not on the whole type."
+                )
+            if "read" not in gw.routes.get(rtype, {}):
+                raise Forbidden(
+                    f"A patient-scoped token cannot run operations on {rtype} resources the "
+                    "gateway cannot read back."
+                )
+            allowed.check(await gw.read(rtype, rid))
         body = await json_body(request) if request.method == "POST" else None
         items = list(request.query_params.multi_items())
         answer = await gw.operation(rtype, name, rid, items, body)
@@ -441,7 +454,7 @@ def create_app(
         allowed = rules(request, rtype, interaction)
         assert allowed is not None
         if isinstance(resource, dict):
-            allowed.check(resource)
+            allowed.check_write(resource)
         if rid is not None:
             if "read" not in gw_of(request).routes.get(rtype, {}):
                 raise Forbidden(

@@ -247,7 +247,10 @@ def local_routes(
         params = [("patient", patient)] if patient else []
         params += [("date", d) for d in request.query_params.getlist("date")]
         params.append(("_count", str(count)))
-        bundle = _searchset(base(request), "AuditEvent", params, [event for _, event in rows])
+        events = [event for _, event in rows]
+        if confined is not None:
+            events = [_seen_by(event, confined) for event in events]
+        bundle = _searchset(base(request), "AuditEvent", params, events)
         if len(rows) == count:
             nxt = [*params, ("_before", str(rows[-1][0]))]
             bundle["link"].append(
@@ -273,6 +276,7 @@ def local_routes(
             }
             if principal.patient not in patients:
                 raise Forbidden("The access token is limited to another patient's data.")
+            event = _seen_by(event, principal.patient)
         return FhirResponse(event, pretty=pretty(request))
 
     # -- /admin ---------------------------------------------------------------------------
@@ -315,6 +319,22 @@ def local_routes(
         Route("/admin/revocations", revocation_list, methods=["GET"]),
         Route("/admin/revocations/{rid}", revocation_delete, methods=["DELETE"]),
     ]
+
+
+def _seen_by(event: dict[str, Any], patient: str) -> dict[str, Any]:
+    """An AuditEvent as a patient may see it: nothing of the other patients it names
+    (a search may have returned several), nor the query that found them."""
+    own = f"Patient/{patient}"
+    entities = []
+    for entity in event.get("entity", []):
+        reference = str(entity.get("what", {}).get("reference", ""))
+        if reference.startswith("Patient/") and reference != own:
+            continue
+        entities.append({k: v for k, v in entity.items() if k != "query"})
+    shown = {**event, "entity": entities}
+    if not entities:
+        del shown["entity"]
+    return shown
 
 
 def _patient_of(consent: dict[str, Any]) -> str | None:

@@ -58,6 +58,23 @@ class Access:
             return True
         return False
 
+    def check_write(self, resource: dict[str, Any]) -> None:
+        """Forbidden (403) unless `resource` may be written: as `check`, and under a
+        patient grant every patient the resource names must be the token's patient
+        (naming oneself beside another patient is not enough)."""
+        for rule in self.rules:
+            if rule.confined and (
+                self.patient is None
+                or patient_compartment().owners(resource) != {self.patient}
+            ):
+                continue
+            if rule.restriction is not None and not rule.restriction.allows(resource):
+                continue
+            return
+        if any(r.restriction is None or r.restriction.allows(resource) for r in self.rules):
+            raise Forbidden(_OTHER_PATIENT)
+        raise Forbidden(f"The access token's scopes do not cover this {self.resource}.")
+
     def check(self, resource: dict[str, Any]) -> None:
         """Forbidden (403) unless `resource` is allowed."""
         if self.allows(resource):

@@ -603,23 +603,8 @@ def _entries(bundle: dict[str, Any]) -> list[dict[str, Any]]:
     return [e["resource"] for e in bundle.get("entry", [])]
 
 
-# Access bugs found by these tests and reported, not yet fixed: each row is written
-# as it should pass, and skipped (with its reason in the summary) until the fix.
-_STATUS_OF_ANOTHERS_CLAIM = (
-    "reported: Claim/{id}/$status answers another patient's claim (200) to a patient scope"
-)
-_WRITE_NAMING_A_BESIDE_B = (
-    "reported: a patient scope writes for another patient when its own patient is named "
-    "in a second compartment element (performer, participant, payee)"
-)
-_AUDIT_NAMES_OTHERS = (
-    "reported: a patient's audit trail shows events that name other patients "
-    "(a clinician's search that found both)"
-)
-AWAITING_FIX = {
-    ("Claim.$status", "v2-patient-other"): _STATUS_OF_ANOTHERS_CLAIM,
-    ("Claim.$status", "v1-patient-other-read"): _STATUS_OF_ANOTHERS_CLAIM,
-}
+# Rows of the matrix that wait for a fix, with the reason (none at present).
+AWAITING_FIX: dict[tuple[str, str], str] = {}
 
 
 def _rows() -> list[Any]:
@@ -793,7 +778,6 @@ ATTEMPTS = [
         "status-of-B-Claim",
         lambda w: get(f"/Claim/{w.b.claim}/$status"),
         (403,),
-        _STATUS_OF_ANOTHERS_CLAIM,
     ),
     Attempt("read-DiagnosticReport", lambda w: get(f"/DiagnosticReport/{w.b.report}"), (403,)),
     Attempt("read-Claim", lambda w: get(f"/Claim/{w.b.claim}"), (403,)),
@@ -845,7 +829,6 @@ ATTEMPTS = [
             json={**reading(w.b.mrn), "performer": [{"reference": f"Patient/{w.a.mrn}"}]},
         ),
         (403,),
-        _WRITE_NAMING_A_BESIDE_B,
     ),
     Attempt(
         "create-Claim-for-B-paid-to-A",
@@ -861,7 +844,6 @@ ATTEMPTS = [
             },
         ),
         (403,),
-        _WRITE_NAMING_A_BESIDE_B,
     ),
     Attempt(
         "book-Appointment-for-B-with-A-as-second-participant",
@@ -871,7 +853,6 @@ ATTEMPTS = [
             json=appointment_with(w, w.b.mrn, w.a.mrn),
         ),
         (403,),
-        _WRITE_NAMING_A_BESIDE_B,
     ),
     Attempt(
         "book-Appointment-for-B",
@@ -1116,11 +1097,7 @@ def test_patient_transaction_writing_for_another_patient_is_refused(
     "search_both",
     [
         pytest.param(False, id="clinician-reads-each"),
-        pytest.param(
-            True,
-            id="clinician-search-finds-both",
-            marks=pytest.mark.skip(reason=_AUDIT_NAMES_OTHERS),
-        ),
+        pytest.param(True, id="clinician-search-finds-both"),
     ],
 )
 def test_patient_audit_trail_shows_its_own_patient_only(

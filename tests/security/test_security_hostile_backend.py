@@ -55,6 +55,19 @@ class Harness:
         return True
 
 
+def _no_breaker(tmp: Path) -> Path:
+    """The hospital's mapping with a breaker that never opens: these tests send one
+    hostile answer after another, and each must meet the parser, not an open breaker."""
+    folder = copy_mappings(tmp, "hospital")
+    system = folder / "system.yaml"
+    text = system.read_text()
+    system.write_text(
+        text.replace("  timeout: 10\n", "  timeout: 10\n  breaker_failures: 1000\n", 1)
+    )
+    assert "breaker_failures: 1000" in system.read_text()
+    return folder
+
+
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     tmp = tmp_path_factory.mktemp("hostile")
@@ -67,9 +80,7 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     with (
         HostileBackend().running() as backend,
         Recorder().running() as dtd_server,
-        start_gateway(
-            tmp, backend.url + "/ehr", mappings=copy_mappings(tmp, "hospital")
-        ) as gateway,
+        start_gateway(tmp, backend.url + "/ehr", mappings=_no_breaker(tmp)) as gateway,
     ):
         assert isinstance(backend, HostileBackend) and isinstance(dtd_server, Recorder)
         yield Harness(gateway, backend, dtd_server, secret, secret_file, fifo)

@@ -558,9 +558,12 @@ def create_app(
         """What read and search entries answer follows the rules of a lone read or search."""
         asked = body.get("entry") if isinstance(body, dict) else None
         answers = result.get("entry")
-        if not isinstance(asked, list) or not isinstance(answers, list):
+        if not isinstance(answers, list):
             return
-        if len(asked) != len(answers):
+        if not isinstance(asked, list) or len(asked) != len(answers):
+            # Answers that cannot be matched to their requests are not let out.
+            for answer in answers:
+                answer.pop("resource", None)
             return
         for index, (entry, answer) in enumerate(zip(asked, answers, strict=True)):
             resource = answer.get("resource")
@@ -574,6 +577,10 @@ def create_app(
             elif method == "GET":
                 try:
                     readable(request, str(resource.get("resourceType")), resource)
+                    if withheld(request, resource):
+                        raise Forbidden(
+                            "The patient has not consented to share this with this app."
+                        )
                 except Forbidden as error:
                     answers[index] = {
                         "response": {

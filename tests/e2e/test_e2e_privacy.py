@@ -213,6 +213,24 @@ def test_a_denied_read_is_403(gateway: Gateway, consents: list[str]) -> None:
     nosy = _client(gateway, "user/Patient.rs", client_id="nosy")
     assert nosy.get("/Patient/100007").status_code == 403
     assert nosy.get("/Patient/100008").status_code == 200
+    # Nor through a batch, nor a search.
+    batch = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {"request": {"method": "GET", "url": "Patient/100007"}},
+            {"request": {"method": "GET", "url": "Patient/100008"}},
+            {"request": {"method": "GET", "url": "Patient?_id=100007"}},
+        ],
+    }
+    reply = nosy.post("/", json=batch, headers={"Content-Type": "application/fhir+json"})
+    assert reply.status_code == 200, reply.text
+    denied, allowed, searched = reply.json()["entry"]
+    assert denied["response"]["status"].startswith("403")
+    assert "resource" not in denied
+    assert allowed["resource"]["id"] == "100008"
+    assert "entry" not in searched.get("resource", {})
+    assert "100007" not in denied.get("response", {}).get("outcome", {}).get("text", "")
     assert _client(gateway, "user/Patient.rs", client_id="kind").get("/Patient/100007").is_success
 
 

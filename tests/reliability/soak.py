@@ -31,6 +31,7 @@ import contextlib
 import json
 import random
 import secrets
+import shutil
 import sys
 import tempfile
 import time
@@ -112,6 +113,9 @@ def run_soak(
     """Run the soak and return its report (`report.ok`, `report.text()`)."""
     plan = _Plan.for_duration(duration)
     extra, hold = gateway_settings(session_idle_timeout)
+    # A run directory of our own is removed after a clean run; a failed run keeps it
+    # (the gateway's log is the evidence) and the report names it.
+    own_dir = run_dir is None
     run_dir = run_dir or Path(tempfile.mkdtemp(prefix="bridge-soak-"))
     say = log or (lambda text: print(text, file=sys.stderr, flush=True))
     settings = {
@@ -142,7 +146,10 @@ def run_soak(
         finally:
             gateway.stop()
         run.gateway_log_errors = _log_errors(gateway.logs())
-        return reconcile(soak.load.calls, soak.load.writes, run)
+        report = reconcile(soak.load.calls, soak.load.writes, run)
+    if own_dir and report.ok:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return report
 
 
 def _log_errors(text: str) -> list[str]:
@@ -319,10 +326,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=240, help="seconds of load (>= 40)")
     parser.add_argument("--clients", type=int, default=24)
     parser.add_argument("--seed", type=int, default=6)
-    parser.add_argument("--max-sessions", type=int, default=4, help="the mock's session cap")
+    parser.add_argument(
+        "--max-sessions",
+        type=int,
+        default=4,
+        help="the mock's session cap (the mappings declare 4)",
+    )
     parser.add_argument("--fault-rate", type=float, default=0.02)
     parser.add_argument("--json", type=Path, help="also write the figures here as JSON")
-    parser.add_argument("--run-dir", type=Path, help="gateway config, store and log (kept)")
+    parser.add_argument(
+        "--run-dir",
+        type=Path,
+        help="gateway config, store and log (kept; by default a temporary one, kept on failure)",
+    )
     args = parser.parse_args(argv)
     report = run_soak(
         duration=args.duration,

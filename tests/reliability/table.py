@@ -114,4 +114,6 @@ def render(report: SoakReport) -> str:
         if not c.ok:
             out += [f"         {e}" for e in c.evidence]
     out += ["", "soak: " + ("PASSED" if report.ok else f"FAILED ({len(report.failures())} checks)")]
+    if not report.ok:
+        out.append(f"the gateway's config, store and log are kept in {s['run_dir']}")
     return "\n".join(out)

@@ -36,7 +36,14 @@ from bridge.asyncwrites import (
     wants_async,
     write_entries,
 )
-from bridge.audit import AuditMiddleware, AuditTrail, note_legacy, note_patients, note_withheld
+from bridge.audit import (
+    AuditMiddleware,
+    AuditTrail,
+    DeliveryAudit,
+    note_legacy,
+    note_patients,
+    note_withheld,
+)
 from bridge.auth.access import Access, access
 from bridge.auth.factory import create_verifier
 from bridge.auth.middleware import AuthMiddleware
@@ -810,7 +817,11 @@ def create_app(
         owner = f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
         queue = JobQueue(store, owner, settings.async_writes.lease)
         deliveries = Deliveries(
-            queue, lambda: holder.current, settings.async_writes, metrics.async_queue
+            queue,
+            lambda: holder.current,
+            settings.async_writes,
+            metrics.async_queue,
+            DeliveryAudit(trail),
         )
         runtime["async"] = AsyncWrites(queue, deliveries)
         deliveries.start()

@@ -12,13 +12,12 @@ data, so no answer leaves without its record.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextvars
 import logging
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -27,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge.errors import FhirError, ServiceUnavailable
 from bridge.fhir.compartment import patient_compartment
+from bridge.middleware.requestid import random_bytes
 from bridge.store import Store, StoreUnavailable
 from bridge.store.appender import SqliteAppender
 from bridge.store.tables import audit_events, audit_patients
@@ -35,6 +35,7 @@ __all__ = [
     "AuditContext",
     "AuditMiddleware",
     "AuditTrail",
+    "DeliveryAudit",
     "note_legacy",
     "note_patients",
 ]
@@ -300,33 +301,107 @@ class AuditTrail:
         return orjson.loads(body) if body is not None else None
 
 
+# The parts of every AuditEvent that never change, built once. An event is
+# serialised as soon as it is built and then dropped, so sharing them is safe.
+_APP_TYPE = {"coding": [{"system": _DCM, "code": "110150", "display": "Application"}]}
+_ANON_TYPE = {"coding": [{"system": _DCM, "code": "110153", "display": "Source Role ID"}]}
+_ROLE_TYPE = {
+    code: {
+        "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-RoleClass", "code": code}]
+    }
+    for code in ("PAT", "PROV")
+}
+_PERSON = {
+    "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
+    "code": "1",
+    "display": "Person",
+}
+_PATIENT_ROLE = {
+    "system": "http://terminology.hl7.org/CodeSystem/object-role",
+    "code": "1",
+    "display": "Patient",
+}
+_SYSTEM_OBJECT = {
+    "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
+    "code": "2",
+    "display": "System Object",
+}
+_QUERY_ROLE = {
+    "system": "http://terminology.hl7.org/CodeSystem/object-role",
+    "code": "24",
+    "display": "Query",
+}
+_RESOURCE_ROLE = {
+    "system": "http://terminology.hl7.org/CodeSystem/object-role",
+    "code": "4",
+    "display": "Domain Resource",
+}
+_LEGACY_WHAT = {"display": "legacy systems"}
+_EVENT_TYPE = {
+    "system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
+    "code": "rest",
+    "display": "Restful Operation",
+}
+_SOURCE = {
+    "observer": {"display": "bridge FHIR gateway"},
+    "type": [
+        {
+            "system": "http://terminology.hl7.org/CodeSystem/security-source-type",
+            "code": "4",
+            "display": "Application Server",
+        }
+    ],
+}
+_ANONYMOUS = {"display": "unauthenticated client"}
+_META = {
+    interaction: {
+        "profile": [
+            f"https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit.{profile}"
+        ]
+    }
+    for interaction, profile in _PROFILES.items()
+}
+_second: list[Any] = [-1, ""]  # the last whole second formatted, and its text
+
+
+def _recorded(started: float) -> str:
+    """`datetime.fromtimestamp(started, UTC).isoformat(timespec="milliseconds")`, faster."""
+    second, micros = divmod(round(started * 1_000_000), 1_000_000)
+    if second != _second[0]:
+        _second[0] = second
+        _second[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    return f"{_second[1]}.{micros // 1000:03d}+00:00"
+
+
+def _uuid4() -> str:
+    """`str(uuid.uuid4())` without the UUID object."""
+    raw = bytearray(random_bytes(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def build_event(
     context: AuditContext, status: int, state: dict[str, Any], client: tuple[str, int] | None
 ) -> dict[str, Any]:
     """The AuditEvent of one request (IHE Basic Audit Log Patterns)."""
     principal = state.get("principal")
-    recorded = datetime.fromtimestamp(context.started, UTC).isoformat(timespec="milliseconds")
+    recorded = _recorded(context.started)
     outcome = "0" if status < 400 else ("4" if status < 500 else "8")
     agents: list[dict[str, Any]] = []
     client_id = getattr(principal, "client_id", None)
     if principal is not None:
-        agents.append(
-            {
-                "type": {"coding": [{"system": _DCM, "code": "110150", "display": "Application"}]},
-                "who": {"identifier": {"system": _CLIENT_ID, "value": client_id}},
-                "requestor": False,
-                **({"network": {"address": client[0], "type": "2"}} if client is not None else {}),
-            }
-        )
-        user = {
-            "type": {
-                "coding": [
-                    {
-                        "system": "http://terminology.hl7.org/CodeSystem/v3-RoleClass",
-                        "code": "PAT" if principal.patient and principal.subject == "-" else "PROV",
-                    }
-                ]
-            },
+        app: dict[str, Any] = {
+            "type": _APP_TYPE,
+            "who": {"identifier": {"system": _CLIENT_ID, "value": client_id}},
+            "requestor": False,
+        }
+        if client is not None:
+            app["network"] = {"address": client[0], "type": "2"}
+        agents.append(app)
+        user: dict[str, Any] = {
+            "type": _ROLE_TYPE["PAT" if principal.patient and principal.subject == "-" else "PROV"],
             "who": {"identifier": {"value": principal.subject}},
             "requestor": True,
         }
@@ -334,79 +409,39 @@ def build_event(
             user["policy"] = [principal.token_id]
         agents.append(user)
     else:
-        agents.append(
-            {
-                "type": {
-                    "coding": [{"system": _DCM, "code": "110153", "display": "Source Role ID"}]
-                },
-                "who": {"display": "unauthenticated client"},
-                "requestor": True,
-                **({"network": {"address": client[0], "type": "2"}} if client is not None else {}),
-            }
-        )
+        anonymous: dict[str, Any] = {"type": _ANON_TYPE, "who": _ANONYMOUS, "requestor": True}
+        if client is not None:
+            anonymous["network"] = {"address": client[0], "type": "2"}
+        agents.append(anonymous)
     entities: list[dict[str, Any]] = [
-        {
-            "what": {"reference": f"Patient/{patient}"},
-            "type": {
-                "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
-                "code": "1",
-                "display": "Person",
-            },
-            "role": {
-                "system": "http://terminology.hl7.org/CodeSystem/object-role",
-                "code": "1",
-                "display": "Patient",
-            },
-        }
+        {"what": {"reference": f"Patient/{patient}"}, "type": _PERSON, "role": _PATIENT_ROLE}
         for patient in sorted(context.patients)
     ]
     if context.resource_type is not None:
+        searching = context.interaction == "search-type"
         target: dict[str, Any] = {
-            "type": {
-                "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
-                "code": "2",
-                "display": "System Object",
-            },
-            "role": {
-                "system": "http://terminology.hl7.org/CodeSystem/object-role",
-                "code": "24" if context.interaction == "search-type" else "4",
-                "display": "Query" if context.interaction == "search-type" else "Domain Resource",
-            },
+            "type": _SYSTEM_OBJECT,
+            "role": _QUERY_ROLE if searching else _RESOURCE_ROLE,
         }
         if context.resource_id is not None:
             target["what"] = {"reference": f"{context.resource_type}/{context.resource_id}"}
         else:
             target["what"] = {"display": context.resource_type}
-        if context.interaction == "search-type" and context.query:
-            import base64
-
+        if searching and context.query:
             target["query"] = base64.b64encode(context.query).decode()
         entities.append(target)
     details = [{"type": "legacy-operation", "valueString": op} for op in context.legacy]
-    details += [
-        {"type": "consent-withheld", "valueString": f"Consent/{cid}: {n} resource(s) withheld"}
-        for cid, n in sorted(context.withheld.items())
-    ]
+    if context.withheld:
+        details += [
+            {"type": "consent-withheld", "valueString": f"Consent/{cid}: {n} resource(s) withheld"}
+            for cid, n in sorted(context.withheld.items())
+        ]
     if details:
-        entities.append(
-            {
-                "what": {"display": "legacy systems"},
-                "type": {
-                    "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
-                    "code": "2",
-                    "display": "System Object",
-                },
-                "detail": details,
-            }
-        )
+        entities.append({"what": _LEGACY_WHAT, "type": _SYSTEM_OBJECT, "detail": details})
     event: dict[str, Any] = {
         "resourceType": "AuditEvent",
-        "id": str(uuid.uuid4()),
-        "type": {
-            "system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
-            "code": "rest",
-            "display": "Restful Operation",
-        },
+        "id": _uuid4(),
+        "type": _EVENT_TYPE,
         "subtype": [
             {
                 "system": "http://hl7.org/fhir/restful-interaction",
@@ -420,30 +455,78 @@ def build_event(
         "outcome": outcome,
         "outcomeDesc": f"HTTP {status}" + (" (consent withheld data)" if context.withheld else ""),
         "agent": agents,
-        "source": {
-            "observer": {"display": "bridge FHIR gateway"},
-            "type": [
-                {
-                    "system": "http://terminology.hl7.org/CodeSystem/security-source-type",
-                    "code": "4",
-                    "display": "Application Server",
-                }
-            ],
-        },
+        "source": _SOURCE,
     }
-    profile = _PROFILES.get(context.interaction)
-    if profile is not None:
-        event["meta"] = {
-            "profile": [
-                f"https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit.{profile}"
-            ]
-        }
+    meta = _META.get(context.interaction)
+    if meta is not None:
+        event["meta"] = meta
     if entities:
         event["entity"] = entities
     request_id = state.get("request_id")
     if request_id:
         event["extension"] = [{"url": "urn:bridge:request-id", "valueString": str(request_id)}]
     return event
+
+
+class _Deliverer:
+    """The principal of a queued write's delivery: the app that sent it, no token."""
+
+    def __init__(self, client_id: str | None) -> None:
+        self.client_id = client_id or "-"
+        self.subject = "-"
+        self.patient: str | None = None
+        self.token_id: str | None = None
+
+
+class DeliveryAudit:
+    """One AuditEvent per delivery attempt of a queued (`Prefer: respond-async`) write:
+    what the worker sent to the legacy systems, on whose behalf, and how it ended."""
+
+    def __init__(self, trail: Callable[[], AuditTrail | None]) -> None:
+        self.trail = trail
+
+    def begin(self, job_id: str, kind: str, rtype: str | None, rid: str | None, body: Any) -> Any:
+        interaction = {"create": "create", "update": "update"}.get(kind)
+        if interaction is None:
+            bundle_type = body.get("type") if isinstance(body, dict) else None
+            interaction = "transaction" if bundle_type == "transaction" else "batch"
+        context = AuditContext(
+            method="POST",
+            path=f"/fhir/_async/{job_id}",
+            query=b"",
+            started=time.time(),
+            interaction=interaction,
+            resource_type=rtype,
+            resource_id=rid,
+        )
+        resources = [body]
+        if isinstance(body, dict) and body.get("resourceType") == "Bundle":
+            resources = [e.get("resource") for e in body.get("entry", []) if isinstance(e, dict)]
+        note_patients({"audit": context}, resources)
+        return context, _current.set(context)
+
+    async def end(self, started: Any, status: int, client_id: str | None, job_id: str) -> None:
+        context, token = started
+        _current.reset(token)
+        trail = self.trail()
+        if trail is None:
+            return
+        state = {"principal": _Deliverer(client_id), "request_id": f"async-{job_id}"}
+        event = build_event(context, status, state, None)
+        try:
+            await trail.record(
+                {
+                    "id": event["id"],
+                    "recorded": context.started,
+                    "client_id": client_id,
+                    "interaction": context.interaction,
+                    "status": status,
+                    "body": orjson.dumps(event).decode(),
+                    "patients": sorted(context.patients),
+                }
+            )
+        except StoreUnavailable:
+            log.error("the AuditEvent of a delivery could not be written")
 
 
 class AuditMiddleware:

@@ -30,6 +30,7 @@ from typing import Any
 
 from bridge.asyncwrites.intake import write_entries
 from bridge.asyncwrites.queue import Job, JobQueue
+from bridge.audit import DeliveryAudit
 from bridge.errors import (
     BackendTimeout,
     BackendUnavailable,
@@ -50,6 +51,10 @@ __all__ = ["Deliveries", "note_attempt_call"]
 log = logging.getLogger("bridge.asyncwrites")
 
 # The legacy calls of the delivery attempt running in this context: (operation, outcome).
+# The status an attempt ended with (for its AuditEvent), set by `_final`.
+_outcome: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
+    "bridge_delivery_outcome", default=None
+)
 _calls: contextvars.ContextVar[list[tuple[str, str]] | None] = contextvars.ContextVar(
     "bridge_delivery_calls", default=None
 )
@@ -115,7 +120,9 @@ class Deliveries:
         gateway: Callable[[], Gateway],
         settings: AsyncWriteSettings,
         observe_depth: Callable[[int, float | None], None] | None = None,
+        audit: DeliveryAudit | None = None,
     ) -> None:
+        self.audit = audit
         self.queue = queue
         self.gateway = gateway
         self.settings = settings
@@ -167,6 +174,25 @@ class Deliveries:
             await self._attempt(job)
 
     async def _attempt(self, job: Job) -> None:
+        # Each attempt leaves an AuditEvent: its legacy calls, and 503 if it was deferred.
+        request = job.request
+        audited = (
+            self.audit.begin(
+                job.id, request["kind"], request.get("type"), request.get("id"), request["body"]
+            )
+            if self.audit is not None
+            else None
+        )
+        box = [503]  # deferred, unless the attempt stores a final result
+        token = _outcome.set(box)
+        try:
+            await self._attempt_once(job)
+        finally:
+            _outcome.reset(token)
+            if self.audit is not None:
+                await self.audit.end(audited, box[0], job.client_id, job.id)
+
+    async def _attempt_once(self, job: Job) -> None:
         renewer = asyncio.create_task(self._renew(job), name="delivery-lease")
         sent = False
 
@@ -213,6 +239,9 @@ class Deliveries:
             log.error("a job could not be handed back (%s); its lease will expire", exc)
 
     async def _final(self, job: Job, state: str, status: int, result: dict[str, Any]) -> None:
+        box = _outcome.get()
+        if box is not None:
+            box[0] = status
         if await self.queue.finish(job, state, status, result):
             self.delivered += 1
         else:

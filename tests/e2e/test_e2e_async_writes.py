@@ -318,3 +318,25 @@ def test_two_gateways_on_one_postgres_store_deliver_each_write_once(
     for mrn in (ALICE, BOB):
         stored = [int(r["Value"]) for r in _steps(mock_hospital, mrn)]
         assert stored == [v for _, _, who, v in accepted if who == mrn]
+
+
+def test_each_delivery_leaves_an_audit_event(gateway: Gateway, fhir: Any) -> None:
+    app = gateway.client(SCOPES)
+    reply = app.post("/Observation", json=_reading(4303, ALICE), headers=ASYNC)
+    location = _accepted(reply, gateway)
+    assert _result(app, location, fhir)["response"]["status"].startswith("201")
+    job = location.rsplit("/", 1)[1]
+    auditor = gateway.client("user/AuditEvent.rs")
+    events = auditor.get("/AuditEvent", params={"patient": ALICE, "_count": 500}).json()
+    (delivery,) = [
+        e["resource"]
+        for e in events["entry"]
+        if e["resource"].get("extension", [{}])[0].get("valueString") == f"async-{job}"
+    ]
+    fhir(delivery)
+    assert delivery["subtype"][0]["code"] == "create"
+    assert delivery["outcome"] == "0"
+    assert delivery["outcomeDesc"] == "HTTP 201"
+    assert delivery["agent"][0]["who"]["identifier"]["value"] == "test-app"
+    legacy = [d["valueString"] for e in delivery["entity"] for d in e.get("detail", [])]
+    assert any(op.startswith("hospital:") for op in legacy)

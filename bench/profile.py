@@ -59,7 +59,21 @@ def area(path: str, source: str) -> str:
     return path
 
 
+# Threads blocked on a queue, which py-spy on this VM does not always see as idle:
+# (function, file ending) of the leaf frame where they wait for work.
+_WAITING = (
+    ("_connection_worker_thread", "aiosqlite/core.py"),  # aiosqlite's thread: tx.get()
+    ("SqliteAppender._run", "bridge/store/appender.py"),  # the audit appender: queue.get()
+)
+
+
+def _waiting(frames: list[tuple[str, str, str]]) -> bool:
+    func, file, _ = frames[-1]
+    return any(func == f and file.endswith(end) for f, end in _WAITING)
+
+
 def _parse(raw: Path) -> list[tuple[list[tuple[str, str, str]], int]]:
+    """The stacks of a raw py-spy file, without those of threads waiting for work."""
     stacks = []
     for line in raw.read_text(errors="replace").splitlines():
         line = line.strip()
@@ -73,7 +87,8 @@ def _parse(raw: Path) -> list[tuple[list[tuple[str, str, str]], int]]:
                 frames.append((m.group("func"), m.group("file"), m.group("line") or ""))
             else:
                 frames.append((frame, "", ""))
-        stacks.append((frames, int(count)))
+        if frames and not _waiting(frames):
+            stacks.append((frames, int(count)))
     return stacks
 
 

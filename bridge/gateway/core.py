@@ -35,10 +35,11 @@ from bridge.mapping.runner import build_resource
 from bridge.soap.backend import Backend
 from bridge.soap.breaker import CircuitBreaker
 from bridge.soap.envelope import EnvelopeValueError
+from bridge.soap.http import HttpTransport
 from bridge.soap.pool import Session, SessionPool
 from bridge.soap.retry import RetryPolicy
 from bridge.soap.tls import client_context
-from bridge.soap.transport import AiohttpTransport, Transport
+from bridge.soap.transport import Transport
 from bridge.soap.xml import SoapFault
 
 __all__ = ["INTERACTIONS", "GatewayCore", "Served"]
@@ -58,7 +59,7 @@ class Served:
 
 
 def _default_transport(system: CompiledSystem) -> Transport:
-    return AiohttpTransport(
+    return HttpTransport(
         connect_timeout=system.connect_timeout,
         max_connections=system.max_connections,
         ssl_context=client_context(system.tls) if system.tls is not None else None,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,64 +55,166 @@ class BadValue(ValueError):
 
 
 # -- legacy to FHIR ----------------------------------------------------------------
+#
+# Each resource's fields are planned once (`_plan`, kept on the compiled
+# resource): what kind of field it is, a direct key for one-step paths, the
+# record's child element a source reads, and for groups the leading constant
+# children built once. A build then writes only what has a value, so nothing
+# needs compacting afterwards: values are set only when present, groups only
+# when they hold something, and the few lists with holes (`given[1]` without
+# `given[0]`) are closed at the end.
+
+_EACH, _GROUP, _JOINED, _TEMPLATE, _CONSTANT, _SOURCE = range(6)
 
 
-def _set(target: dict[str, Any], steps: Sequence[PathStep], value: Any) -> None:
-    node: Any = target
-    last = len(steps) - 1
-    for i, step in enumerate(steps):
-        if step.index is None:
-            if i == last:
-                node[step.name] = value
-                return
-            node = node.setdefault(step.name, {})
+class _Op:
+    """One field of a plan."""
+
+    __slots__ = (
+        "base",
+        "child",
+        "children",
+        "convert",
+        "f",
+        "key",
+        "kind",
+        "steps",
+        "when",
+        "when_child",
+    )
+
+    def __init__(self, f: CompiledField) -> None:
+        self.f = f
+        self.steps = f.steps
+        first = f.steps[0] if f.steps else None
+        self.key = first.name if len(f.steps) == 1 and first and first.index is None else None
+        self.when = f.when
+        self.when_child = _child(f.when.path) if f.when is not None else None
+        self.convert = f.pipeline.to_fhir if f.pipeline.steps else None
+        self.child = _child(f.source) if f.source is not None else None
+        self.base: dict[str, Any] | None = None
+        self.children: tuple[_Op, ...] = ()
+        if f.children:
+            self.kind = _EACH if f.each is not None else _GROUP
+        elif f.sources:
+            self.kind = _JOINED
+        elif f.source is None:
+            self.kind = _TEMPLATE if f.template is not None else _CONSTANT
+        else:
+            self.kind = _SOURCE
+
+
+def _child(path: str) -> str | None:
+    """The tag when `path` is one child element deep (read from the texts by tag)."""
+    return path if path != "." and "/" not in path else None
+
+
+def _is_constant(f: CompiledField) -> bool:
+    return (
+        f.when is None
+        and not f.children
+        and not f.sources
+        and f.source is None
+        and f.template is None
+        and f.constant is not None
+    )
+
+
+def _plan(fields: tuple[CompiledField, ...]) -> tuple[_Op, ...]:
+    ops = []
+    for f in fields:
+        if not f.reads:
             continue
-        items = node.setdefault(step.name, [])
-        if step.index == -1:  # filled by `each`
-            items.extend(value)
-            return
-        while len(items) <= step.index:
-            items.append(None)
-        if i == last:
-            items[step.index] = value
-            return
-        if items[step.index] is None:
-            items[step.index] = {}
-        node = items[step.index]
+        op = _Op(f)
+        if op.kind == _GROUP:
+            # The leading constant children are the same in every record: built
+            # once here, copied per record (the answer is the client's to keep).
+            children = [c for c in f.children if c.reads]
+            lead = 0
+            while lead < len(children) and _is_constant(children[lead]):
+                lead += 1
+            if lead:
+                base: dict[str, Any] = {}
+                holes: list[list[Any]] = []
+                for c in children[:lead]:
+                    _set(base, c.steps, _copy(c.constant), holes)
+                _close(holes)
+                op.base = base
+            op.children = _plan(tuple(children[lead:]))
+        elif op.kind == _EACH:
+            op.children = _plan(f.children)
+        ops.append(op)
+    return tuple(ops)
 
 
-def _compact(value: Any) -> Any:
-    """Drop empty groups and holes left by absent values.
-
-    On the read path for every resource: scalars are not visited, and exact
-    type checks keep it cheap (the values are only ever plain dicts and lists).
-    """
+def _copy(value: Any) -> Any:
+    """A fresh copy of a container value without empty groups or None (scalars as they are)."""
     kind = type(value)
     if kind is dict:
         out = {}
         for k, v in value.items():
+            if v is None:
+                continue
             vk = type(v)
             if vk is dict or vk is list:
-                v = _compact(v)
+                v = _copy(v)
                 if not v:
                     continue
-            elif v is None:
-                continue
             out[k] = v
         return out
     if kind is list:
         items = []
         for v in value:
+            if v is None:
+                continue
             vk = type(v)
             if vk is dict or vk is list:
-                v = _compact(v)
+                v = _copy(v)
                 if not v:
                     continue
-            elif v is None:
-                continue
             items.append(v)
         return items
     return value
+
+
+def _set(target: dict[str, Any], steps: Sequence[PathStep], value: Any, holes: list[Any]) -> None:
+    node: Any = target
+    last = len(steps) - 1
+    for i, step in enumerate(steps):
+        name = step.name
+        if step.index is None:
+            if i == last:
+                node[name] = value
+                return
+            child = node.get(name)
+            if child is None:
+                child = node[name] = {}
+            node = child
+            continue
+        items = node.get(name)
+        if items is None:
+            items = node[name] = []
+        index = step.index
+        if index == -1:  # filled by `each`
+            items.extend(value)
+            return
+        if len(items) <= index:
+            if len(items) < index:
+                holes.append(items)  # closed by `_close` once the resource is built
+            items.extend([None] * (index + 1 - len(items)))
+        if i == last:
+            items[index] = value
+            return
+        child = items[index]
+        if child is None:
+            child = items[index] = {}
+        node = child
+
+
+def _close(holes: list[list[Any]]) -> None:
+    for items in holes:
+        if None in items:
+            items[:] = [v for v in items if v is not None]
 
 
 def _texts(record: Any) -> dict[str, str | None]:
@@ -136,88 +238,265 @@ def _text(record: Any, texts: dict[str, str | None], path: str) -> str | None:
     return texts.get(path)
 
 
-def _holds(when: Any, record: Any, texts: dict[str, str | None]) -> bool:
-    return bool(when.test(_text(record, texts, when.path)))
-
-
 def _fill(
     target: dict[str, Any],
-    fields: tuple[CompiledField, ...],
+    ops: tuple[_Op, ...],
     record: Any,
     ctx: RunContext,
-    texts: dict[str, str | None] | None = None,
+    texts: dict[str, str | None],
+    holes: list[list[Any]],
 ) -> None:
-    if texts is None:
-        texts = _texts(record)
-    for f in fields:
-        if not f.reads:
-            continue
-        if f.when is not None and not _holds(f.when, record, texts):
-            continue
-        if f.children:
-            if f.each is not None:
-                items = []
-                outer = ctx.position
-                for position, item in enumerate(record.iterfind(f.each), start=1):
-                    built: dict[str, Any] = {}
-                    ctx.position = position
-                    _fill(built, f.children, item, ctx)
-                    items.append(built)
-                ctx.position = outer
-                _set(target, f.steps, items)
+    for op in ops:
+        when = op.when
+        if when is not None:
+            tag = op.when_child
+            found = texts.get(tag) if tag is not None else _text(record, texts, when.path)
+            if not when.test(found):
+                continue
+        kind = op.kind
+        f = op.f
+        if kind == _SOURCE:
+            tag = op.child
+            text = texts.get(tag) if tag is not None else _text(record, texts, f.source or ".")
+            if not text or text.isspace():
+                continue
+            if op.convert is None:
+                value: Any = text
             else:
-                group: dict[str, Any] = {}
-                _fill(group, f.children, record, ctx, texts)  # the same record
-                if group and f.resource_type is not None:
-                    group = {"resourceType": f.resource_type, **group}
-                _set(target, f.steps, group)
+                try:
+                    value = op.convert(text)
+                except TransformError as exc:
+                    # Bad legacy data costs one element, not the whole resource. The
+                    # value itself is not logged: it may be patient data.
+                    log.warning("legacy value dropped at %s: %s", f.where, exc)
+                    continue
+        elif kind == _CONSTANT:
+            value = f.constant
+        elif kind == _GROUP:
+            group: dict[str, Any] = _copy(op.base) if op.base is not None else {}
+            _fill(group, op.children, record, ctx, texts, holes)  # the same record
+            if not group:
+                continue
+            if f.resource_type is not None:
+                group = {"resourceType": f.resource_type, **group}
+            value = group
+        elif kind == _EACH:
+            items = []
+            outer = ctx.position
+            assert f.each is not None
+            for position, item in enumerate(record.iterfind(f.each), start=1):
+                built: dict[str, Any] = {}
+                ctx.position = position
+                _fill(built, op.children, item, ctx, _texts(item), holes)
+                if built:
+                    items.append(built)
+            ctx.position = outer
+            if not items:
+                continue
+            _set(target, op.steps, items, holes)
             continue
-        if f.sources:
+        elif kind == _JOINED:
             parts = [(_text(record, texts, p) or "").strip() for p in f.sources]
             if not all(parts):
                 continue
             try:
-                joined = f.pipeline.to_fhir(parts)
+                value = f.pipeline.to_fhir(parts)
             except TransformError as exc:
                 log.warning("legacy value dropped at %s: %s", f.where, exc)
                 continue
-            _set(target, f.steps, joined)
-            continue
-        if f.source is None:
-            if f.template is not None:
-                ctx.item = record
-            value = f.template.render(ctx) if f.template is not None else f.constant
-            if value is not None and f.template is not None and f.pipeline.steps:
+        else:  # _TEMPLATE
+            assert f.template is not None
+            ctx.item = record
+            value = f.template.render(ctx)
+            if value is not None and op.convert is not None:
                 try:
-                    value = f.pipeline.to_fhir(value)
+                    value = op.convert(value)
                 except TransformError as exc:
                     log.warning("value dropped at %s: %s", f.where, exc)
                     continue
-            if value is not None:
-                _set(target, f.steps, value)
+        if value is None:
             continue
-        text = _text(record, texts, f.source)
-        if not text or text.isspace():
-            continue
-        try:
-            value = f.pipeline.to_fhir(text)
-        except TransformError as exc:
-            # Bad legacy data costs one element, not the whole resource. The
-            # value itself is not logged: it may be patient data.
-            log.warning("legacy value dropped at %s: %s", f.where, exc)
-            continue
-        if value is not None:
-            _set(target, f.steps, value)
+        vk = type(value)
+        if vk is dict or vk is list:
+            if kind != _GROUP:
+                value = _copy(value)  # transforms and constants may share theirs
+            if not value:
+                continue
+        key = op.key
+        if key is not None:
+            target[key] = value
+        else:
+            _set(target, op.steps, value, holes)
+
+
+_LITERAL_TYPES = (str, int, float, bool)
+
+
+def _literal(value: Any) -> str | None:
+    """Python source that builds `value` afresh, if it is plain JSON data."""
+    kind = type(value)
+    if kind is dict:
+        items = []
+        for k, v in value.items():
+            text = _literal(v)
+            if type(k) is not str or text is None:
+                return None
+            items.append(f"{k!r}: {text}")
+        return "{" + ", ".join(items) + "}"
+    if kind is list:
+        texts = [_literal(v) for v in value]
+        if any(t is None for t in texts):
+            return None
+        return "[" + ", ".join(t for t in texts if t is not None) + "]"
+    if kind in _LITERAL_TYPES and (kind is not float or value == value):
+        return repr(value)
+    return None
+
+
+class _Source:
+    """Python source for a plan: one function per resource, built once.
+
+    Plain fields (a child element's text, through its transforms; constants;
+    groups of those) become straight-line code with their constants as
+    literals; anything else (`each`, joined values, templates) calls `_fill`
+    for that one field. The code does what `_fill` does, field by field.
+    """
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.names: dict[str, Any] = {}
+        self.count = 0
+
+    def name(self, value: Any, prefix: str) -> str:
+        self.count += 1
+        name = f"{prefix}{self.count}"
+        self.names[name] = value
+        return name
+
+    def emit(self, depth: int, line: str) -> None:
+        self.lines.append("    " * depth + line)
+
+    def store(self, depth: int, op: _Op, target: str, value: str) -> None:
+        steps = op.steps
+        if op.key is not None:
+            self.emit(depth, f"{target}[{op.key!r}] = {value}")
+        elif len(steps) == 1 and steps[0].index == 0:
+            # `name[0]`: most often the list's first item, made here.
+            self.emit(depth, f"if {steps[0].name!r} not in {target}:")
+            self.emit(depth + 1, f"{target}[{steps[0].name!r}] = [{value}]")
+            self.emit(depth, "else:")
+            self.emit(depth + 1, f"_set({target}, {self.name(steps, 'S')}, {value}, holes)")
+        else:
+            self.emit(depth, f"_set({target}, {self.name(steps, 'S')}, {value}, holes)")
+
+    def ops(self, depth: int, ops: tuple[_Op, ...], target: str) -> None:
+        for op in ops:
+            if op.when is not None:
+                when = self.name(op.when, "W")
+                if op.when_child is not None:
+                    found = f"texts.get({op.when_child!r})"
+                else:
+                    found = f"_text(record, texts, {op.when.path!r})"
+                self.emit(depth, f"if {when}.test({found}):")
+                self.op(depth + 1, op, target)
+            else:
+                self.op(depth, op, target)
+
+    def op(self, depth: int, op: _Op, target: str) -> None:
+        f = op.f
+        if op.kind == _SOURCE:
+            if op.child is not None:
+                self.emit(depth, f"v = texts.get({op.child!r})")
+            else:
+                self.emit(depth, f"v = _text(record, texts, {f.source!r})")
+            self.emit(depth, "if v and not v.isspace():")
+            inner = depth + 1
+            if op.convert is not None:
+                steps = f.pipeline.steps
+                # One transform: called directly (Pipeline.to_fhir adds only a loop).
+                convert = self.name(steps[0].to_fhir if len(steps) == 1 else op.convert, "C")
+                self.emit(inner, "try:")
+                self.emit(inner + 1, f"v = {convert}(v)")
+                self.emit(inner, "except TransformError as exc:")
+                self.emit(inner + 1, f"_dropped({f.where!r}, exc)")
+                self.emit(inner + 1, "v = None")
+                self.emit(inner, "if type(v) is dict or type(v) is list:")
+                self.emit(inner + 1, "v = _copy(v) or None")
+                self.emit(inner, "if v is not None:")
+                inner += 1
+            self.store(inner, op, target, "v")
+        elif op.kind == _CONSTANT:
+            value = f.constant
+            if type(value) is dict or type(value) is list:
+                value = _copy(value)
+                if not value:
+                    return
+            literal = _literal(value)
+            if literal is None:
+                literal = f"_copy({self.name(value, 'K')})"
+            self.store(depth, op, target, literal)
+        elif op.kind == _GROUP:
+            self.count += 1
+            group = f"g{self.count}"
+            base = _literal(op.base) if op.base is not None else "{}"
+            if base is None:
+                base = f"_copy({self.name(op.base, 'K')})"
+            self.emit(depth, f"{group} = {base}")
+            self.ops(depth, op.children, group)
+            if op.base is None:
+                self.emit(depth, f"if {group}:")
+                depth += 1
+            if f.resource_type is not None:
+                self.emit(depth, f"{group} = {{'resourceType': {f.resource_type!r}, **{group}}}")
+            self.store(depth, op, target, group)
+        else:
+            one = self.name((op,), "O")
+            self.emit(depth, f"_fill({target}, {one}, record, ctx, texts, holes)")
+
+
+def _dropped(where: str, exc: TransformError) -> None:
+    # Bad legacy data costs one element, not the whole resource. The value
+    # itself is not logged: it may be patient data.
+    log.warning("legacy value dropped at %s: %s", where, exc)
+
+
+_Builder = Callable[[dict[str, Any], Any, RunContext, dict[str, "str | None"], list[Any]], None]
+
+
+def _compile(ops: tuple[_Op, ...], label: str) -> _Builder:
+    source = _Source()
+    source.ops(1, ops, "out")
+    body = "\n".join(source.lines) or "    pass"
+    code = f"def build(out, record, ctx, texts, holes):\n{body}\n"
+    namespace: dict[str, Any] = {
+        "_set": _set,
+        "_copy": _copy,
+        "_text": _text,
+        "_fill": _fill,
+        "_dropped": _dropped,
+        "TransformError": TransformError,
+        **source.names,
+    }
+    exec(compile(code, f"<mapping {label}>", "exec"), namespace)  # noqa: S102 - our own code
+    builder: _Builder = namespace["build"]
+    return builder
 
 
 def build_resource(
     resource: CompiledResource, record: etree._Element, ctx: RunContext | None = None
 ) -> dict[str, Any]:
     """The FHIR resource (a plain dict) for one legacy record."""
+    builder: _Builder | None = resource.__dict__.get("_builder")
+    if builder is None:
+        # Kept on the compiled resource, which a reload replaces with its mapping.
+        builder = _compile(_plan(resource.fields), resource.file or resource.type)
+        resource.__dict__["_builder"] = builder
     out: dict[str, Any] = {"resourceType": resource.type}
-    _fill(out, resource.fields, record, ctx or RunContext())
-    compacted: dict[str, Any] = _compact(out)
-    return compacted
+    holes: list[list[Any]] = []
+    builder(out, record, ctx or RunContext(), _texts(record), holes)
+    if holes:
+        _close(holes)
+    return out
 
 
 # -- FHIR to legacy -----------------------------------------------------------------

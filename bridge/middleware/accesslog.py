@@ -2,6 +2,13 @@
 
 Only the method, the route's template (never the path: ids are identifiers),
 the status, the duration and the request id are logged.
+
+When the line would only reach the JSON stream handler `configure_logging`
+installs (the way `bridge serve` runs), it is serialised with one
+`orjson.dumps` and written to that stream directly: the same line as the
+handler would write, for ~3 µs instead of the ~35 µs of a `LogRecord`, the
+formatter and `extra=`. Any other logging set-up (filters, other handlers,
+tests capturing records) gets the record through `logging` as before.
 """
 
 from __future__ import annotations
@@ -9,9 +16,57 @@ from __future__ import annotations
 import logging
 import time
 
+import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bridge.logs import JsonFormatter
+
 log = logging.getLogger("bridge.access")
+
+
+def _direct_handler() -> logging.StreamHandler | None:  # type: ignore[type-arg]
+    """The one JSON stream handler every access line goes to, if that is all there is."""
+    logger: logging.Logger | None = log
+    handler = None
+    while logger is not None:
+        if logger.filters:
+            return None
+        if logger.handlers:
+            if handler is not None or len(logger.handlers) != 1:
+                return None
+            handler = logger.handlers[0]
+        if not logger.propagate:
+            break
+        logger = logger.parent
+    if (
+        type(handler) is not logging.StreamHandler
+        or handler.filters
+        or handler.level > logging.INFO
+        or type(handler.formatter) is not JsonFormatter
+    ):
+        return None
+    return handler
+
+
+_second = [-1, ""]  # the formatted time of the last whole second written
+
+
+def _write(handler: logging.StreamHandler, fields: dict[str, object]) -> None:  # type: ignore[type-arg]
+    now = time.time()
+    second = int(now)
+    if second != _second[0]:
+        _second[0] = second
+        _second[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    stamp = f"{_second[1]}.{int((now - second) * 1000):03d}Z"
+    line = orjson.dumps(
+        {"time": stamp, "level": "info", "logger": "bridge.access", "message": "request", **fields}
+    )
+    handler.acquire()
+    try:
+        handler.stream.write(line.decode() + handler.terminator)
+        handler.flush()
+    finally:
+        handler.release()
 
 
 class AccessLogMiddleware:
@@ -36,15 +91,16 @@ class AccessLogMiddleware:
         finally:
             if log.isEnabledFor(logging.INFO):
                 route = scope.get("route")
-                template = getattr(route, "path", "-")
-                log.info(
-                    "request",
-                    extra={
-                        "request_id": scope.get("state", {}).get("request_id", "-"),
-                        "method": scope["method"],
-                        "route": template,
-                        "resource": scope.get("path_params", {}).get("rtype", "-"),
-                        "status": status,
-                        "ms": round((time.perf_counter() - started) * 1000, 2),
-                    },
-                )
+                fields: dict[str, object] = {
+                    "request_id": scope.get("state", {}).get("request_id", "-"),
+                    "method": scope["method"],
+                    "route": getattr(route, "path", "-"),
+                    "resource": scope.get("path_params", {}).get("rtype", "-"),
+                    "status": status,
+                    "ms": round((time.perf_counter() - started) * 1000, 2),
+                }
+                handler = _direct_handler()
+                if handler is not None:
+                    _write(handler, fields)
+                else:
+                    log.info("request", extra=fields)

@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import os
 import re
-import secrets
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _SAFE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_POOL = bytearray()  # random bytes from the OS, taken a few at a time
+
+
+def random_bytes(n: int) -> bytes:
+    """`os.urandom(n)`, drawn from 4 KiB read at once: one system call per
+    ~250 request ids instead of one each (getrandom costs ~10 µs on some VMs)."""
+    if len(_POOL) < n:
+        _POOL[:] = os.urandom(4096)
+    taken = bytes(_POOL[-n:])
+    del _POOL[-n:]
+    return taken
+
+
+# A forked child must not hand out the bytes its parent also holds.
+os.register_at_fork(after_in_child=_POOL.clear)
 
 
 class RequestIdMiddleware:
@@ -25,7 +40,7 @@ class RequestIdMiddleware:
                 incoming = value.decode("latin-1")
                 break
         # A client's id is kept when it is safe to log; otherwise a fresh one.
-        request_id = incoming if _SAFE.match(incoming) else secrets.token_hex(8)
+        request_id = incoming if _SAFE.match(incoming) else random_bytes(8).hex()
         scope.setdefault("state", {})["request_id"] = request_id
 
         async def send_with_id(message: Message) -> None:

@@ -37,6 +37,11 @@ class _RefuseEverything(etree.Resolver):
         raise _ExternalResourceRefused()
 
 
+_ENVELOPE11 = f"{{{SOAP11_ENV}}}Envelope"
+_ENVELOPE12 = f"{{{SOAP12_ENV}}}Envelope"
+_BODY11 = f"{{{SOAP11_ENV}}}Body"
+_BODY12 = f"{{{SOAP12_ENV}}}Body"
+
 _PARSER = etree.XMLParser(
     resolve_entities=False,
     no_network=True,
@@ -102,15 +107,29 @@ def parse_envelope(
         raise BackendError(
             "The legacy system answered with XML the gateway could not parse."
         ) from exc
-    doctype = root.getroottree().docinfo.doctype  # type: ignore[union-attr]
-    if doctype:
+    if root.getroottree().docinfo.doctype:  # type: ignore[union-attr]
         raise BackendError("The legacy system answered with a DTD, which is refused.")
-    ns = etree.QName(root).namespace
-    if etree.QName(root).localname != "Envelope" or ns not in (SOAP11_ENV, SOAP12_ENV):
+    # Plain comparisons with the four Clark names: no QName objects, no ElementPath.
+    tag = root.tag
+    if tag == _ENVELOPE11:
+        ns = SOAP11_ENV
+    elif tag == _ENVELOPE12:
+        ns = SOAP12_ENV
+    else:
         raise BackendError("The legacy system did not answer with a SOAP envelope.")
-    body = root.find(f"{{{ns}}}Body")
+    wanted = _BODY11 if ns == SOAP11_ENV else _BODY12
+    body = None
+    for child in root:
+        if child.tag == wanted:
+            body = child
+            break
     # Comments and processing instructions are not the answer: skip them.
-    first = next((c for c in body if isinstance(c.tag, str)), None) if body is not None else None
+    first = None
+    if body is not None:
+        for c in body:
+            if type(c.tag) is str:
+                first = c
+                break
     if first is None:
         raise BackendError("The legacy system answered with an empty SOAP body.")
     if first.tag == f"{{{ns}}}Fault":

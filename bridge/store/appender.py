@@ -84,9 +84,13 @@ class SqliteAppender:
                     break
                 batch.append(item)
             error = self._write(db, batch)
+            # One wake-up of each waiting event loop per commit, not one per row.
+            by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
             for _, loop, future in batch:
+                by_loop.setdefault(loop, []).append(future)
+            for loop, futures in by_loop.items():
                 with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits
-                    loop.call_soon_threadsafe(_settle, future, error)
+                    loop.call_soon_threadsafe(_settle_all, futures, error)
         db.close()
 
     def _write(self, db: sqlite3.Connection, batch: list[_Item]) -> BaseException | None:
@@ -115,6 +119,11 @@ class SqliteAppender:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
             return exc
+
+
+def _settle_all(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for future in futures:
+        _settle(future, error)
 
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:

@@ -1,0 +1,198 @@
+"""The gateway's own CPU per request, in process: no uvicorn, no load generator.
+
+A quick loop for whoever works on the hot path: the ASGI app built exactly as
+`bridge serve` builds it (auth on with a development issuer's token, the
+access log to a file, the audit trail committing to a SQLite store, every
+mapping of `mappings/`) calls the canned backend (`bench/canned.py`, its own
+process) over its real transport, and `time.process_time()` (every thread of
+this process: the audit appender's too) is divided by the requests answered.
+uvicorn's share of a served request (~60-80 µs here) is not in these figures.
+
+    python bench/inproc.py                      # read, search page of 50, batch of 100
+    python bench/inproc.py read -n 20000 -c 50
+    python bench/inproc.py read --profile out.raw   # py-spy on this process, then a summary
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+# bench/profile.py must not hide the standard library's `profile` (cProfile needs it).
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH]
+sys.path.insert(0, str(BENCH.parent))
+
+from bench import procs  # noqa: E402
+from bench.record import batch  # noqa: E402
+
+META = json.loads((BENCH / "fixtures" / "recorded.json").read_text())
+
+
+def _scope(method: str, path: str, query: bytes, headers: list[tuple[bytes, bytes]]) -> Any:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "server": ("127.0.0.1", 8080),
+        "client": ("127.0.0.1", 40000),
+        "scheme": "http",
+        "method": method,
+        "root_path": "",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query,
+        "headers": headers,
+    }
+
+
+async def _call(app: Any, method: str, path: str, query: bytes, headers: Any, body: bytes) -> int:
+    sent = False
+    status = 0
+
+    async def receive() -> Any:
+        nonlocal sent
+        if sent:
+            await asyncio.sleep(3600)
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: Any) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    await app(_scope(method, path, query, list(headers)), receive, send)
+    return status
+
+
+async def _run(args: argparse.Namespace) -> None:
+    from bridge.app import create_app
+    from bridge.auth.devissuer import DevIssuer
+    from bridge.logs import configure_logging
+    from bridge.settings import load_settings
+
+    work = Path(tempfile.mkdtemp(prefix="bench-inproc-"))
+    canned = procs.Canned.start(work / "canned.log")
+    try:
+        systems, _ = procs.systems_config(canned.url)
+        base = "http://127.0.0.1:8080/fhir"
+        issuer = DevIssuer(issuer="https://bench.issuer.invalid", audience=base)
+        config = {
+            "base_url": base,
+            "systems": systems,
+            "paging_key": procs.new_paging_key(),
+            "auth": {"mode": "jwt", "issuer": issuer.issuer, "jwks": issuer.jwks()},
+            "log_level": "info",
+            "store": {"url": f"sqlite:///{work / 'store.db'}"},
+        }
+        path = work / "config.yaml"
+        path.write_text(json.dumps(config))
+        settings = load_settings(path)
+        configure_logging(settings.log_level)
+        handler = logging.getLogger().handlers[0]
+        handler.stream = (work / "gateway.log").open("a")  # type: ignore[attr-defined]
+        app = create_app(settings)
+        token = issuer.mint(scope=META["scope"], client_id="bench")
+        auth = [
+            (b"authorization", f"Bearer {token}".encode()),
+            (b"accept", b"application/fhir+json"),
+        ]
+        post = [*auth, (b"content-type", b"application/fhir+json")]
+        bundle = json.dumps(batch(META["read_id"], 100)).encode()
+        scenarios = {
+            "read": ("GET", f"/fhir/Patient/{META['read_id']}", b"", auth, b""),
+            "search": ("GET", "/fhir/Patient", META["search"].encode(), auth, b""),
+            "batch": ("POST", "/fhir", b"", post, bundle),
+        }
+        async with app.router.lifespan_context(app):
+            if args.gc_freeze:
+                import gc
+
+                gc.collect()
+                gc.freeze()
+                if args.gc_threshold:
+                    gc.set_threshold(args.gc_threshold, 10, 10)
+            for name in args.scenarios or ["read", "search", "batch"]:
+                n = args.n or {"read": 20000, "search": 600, "batch": 60}[name]
+                c = args.c
+
+                async def client(
+                    count: int, spec: tuple[Any, ...] = scenarios[name], name: str = name
+                ) -> None:
+                    for _ in range(count):
+                        status = await _call(app, *spec)
+                        if status >= 300:
+                            raise RuntimeError(f"{name}: HTTP {status}")
+
+                await asyncio.gather(*(client(max(1, n // 20 // c)) for _ in range(c)))  # warm-up
+                spy = None
+                if args.profile:
+                    from bench import profile
+
+                    seconds = max(2, int(args.profile_seconds))
+                    spy = profile.record(os.getpid(), seconds, Path(args.profile))
+                    await asyncio.sleep(0.5)
+                profiler = None
+                if args.cprofile:
+                    import cProfile
+
+                    profiler = cProfile.Profile()
+                    profiler.enable()
+                cpu, wall = time.process_time(), time.perf_counter()
+                per = max(1, n // c)
+                await asyncio.gather(*(client(per) for _ in range(c)))
+                cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+                if profiler is not None:
+                    import pstats
+
+                    profiler.disable()
+                    pstats.Stats(profiler).sort_stats("tottime").print_stats(args.cprofile)
+                done = per * c
+                print(
+                    f"{name:7s} c{c:<3d} {done:6d} requests  {cpu / done * 1e6:8.1f} µs CPU/req  "
+                    f"{done / wall:8.0f} req/s (wall, this process only)",
+                    flush=True,
+                )
+                if spy is not None:
+                    spy.wait()
+                    from bench import profile
+
+                    summary = profile.summarize(Path(args.profile), BENCH.parent)
+                    print(profile.markdown(summary, f"{name} in process"))
+    finally:
+        canned.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("scenarios", nargs="*", choices=["read", "search", "batch"])
+    parser.add_argument("-n", type=int, default=0, help="requests (default per scenario)")
+    parser.add_argument("-c", type=int, default=50, help="concurrent clients")
+    parser.add_argument("--profile", help="py-spy raw output file (then: bench/profile.py FILE)")
+    parser.add_argument("--profile-seconds", type=float, default=6)
+    parser.add_argument("--gc-freeze", action="store_true", help="gc.freeze() after start-up")
+    parser.add_argument("--gc-threshold", type=int, default=0, help="with --gc-freeze: gen0")
+    parser.add_argument(
+        "--cprofile", type=int, default=0, metavar="N", help="cProfile: print the top N functions"
+    )
+    args = parser.parse_args(argv)
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.install()
+    asyncio.run(_run(args))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

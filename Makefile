@@ -57,9 +57,19 @@ bench: $(STAMP)
 # The soak test (tests/reliability/soak.py): DURATION seconds of mixed load (default 240)
 # while the mock hospital injects faults and the gateway is SIGKILLed and restarted once,
 # then a reconciliation with the legacy systems; the figures also go to bench/results/.
+# REPLICAS=2 (or more) runs that many gateways on one PostgreSQL store: a fresh database on
+# the server at BRIDGE_TEST_POSTGRES_URL (else 127.0.0.1:5432 as postgres), dropped after.
 DURATION ?= 240
+REPLICAS ?= 1
+POSTGRES_SERVER = $${BRIDGE_TEST_POSTGRES_URL:-postgresql://postgres@127.0.0.1:5432/postgres}
 soak: $(STAMP)
+ifeq ($(REPLICAS),1)
 	$(BIN)/python -m tests.reliability.soak --duration $(DURATION) --json bench/results/soak-latest.json
+else
+	$(BIN)/python -m tests.reliability.soak --duration $(DURATION) --replicas $(REPLICAS) \
+	  --postgres "$(POSTGRES_SERVER)" --fresh-database \
+	  --json bench/results/soak-replicas-latest.json
+endif
 
 clean:
 	rm -rf $(VENV) build *.egg-info

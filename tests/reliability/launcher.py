@@ -2,9 +2,14 @@
 
 `tests.support.start_gateway` runs one gateway for the life of a `with`
 block. The soak test needs the same gateway twice: killed mid-load, then
-restarted on the same port with the same config, store file and paging key,
-as an orchestrator would restart a crashed pod. Every start appends to one
-log file, so the log tells the whole story.
+restarted on the same port with the same config, store and paging key, as an
+orchestrator would restart a crashed pod. Every start appends to one log
+file, so the log tells the whole story.
+
+`replica_set` makes several such gateways sharing one store, one paging key
+and one public base URL (the address apps know: a load balancer's). The apps'
+tokens are for that base and the links the gateways write point there; the
+apps send each request to the replica they choose.
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ import httpx
 from bridge.auth.devissuer import DevIssuer
 from tests.support import ADMIN_TOKEN, ROOT, free_port
 
-__all__ = ["RestartableGateway"]
+__all__ = ["RestartableGateway", "replica_set"]
+
+PUBLIC_BASE = "http://bridge.soak.invalid/fhir"  # .invalid: never resolves, by design
 
 
 class RestartableGateway:
@@ -38,25 +45,36 @@ class RestartableGateway:
     """
 
     def __init__(
-        self, run_dir: Path, mock_origin: str, *, extra: dict[str, Any] | None = None
+        self,
+        run_dir: Path,
+        mock_origin: str,
+        *,
+        extra: dict[str, Any] | None = None,
+        name: str = "gateway",
+        store_url: str | None = None,
+        paging_key: str | None = None,
+        issuer: DevIssuer | None = None,
+        public_base: str | None = None,
     ) -> None:
+        self.name = name
         self.port = free_port()
         self.origin = f"http://127.0.0.1:{self.port}"
-        self.base = f"{self.origin}/fhir"
-        self.issuer = DevIssuer(issuer="https://issuer.test", audience=self.base)
+        self.base = f"{self.origin}/fhir"  # where requests go
+        self.public_base = public_base or self.base  # what tokens and links name
+        self.issuer = issuer or DevIssuer(issuer="https://issuer.test", audience=self.public_base)
         self.run_dir = run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
-        self.store_path = run_dir / "store.db"
-        self.log_path = run_dir / "gateway.log"
+        self.store_url = store_url or f"sqlite:///{run_dir / 'store.db'}"
+        self.log_path = run_dir / f"{name}.log"
         folders = sorted(p.parent for p in (ROOT / "mappings").glob("*/system.yaml"))
         config: dict[str, Any] = {
             "host": "127.0.0.1",
             "port": self.port,
-            "base_url": self.base,
+            "base_url": self.public_base,
             "systems": [{"path": str(folder), "origin": mock_origin} for folder in folders],
-            "paging_key": secrets.token_urlsafe(24),
+            "paging_key": paging_key or secrets.token_urlsafe(24),
             "auth": {"mode": "jwt", "issuer": self.issuer.issuer, "jwks": self.issuer.jwks()},
-            "store": {"url": f"sqlite:///{self.store_path}"},
+            "store": {"url": self.store_url},
             "admin": {"token": ADMIN_TOKEN},
         }
         for key, value in (extra or {}).items():
@@ -64,7 +82,7 @@ class RestartableGateway:
                 config[key] = {**config[key], **value}  # e.g. store: keep the url
             else:
                 config[key] = value
-        self.config_path = run_dir / "gateway.json.yaml"
+        self.config_path = run_dir / f"{name}.json.yaml"
         self.config_path.write_text(json.dumps(config))  # JSON is YAML
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -125,3 +143,36 @@ class RestartableGateway:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def replica_set(
+    run_dir: Path,
+    mock_origin: str,
+    count: int,
+    *,
+    extra: dict[str, Any] | None = None,
+    store_url: str | None = None,
+) -> list[RestartableGateway]:
+    """`count` gateways on one store (`store_url`, else a SQLite file in `run_dir`).
+
+    One gateway is named "gateway" and answers at its own address, as before;
+    several are "replica-0", "replica-1", ... behind the public base PUBLIC_BASE,
+    with one paging key and one token issuer."""
+    if count == 1:
+        return [RestartableGateway(run_dir, mock_origin, extra=extra, store_url=store_url)]
+    issuer = DevIssuer(issuer="https://issuer.test", audience=PUBLIC_BASE)
+    key = secrets.token_urlsafe(24)
+    store_url = store_url or f"sqlite:///{run_dir / 'store.db'}"
+    return [
+        RestartableGateway(
+            run_dir,
+            mock_origin,
+            extra=extra,
+            name=f"replica-{i}",
+            store_url=store_url,
+            paging_key=key,
+            issuer=issuer,
+            public_base=PUBLIC_BASE,
+        )
+        for i in range(count)
+    ]

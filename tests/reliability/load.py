@@ -1,11 +1,17 @@
 """The soak test's apps: concurrent clients mixing reads, searches and writes.
 
-Each client is one app with its own token and connection pool. It loops over
+Each client is one app with its own token and connection pools. It loops over
 a weighted mix of interactions until told to stop, and records every answer
-(`Call`) with its time, and every write (`Write`) with the readings it
-carried and what the app was told. Every reading carries a fingerprint no
-other reading has (a device id, a value and a time), so reconciliation finds
-it in the EHR's vitals exactly.
+(`Call`) with its time and the replica that gave it, and every write
+(`Write`) with the readings it carried and what the app was told.
+
+With several gateway replicas each app has a home replica (apps are spread
+over them in turn) and, on purpose, follows its `next` links on another
+replica and asks for an asynchronous write's outcome at every replica in
+turn, starting with another one: links and status URLs must work anywhere.
+
+Every reading carries a fingerprint no other reading has (a device id, a
+value and a time), so reconciliation finds it in the EHR's vitals exactly.
 
 What an app was told, per write:
 
@@ -31,7 +37,7 @@ from typing import Any
 
 import httpx
 
-__all__ = ["Call", "Load", "Reading", "Write"]
+__all__ = ["App", "Call", "Load", "Reading", "Write"]
 
 FHIR_JSON = "application/fhir+json"
 LOINC = "http://loinc.org"
@@ -69,6 +75,7 @@ class Call:
     status: int | None
     detail: str = ""  # transport error class, or the diagnostics of a 5xx
     wid: str = ""  # the write it carried
+    replica: int = 0  # the gateway replica it was sent to
 
     @property
     def system(self) -> str:
@@ -117,6 +124,25 @@ class Write:
     status_url: str | None = None  # asynchronous writes: where the outcome will be
     accepted: bool = False  # asynchronous writes: a 202 came
     accepted_at: float | None = None
+    replica: int = 0  # the replica the write was sent to
+    outcome_replica: int | None = None  # asynchronous writes: the one that gave the outcome
+
+
+@dataclass
+class App:
+    """One app: its index, a connection pool per replica (one token) and its home replica."""
+
+    index: int
+    https: list[httpx.AsyncClient]
+
+    @property
+    def home(self) -> int:
+        return self.index % len(self.https)
+
+    @property
+    def other(self) -> int:
+        """Another replica than home (home itself when there is only one)."""
+        return (self.home + 1) % len(self.https)
 
 
 @dataclass
@@ -144,21 +170,21 @@ class Load:
             return Reading(f"{self.run_tag}-{n:06d}", "HR", 40 + n % 150, when)
         return Reading(f"{self.run_tag}-{n:06d}", "STEPS", n, when)
 
-    def _write(self, kind: str, client: int, count: int = 1) -> Write:
+    def _write(self, kind: str, app: App, count: int = 1) -> Write:
         mrn = self.rng.choice(self.mrns)
-        write = Write(f"w{len(self.writes) + 1}", kind, mrn, [], client)
+        write = Write(f"w{len(self.writes) + 1}", kind, mrn, [], app.index)
         write.readings = [self._reading() for _ in range(count)]
         self.writes.append(write)
         return write
 
     # -- one client --------------------------------------------------------------
 
-    async def client(self, index: int, http: httpx.AsyncClient) -> None:
+    async def client(self, app: App) -> None:
         kinds = list(MIX)
         weights = [MIX[k][0] for k in kinds]
         while not self.stopping.is_set():
             kind = self.rng.choices(kinds, weights)[0]
-            answered = await getattr(self, "_" + kind.replace("-", "_"))(index, http)
+            answered = await getattr(self, "_" + kind.replace("-", "_"))(app)
             if not answered:
                 await asyncio.sleep(0.2)  # the gateway is down: do not spin
             await asyncio.sleep(self.rng.uniform(0, 0.05))
@@ -166,7 +192,8 @@ class Load:
     async def _send(
         self,
         kind: str,
-        http: httpx.AsyncClient,
+        app: App,
+        replica: int,
         method: str,
         url: str,
         wid: str = "",
@@ -174,51 +201,51 @@ class Load:
     ) -> httpx.Response | BaseException:
         start = self.clock()
         try:
-            reply = await http.request(method, url, **kw)
+            reply = await app.https[replica].request(method, url, **kw)
         except httpx.TransportError as exc:
-            self.calls.append(Call(kind, start, self.clock(), None, type(exc).__name__, wid))
+            name = type(exc).__name__
+            self.calls.append(Call(kind, start, self.clock(), None, name, wid, replica))
             return exc
         detail = ""
         if reply.status_code >= 400:
             detail = _diagnostics(reply)
-        self.calls.append(Call(kind, start, self.clock(), reply.status_code, detail, wid))
+        self.calls.append(Call(kind, start, self.clock(), reply.status_code, detail, wid, replica))
         return reply
 
-    async def _patient_read(self, index: int, http: httpx.AsyncClient) -> bool:
-        reply = await self._send(
-            "patient-read", http, "GET", f"/Patient/{self.rng.choice(self.mrns)}"
-        )
+    async def _patient_read(self, app: App) -> bool:
+        path = f"/Patient/{self.rng.choice(self.mrns)}"
+        reply = await self._send("patient-read", app, app.home, "GET", path)
         return isinstance(reply, httpx.Response)
 
-    async def _search(
-        self, kind: str, http: httpx.AsyncClient, path: str, params: dict[str, Any]
-    ) -> bool:
-        reply = await self._send(kind, http, "GET", path, params=params)
+    async def _search(self, kind: str, app: App, path: str, params: dict[str, Any]) -> bool:
+        reply = await self._send(kind, app, app.home, "GET", path, params=params)
         if not isinstance(reply, httpx.Response):
             return False
         if reply.status_code != 200 or self.rng.random() < 0.4:
             return True
         links = {link["relation"]: link["url"] for link in reply.json().get("link", [])}
         if "next" in links:
-            await self._send(kind.replace("search", "next"), http, "GET", links["next"])
+            # On another replica than the one that wrote the link: any replica must serve it.
+            next_kind = kind.replace("search", "next")
+            await self._send(next_kind, app, app.other, "GET", _relative(links["next"]))
         return True
 
-    async def _patient_search(self, index: int, http: httpx.AsyncClient) -> bool:
+    async def _patient_search(self, app: App) -> bool:
         params = {"family": self.rng.choice(self.families), "_count": 3}
-        return await self._search("patient-search", http, "/Patient", params)
+        return await self._search("patient-search", app, "/Patient", params)
 
-    async def _lab_search(self, index: int, http: httpx.AsyncClient) -> bool:
+    async def _lab_search(self, app: App) -> bool:
         params = {"patient": self.rng.choice(self.mrns), "category": "laboratory", "_count": 5}
-        return await self._search("lab-search", http, "/Observation", params)
+        return await self._search("lab-search", app, "/Observation", params)
 
-    async def _create(self, index: int, http: httpx.AsyncClient) -> bool:
-        write = self._write("create", index)
+    async def _create(self, app: App) -> bool:
+        write = self._write("create", app)
         return await self._post(
-            write, http, "/Observation", write.readings[0].observation(write.mrn)
+            write, app, "/Observation", write.readings[0].observation(write.mrn)
         )
 
-    async def _transaction(self, index: int, http: httpx.AsyncClient) -> bool:
-        write = self._write("transaction", index, self.rng.randint(2, 5))
+    async def _transaction(self, app: App) -> bool:
+        write = self._write("transaction", app, self.rng.randint(2, 5))
         # One transaction in eight carries a reading the EHR cannot store (a heart
         # rate in kg): the gateway must refuse the whole of it and store none.
         write.expect_refusal = self.rng.random() < 0.125
@@ -235,26 +262,28 @@ class Load:
                 for i, r in enumerate(write.readings)
             ],
         }
-        return await self._post(write, http, "", bundle)
+        return await self._post(write, app, "", bundle)
 
-    async def _async_create(self, index: int, http: httpx.AsyncClient) -> bool:
-        write = self._write("async-create", index)
+    async def _async_create(self, app: App) -> bool:
+        write = self._write("async-create", app)
         headers = {"Prefer": "respond-async"}
         body = write.readings[0].observation(write.mrn)
-        return await self._post(write, http, "/Observation", body, headers)
+        return await self._post(write, app, "/Observation", body, headers)
 
     async def _post(
         self,
         write: Write,
-        http: httpx.AsyncClient,
+        app: App,
         path: str,
         body: dict[str, Any],
         headers: dict[str, str] | None = None,
     ) -> bool:
         write.sent = self.clock()
+        write.replica = app.home
         reply = await self._send(
             write.kind,
-            http,
+            app,
+            app.home,
             "POST",
             path,
             write.wid,
@@ -274,7 +303,7 @@ class Load:
             if not write.status_url:
                 write.outcome, write.detail = "unknown", "202 without Content-Location"
                 return True
-            task = asyncio.create_task(self._poll(write, http))
+            task = asyncio.create_task(self._poll(write, app))
             self.pollers.add(task)
             task.add_done_callback(self.pollers.discard)
             return True
@@ -309,12 +338,18 @@ class Load:
         else:
             write.outcome, write.detail = "refused", _diagnostics_of(body)
 
-    async def _poll(self, write: Write, http: httpx.AsyncClient) -> None:
-        """Follow an asynchronous write's status URL until it gives the final result."""
+    async def _poll(self, write: Write, app: App) -> None:
+        """Follow an asynchronous write's status URL until it gives the final result.
+
+        Each look goes to the next replica in turn, starting with another one than
+        the replica that accepted the write."""
         assert write.status_url is not None
+        url = _relative(write.status_url)
+        replica = app.home
         while True:
             await asyncio.sleep(0.5)
-            reply = await self._send("async-status", http, "GET", write.status_url, write.wid)
+            replica = (replica + 1) % len(app.https)
+            reply = await self._send("async-status", app, replica, "GET", url, write.wid)
             if not isinstance(reply, httpx.Response):
                 continue  # the gateway is restarting: the status is in its store
             if reply.status_code in (202, 429, 503):
@@ -322,7 +357,7 @@ class Load:
                 # when Retry-After says, within reason: the soak wants answers in time.
                 await asyncio.sleep(min(_seconds(reply.headers.get("retry-after")), 3) - 0.5)
                 continue
-            write.answered = self.clock()
+            write.answered, write.outcome_replica = self.clock(), replica
             self._judge(write, reply.status_code, _json(reply))
             return
 
@@ -343,6 +378,14 @@ def _seconds(value: str | None) -> float:
         return max(0.5, float(value or 0))
     except ValueError:
         return 0.5
+
+
+def _relative(url: str) -> str:
+    """A link the gateway wrote (public base + path), as a path under any replica's base."""
+    path = httpx.URL(url).raw_path.decode("ascii")
+    if not path.startswith("/fhir/"):
+        raise ValueError(f"a gateway link outside the FHIR base /fhir: {url}")
+    return path.removeprefix("/fhir")
 
 
 def _uuid(device: str) -> str:

@@ -12,9 +12,9 @@ caused and recorded, never to how fast anything was:
 * `outage`: the request overlapped the window in which its legacy system
   refused every call (`refuse_seconds`), plus one second for a request
   already on its way when the window closed;
-* `breaker`: the gateway's circuit breaker for that system was sampled not
-  closed (`/readyz`) between the sample before and the sample after the
-  request; a breaker window is itself only allowed to begin during an
+* `breaker`: the circuit breaker for that system of the replica the request
+  went to was sampled not closed (its `/readyz`) between the sample before
+  and the sample after the request; a breaker window is itself only allowed to begin during an
   outage or the restart window (else the check "breakers opened only for a
   cause" fails);
 * `restart`: from the SIGKILL until `session_hold` (plus three seconds)
@@ -22,7 +22,8 @@ caused and recorded, never to how fast anything was:
   open until the legacy system's idle timeout frees them, and its slots of
   the gateway's global session budget until their lease runs out (the soak
   sets that ttl to the idle timeout); until then the cap refuses new
-  sessions.
+  sessions. With several replicas the window holds for every one of them:
+  the survivors share the slots the killed one left taken.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class Window:
     start: float
     end: float
     seen: float | None = None  # breakers: the first sample that saw it not closed
+    replica: int | None = None  # breakers: whose; None: every replica
 
     def overlaps(self, start: float, end: float) -> bool:
         return start <= self.end and end >= self.start
@@ -75,12 +77,17 @@ class Run:
     ready_again_at: float | None
     session_hold: float  # how long a dead process's sessions (and slots) stay taken
     session_cap: int
-    breaker_samples: list[tuple[float, dict[str, str] | None]]  # None: gateway down
+    # Each replica's breaker states from its /readyz; None: that replica was down.
+    breaker_samples: dict[int, list[tuple[float, dict[str, str] | None]]]
     stats_samples: list[tuple[float, dict[str, Any]]]
     final_stats: dict[str, Any]
     vitals: dict[str, list[dict[str, Any]]]  # by MRN, from /_mock/ehr/vitals
     run_tag: str
     gateway_log_errors: list[str]
+    replicas: int = 1
+    killed_replica: int = 0
+    # Each replica's legacy logins per (mock) system, from its /metrics.
+    replica_logins: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -96,6 +103,8 @@ class SoakReport:
     events: list[tuple[float, str]]
     checks: list[Check]
     gateway_log_errors: list[str]
+    # With several replicas: requests, writes and legacy logins per replica, and in total.
+    by_replica: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -136,6 +145,7 @@ def reconcile(calls: list[Call], writes: list[Write], run: Run) -> SoakReport:
         events=run.events,
         checks=checks,
         gateway_log_errors=run.gateway_log_errors,
+        by_replica=_by_replica(calls, writes, run) if run.replicas > 1 else {},
     )
 
 
@@ -148,24 +158,27 @@ def _windows(run: Run) -> list[Window]:
         ready = run.ready_again_at if run.ready_again_at is not None else float("inf")
         end = ready + run.session_hold + RESTART_SLACK
         windows.append(Window("restart", "*", run.kill_at, end))
-    # Breakers: from the last sample that saw the breaker closed to the first that
-    # saw it closed again (the state changed somewhere in between).
-    for system, name in GATEWAY_NAME.items():
-        last_closed = 0.0
-        opened: tuple[float, float] | None = None  # (last closed sample, first open one)
-        for at, states in run.breaker_samples:
-            if states is None:
-                continue  # the gateway was down: its breakers died with it
-            state = states.get(name, "closed")
-            if state != "closed" and opened is None:
-                opened = (last_closed, at)
-            elif state == "closed":
-                if opened is not None:
-                    windows.append(Window("breaker", system, opened[0], at, opened[1]))
-                    opened = None
-                last_closed = at
-        if opened is not None:
-            windows.append(Window("breaker", system, opened[0], float("inf"), opened[1]))
+    # Breakers, each replica's own: from the last sample that saw the breaker closed
+    # to the first that saw it closed again (the state changed somewhere in between).
+    for replica, samples in sorted(run.breaker_samples.items()):
+        for system, name in GATEWAY_NAME.items():
+            last_closed = 0.0
+            opened: tuple[float, float] | None = None  # (last closed sample, first open one)
+            for at, states in samples:
+                if states is None:
+                    continue  # the replica was down: its breakers died with it
+                state = states.get(name, "closed")
+                if state != "closed" and opened is None:
+                    opened = (last_closed, at)
+                elif state == "closed":
+                    if opened is not None:
+                        windows.append(Window("breaker", system, opened[0], at, opened[1], replica))
+                        opened = None
+                    last_closed = at
+            if opened is not None:
+                windows.append(
+                    Window("breaker", system, opened[0], float("inf"), opened[1], replica)
+                )
     return sorted(windows, key=lambda w: w.start)
 
 
@@ -175,6 +188,7 @@ def _cause(call: Call, windows: list[Window]) -> str | None:
             if (
                 w.reason == reason
                 and w.system in (call.system, "*")
+                and w.replica in (call.replica, None)
                 and w.overlaps(call.start, call.end)
             ):
                 return reason
@@ -412,7 +426,7 @@ def _breakers_have_causes(windows: list[Window]) -> Check:
         "breakers opened only during an outage or the restart",
         not uncaused,
         f"{opened} breaker windows, {len(uncaused)} without a cause",
-        [f"{w.system} {w.start:.2f}-{w.end:.2f}s" for w in uncaused],
+        [f"{w.system} (replica {w.replica}) {w.start:.2f}-{w.end:.2f}s" for w in uncaused],
     )
 
 
@@ -473,6 +487,20 @@ def _coverage(calls: list[Call], writes: list[Write], run: Run) -> Check:
         missing.append("the outage refused no call")
     if not any(w.outcome == "acknowledged" for w in writes):
         missing.append("no write was acknowledged")
+    if run.replicas > 1:
+        # Every replica served, and the cross-replica paths were taken and worked.
+        for replica in range(run.replicas):
+            if not any(c.replica == replica and c.status == 200 for c in calls):
+                missing.append(f"replica {replica} answered no request with 200")
+        if not any(c.kind.endswith("-next") and c.status == 200 for c in calls):
+            missing.append("no next link was followed on another replica")
+        if not any(
+            w.outcome == "acknowledged"
+            and w.outcome_replica is not None
+            and w.outcome_replica != w.replica
+            for w in writes
+        ):
+            missing.append("no asynchronous outcome was read on another replica")
     return Check(
         "the run exercised every kind and every fault",
         not missing,
@@ -482,6 +510,38 @@ def _coverage(calls: list[Call], writes: list[Write], run: Run) -> Check:
 
 
 # -- figures ------------------------------------------------------------------------
+
+
+def _by_replica(calls: list[Call], writes: list[Write], run: Run) -> dict[str, dict[str, int]]:
+    """Requests, writes and logins per replica (the one a request or write was sent to)."""
+    table: dict[str, Counter[str]] = {f"replica {r}": Counter() for r in range(run.replicas)}
+    total: Counter[str] = Counter()
+    for c in calls:
+        row = table[f"replica {c.replica}"]
+        if c.status is None:
+            key = "no answer"
+        elif c.status in (503, 504):
+            key = "503/504"
+        else:
+            key = f"{c.status // 100}xx"
+        for counter in (row, total):
+            counter["requests"] += 1
+            counter[key] += 1
+            if c.kind.endswith("-next"):
+                counter["next pages"] += 1
+                counter[f"next pages {key}"] += 1
+    for w in writes:
+        row = table[f"replica {w.replica}"]
+        for counter in (row, total):
+            counter["writes"] += 1
+            counter[w.outcome] += 1
+            if w.outcome_replica is not None and w.outcome_replica != w.replica:
+                counter["async outcome read elsewhere"] += 1
+    for name, logins in run.replica_logins.items():
+        for system in ("ehr", "lab"):
+            for counter in (table.setdefault(name, Counter()), total):
+                counter[f"{system} logins"] += logins.get(system, 0)
+    return {**{name: dict(row) for name, row in table.items()}, "all": dict(total)}
 
 
 def _requests(calls: list[Call]) -> dict[str, dict[str, int]]:

@@ -2,9 +2,14 @@
 
     .venv/bin/python -m tests.reliability.soak --duration 240      # make soak
     .venv/bin/python -m tests.reliability.soak --duration 45       # what make test runs
+    .venv/bin/python -m tests.reliability.soak --replicas 2 \
+        --postgres postgresql://postgres@127.0.0.1:5432/postgres --fresh-database
 
 A private mock hospital (session cap `max_sessions`, short idle timeout) and
-one gateway (`bridge serve`, its own SQLite store) on loopback ports. For
+one gateway (`bridge serve`, its own SQLite store) on loopback ports; or,
+with `replicas` > 1, that many gateway processes sharing one PostgreSQL store
+and one paging key, the apps spread over them (see tests/reliability/load.py
+for what they do on another replica on purpose). For
 `duration` seconds `clients` apps mix Patient reads and searches, lab
 Observation searches with a `next` page, device Observation creates,
 transaction Bundles of readings and asynchronous creates (`Prefer:
@@ -14,8 +19,9 @@ side door and the process table:
 * latency 5-30 ms, changed every 3 s, and a 2 % fault rate on every system;
 * a session-expiry storm on every system every 10 s;
 * a 10 s full outage of the EHR (`refuse_seconds`) at a fifth of the run;
-* one SIGKILL of the gateway, once the outage and its breaker cooldown are
-  over, and a restart on the same port with the same store.
+* one SIGKILL of the gateway (of the last replica), once the outage and its
+  breaker cooldown are over, and a restart on the same port with the same
+  store.
 
 Then asynchronous writes are given time to finish, the EHR's vitals are read
 through the side door and `reconcile` judges the promises (see
@@ -35,6 +41,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,11 +49,11 @@ from typing import Any
 import httpx
 
 from bridge.mock import MockHospital
-from tests.reliability.launcher import RestartableGateway
-from tests.reliability.load import Load
-from tests.reliability.reconcile import Run, SoakReport, Window, reconcile
+from tests.reliability.launcher import RestartableGateway, replica_set
+from tests.reliability.load import App, Load
+from tests.reliability.reconcile import GATEWAY_NAME, Run, SoakReport, Window, reconcile
 
-__all__ = ["SoakReport", "run_soak"]
+__all__ = ["SoakReport", "fresh_database", "run_soak"]
 
 SCOPE = "user/Patient.rs user/Observation.crs"
 OUTAGE_SECONDS = 10.0
@@ -98,6 +105,44 @@ class _Plan:
         return cls(duration, outage_at, kill_at)
 
 
+@contextlib.contextmanager
+def fresh_database(server_url: str) -> Iterator[str]:
+    """A new, empty database on the PostgreSQL server at `server_url`, dropped afterwards.
+
+    `server_url` names any database the user may connect to and create others
+    from (postgresql://USER:PASSWORD@HOST:PORT/DB), as BRIDGE_TEST_POSTGRES_URL does."""
+    import asyncpg
+
+    name = f"bridge_soak_{secrets.token_hex(4)}"
+
+    async def run(sql: str) -> None:
+        connection = await asyncpg.connect(server_url)
+        try:
+            await connection.execute(sql)
+        finally:
+            await connection.close()
+
+    try:
+        asyncio.run(run(f"CREATE DATABASE {name}"))
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise SystemExit(
+            f"soak: the PostgreSQL server at {_where(server_url)} could not create a database "
+            f"({type(exc).__name__}: {exc}); set BRIDGE_TEST_POSTGRES_URL=postgresql://USER:"
+            "PASSWORD@HOST:PORT/DB (a user that may create databases) or run a server on "
+            "127.0.0.1:5432"
+        ) from None
+    base, _, _ = server_url.partition("?")[0].rpartition("/")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        asyncio.run(run(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+def _where(url: str) -> str:
+    """A database URL without its credentials, for reports."""
+    return url.rpartition("@")[2]
+
+
 def run_soak(
     *,
     duration: float = 240,
@@ -107,11 +152,23 @@ def run_soak(
     session_idle_timeout: float = 6,
     fault_rate: float = 0.02,
     drain_timeout: float = 60,
+    replicas: int = 1,
+    store_url: str | None = None,
     run_dir: Path | None = None,
     log: Any = None,
 ) -> SoakReport:
-    """Run the soak and return its report (`report.ok`, `report.text()`)."""
+    """Run the soak and return its report (`report.ok`, `report.text()`).
+
+    `replicas` > 1 needs `store_url`, a PostgreSQL database they share (best an
+    empty one: `fresh_database`); one gateway uses a SQLite file unless given one."""
     plan = _Plan.for_duration(duration)
+    if replicas < 1:
+        raise ValueError(f"replicas must be >= 1, got {replicas}")
+    if replicas > 1 and not (store_url or "").startswith("postgresql"):
+        raise ValueError(
+            f"{replicas} replicas share a PostgreSQL store: give its URL "
+            "(store_url, --postgres URL), not " + repr(store_url)
+        )
     extra, hold = gateway_settings(session_idle_timeout)
     # A run directory of our own is removed after a clean run; a failed run keeps it
     # (the gateway's log is the evidence) and the report names it.
@@ -129,6 +186,8 @@ def run_soak(
         "fault_rate": fault_rate,
         "outage_at": plan.outage_at,
         "kill_at": plan.kill_at,
+        "replicas": replicas,
+        "store": f"PostgreSQL {_where(store_url)}" if store_url else "SQLite",
         "run_dir": str(run_dir),
     }
     with MockHospital.start(
@@ -137,15 +196,22 @@ def run_soak(
         seed=seed,
         patients=2000,
     ) as hospital:
-        gateway = RestartableGateway(run_dir, hospital.url, extra=extra)
+        gateways = replica_set(run_dir, hospital.url, replicas, extra=extra, store_url=store_url)
         try:
-            gateway.start()
-            say(f"soak: mock {hospital.url}, gateway {gateway.base}, run dir {run_dir}")
-            soak = _Soak(hospital, gateway, plan, clients, seed, fault_rate, say)
+            for gateway in gateways:
+                gateway.start()
+            where = ", ".join(g.base for g in gateways)
+            say(f"soak: mock {hospital.url}, gateway {where}, run dir {run_dir}")
+            soak = _Soak(hospital, gateways, plan, clients, seed, fault_rate, say)
             run = asyncio.run(soak.run(settings, hold, max_sessions, drain_timeout))
         finally:
-            gateway.stop()
-        run.gateway_log_errors = _log_errors(gateway.logs())
+            for gateway in gateways:
+                gateway.stop()
+        run.gateway_log_errors = [
+            f"{g.name}: {line}" if replicas > 1 else line
+            for g in gateways
+            for line in _log_errors(g.logs())
+        ]
         report = reconcile(soak.load.calls, soak.load.writes, run)
     if own_dir and report.ok:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -170,7 +236,7 @@ class _Soak:
     def __init__(
         self,
         hospital: MockHospital,
-        gateway: RestartableGateway,
+        gateways: list[RestartableGateway],
         plan: _Plan,
         clients: int,
         seed: int,
@@ -178,7 +244,9 @@ class _Soak:
         say: Any,
     ) -> None:
         self.hospital = hospital
-        self.gateway = gateway
+        self.gateways = gateways
+        # The last replica is killed (the only one, with one).
+        self.killed = len(gateways) - 1
         self.plan = plan
         self.clients = clients
         self.fault_rate = fault_rate
@@ -197,8 +265,14 @@ class _Soak:
         self.outages: list[Window] = []
         self.kill_at: float | None = None
         self.ready_again_at: float | None = None
-        self.breakers: list[tuple[float, dict[str, str] | None]] = []
+        self.breakers: dict[int, list[tuple[float, dict[str, str] | None]]] = {
+            i: [] for i in range(len(gateways))
+        }
         self.stats: list[tuple[float, dict[str, Any]]] = []
+        # Legacy logins per replica and mock system from /metrics: the last value seen,
+        # and what earlier processes of the replica had counted (a restart resets it).
+        self.logins_seen: dict[str, dict[str, int]] = {}
+        self.logins_before: dict[str, dict[str, int]] = {}
 
     def now(self) -> float:
         return time.monotonic() - self.t0
@@ -212,21 +286,21 @@ class _Soak:
         self, settings: dict[str, Any], hold: float, cap: int, drain_timeout: float
     ) -> Run:
         side = httpx.AsyncClient(base_url=f"{self.hospital.url}/_mock", timeout=10)
-        apps = [
-            httpx.AsyncClient(
-                base_url=self.gateway.base,
-                headers={"Authorization": "Bearer " + self.gateway.token(SCOPE, f"soak-app-{i}")},
-                timeout=30,
-            )
-            for i in range(self.clients)
-        ]
+        apps = []
+        for i in range(self.clients):
+            # One token per app, good at every replica (they share the issuer and the base).
+            auth = {"Authorization": "Bearer " + self.gateways[0].token(SCOPE, f"soak-app-{i}")}
+            pools = [
+                httpx.AsyncClient(base_url=g.base, headers=auth, timeout=30) for g in self.gateways
+            ]
+            apps.append(App(i, pools))
         try:
             self.t0 = time.monotonic()
             await self._faults(side, latency_ms=5, fault_rate=self.fault_rate)
             self.event(f"latency 5 ms and fault rate {self.fault_rate:g} on every system")
             samplers = [asyncio.create_task(self._sample(side))]
             chaos = asyncio.create_task(self._chaos(side))
-            workers = [asyncio.create_task(self.load.client(i, a)) for i, a in enumerate(apps)]
+            workers = [asyncio.create_task(self.load.client(app)) for app in apps]
             await asyncio.sleep(self.plan.duration)
             self.load.stopping.set()
             self.event("load stops; waiting for answers in flight and asynchronous writes")
@@ -243,7 +317,7 @@ class _Soak:
                 for mrn in self.load.mrns
             }
         finally:
-            for client in [side, *apps]:
+            for client in [side, *(pool for app in apps for pool in app.https)]:
                 await client.aclose()
         return Run(
             settings=settings,
@@ -259,6 +333,9 @@ class _Soak:
             vitals=vitals,
             run_tag=self.load.run_tag,
             gateway_log_errors=[],
+            replicas=len(self.gateways),
+            killed_replica=self.killed,
+            replica_logins=self._logins(),
         )
 
     async def _faults(self, side: httpx.AsyncClient, **settings: Any) -> None:
@@ -291,34 +368,72 @@ class _Soak:
             if not kill_done and now >= self.plan.kill_at:
                 kill_done = True
                 self.kill_at = self.now()
-                pid = self.gateway.pid
-                self.gateway.kill()
-                self.event(f"gateway SIGKILLed (pid {pid}) under load")
-                await asyncio.to_thread(self.gateway.start)
+                victim = self.gateways[self.killed]
+                pid = victim.pid
+                victim.kill()
+                self.event(f"{victim.name} SIGKILLed (pid {pid}) under load")
+                await asyncio.to_thread(victim.start)
                 self.ready_again_at = self.now()
-                self.event("gateway restarted on the same port and store, /healthz answers")
+                self.event(f"{victim.name} restarted on the same port and store, /healthz answers")
             await asyncio.sleep(0.1)
 
     async def _sample(self, side: httpx.AsyncClient) -> None:
-        """Breaker states from /readyz and the mock's counters, a few times a second."""
+        """Each replica's breaker states from /readyz and the mock's counters (and with
+        several replicas each one's legacy logins from /metrics), a few times a second."""
         probe = httpx.AsyncClient(timeout=2)
         tick = 0
         try:
             while True:
-                at = self.now()
-                try:
-                    reply = await probe.get(f"{self.gateway.origin}/readyz")
-                    self.breakers.append((at, reply.json().get("breakers", {})))
-                except (httpx.TransportError, ValueError):
-                    self.breakers.append((at, None))
+                for i, gateway in enumerate(self.gateways):
+                    at = self.now()
+                    try:
+                        reply = await probe.get(f"{gateway.origin}/readyz")
+                        self.breakers[i].append((at, reply.json().get("breakers", {})))
+                    except (httpx.TransportError, ValueError):
+                        self.breakers[i].append((at, None))
                 if tick % 2 == 0:
                     with contextlib.suppress(httpx.TransportError):
                         counters = await side.get("/stats")
                         self.stats.append((self.now(), counters.json()))
+                    if len(self.gateways) > 1:
+                        await self._sample_logins(probe)
                 tick += 1
                 await asyncio.sleep(SAMPLE_EVERY)
         finally:
             await probe.aclose()
+
+    async def _sample_logins(self, probe: httpx.AsyncClient) -> None:
+        for gateway in self.gateways:
+            try:
+                text = (await probe.get(f"{gateway.origin}/metrics")).text
+            except httpx.TransportError:
+                continue
+            name = gateway.name.replace("-", " ")
+            seen = self.logins_seen.setdefault(name, {})
+            before = self.logins_before.setdefault(name, {})
+            for system, count in _logins(text).items():
+                if count < seen.get(system, 0):  # a new process: its counter began at 0
+                    before[system] = before.get(system, 0) + seen[system]
+                seen[system] = count
+
+    def _logins(self) -> dict[str, dict[str, int]]:
+        """Logins per replica (at least: a killed process's last ones may be unseen)."""
+        return {
+            name: {s: n + self.logins_before[name].get(s, 0) for s, n in seen.items()}
+            for name, seen in self.logins_seen.items()
+        }
+
+
+def _logins(metrics: str) -> dict[str, int]:
+    """`bridge_legacy_logins_total{system="hospital"} 12.0` lines, by mock system name."""
+    mock_name = {gateway: mock for mock, gateway in GATEWAY_NAME.items()}
+    found = {}
+    for line in metrics.splitlines():
+        if line.startswith('bridge_legacy_logins_total{system="'):
+            labels, _, value = line.rpartition(" ")
+            system = labels.split('"')[1]
+            found[mock_name.get(system, system)] = int(float(value))
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -333,6 +448,22 @@ def main(argv: list[str] | None = None) -> int:
         help="the mock's session cap (the mappings declare 4)",
     )
     parser.add_argument("--fault-rate", type=float, default=0.02)
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="gateway processes sharing one store (more than one needs --postgres)",
+    )
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="the gateways' store: postgresql://USER:PASSWORD@HOST:PORT/DB (best empty)",
+    )
+    parser.add_argument(
+        "--fresh-database",
+        action="store_true",
+        help="create a new database on --postgres's server for the run and drop it after",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here as JSON")
     parser.add_argument(
         "--run-dir",
@@ -340,14 +471,24 @@ def main(argv: list[str] | None = None) -> int:
         help="gateway config, store and log (kept; by default a temporary one, kept on failure)",
     )
     args = parser.parse_args(argv)
-    report = run_soak(
-        duration=args.duration,
-        clients=args.clients,
-        seed=args.seed,
-        max_sessions=args.max_sessions,
-        fault_rate=args.fault_rate,
-        run_dir=args.run_dir,
-    )
+    if args.replicas > 1 and not args.postgres:
+        parser.error(f"--replicas {args.replicas} needs --postgres URL: they share its store")
+    if args.fresh_database and not args.postgres:
+        parser.error("--fresh-database needs --postgres URL: the server to create it on")
+    with contextlib.ExitStack() as stack:
+        store_url = args.postgres
+        if args.fresh_database:
+            store_url = stack.enter_context(fresh_database(args.postgres))
+        report = run_soak(
+            duration=args.duration,
+            clients=args.clients,
+            seed=args.seed,
+            max_sessions=args.max_sessions,
+            fault_rate=args.fault_rate,
+            replicas=args.replicas,
+            store_url=store_url,
+            run_dir=args.run_dir,
+        )
     print(report.text())
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

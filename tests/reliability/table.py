@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tests.reliability.reconcile import SoakReport
@@ -20,6 +20,23 @@ WRITE_COLUMNS = [
     "unknown",
     "unknown, applied",
     "unknown, not applied",
+]
+
+REPLICA_COLUMNS = [
+    ("requests", "requests"),
+    ("2xx", "2xx"),
+    ("4xx", "4xx"),
+    ("503/504", "503/504"),
+    ("no answer", "no answer"),
+    ("next pages", "next pages"),
+    ("next pages 2xx", "next 2xx"),
+    ("writes", "writes"),
+    ("acknowledged", "acked"),
+    ("refused", "refused"),
+    ("unknown", "unknown"),
+    ("async outcome read elsewhere", "async outcome elsewhere"),
+    ("ehr logins", "ehr logins"),
+    ("lab logins", "lab logins"),
 ]
 
 WHY = {
@@ -47,12 +64,23 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return out
 
 
+def _gateways(settings: dict[str, Any]) -> str:
+    replicas, store = settings.get("replicas", 1), settings.get("store", "SQLite")
+    if replicas == 1:
+        return f"gateway: one process, {store} store"
+    return (
+        f"gateway: {replicas} replicas sharing one {store} store and paging key; "
+        "apps spread over them"
+    )
+
+
 def render(report: SoakReport) -> str:
     s = report.settings
     out = [
         f"soak: {s['duration']:.0f} s of load, {s['clients']} clients, seed {s['seed']}, "
         f"mock session cap {s['max_sessions']}, idle timeout {s['session_idle_timeout']:g} s, "
         f"session hold after a kill {s['session_hold']:g} s",
+        _gateways(s),
         "",
         "faults and events (seconds since the start):",
     ]
@@ -73,6 +101,21 @@ def render(report: SoakReport) -> str:
     out += ["", "requests by kind and status (latency of answered requests, ms):"]
     out += ["  " + x for x in _table(["kind", "total", *statuses, "p50", "p99"], rows)]
 
+    if report.by_replica:
+        out += [
+            "",
+            "per replica (the one a request or write was sent to; next pages are links another"
+            " replica wrote;",
+            "async outcome elsewhere: the outcome of a write this replica accepted, read on"
+            " another; logins from /metrics):",
+        ]
+        rows = [
+            [name] + [str(row.get(key, 0)) for key, _ in REPLICA_COLUMNS]
+            for name, row in report.by_replica.items()
+        ]
+        header = ["replica", *(title for _, title in REPLICA_COLUMNS)]
+        out += ["  " + x for x in _table(header, rows)]
+
     out += ["", "writes (a transaction counts once; 'found' is per reading in the EHR):"]
     rows = [
         [kind] + [str(row.get(col, 0)) for col in WRITE_COLUMNS]
@@ -91,7 +134,8 @@ def render(report: SoakReport) -> str:
     out += ["", "windows where 503/504 are allowed, and why:"]
     for w in report.windows:
         end = "end" if w["end"] == float("inf") else f"{w['end']:.2f}"
-        out.append(f"  {w['reason']:8} {w['system']:9} {w['start']:7.2f} - {end:>7}")
+        whose = "" if w.get("replica") is None else f"  replica {w['replica']}"
+        out.append(f"  {w['reason']:8} {w['system']:9} {w['start']:7.2f} - {end:>7}{whose}")
     for reason, why in WHY.items():
         out.append(f"  {reason}: {why}; {report.allowed_5xx.get(reason, 0)} answers")
 

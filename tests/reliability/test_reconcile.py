@@ -30,7 +30,7 @@ def _run(rows: list[dict[str, Any]], **changes: Any) -> Run:
         ready_again_at=32.0,
         session_hold=6.0,
         session_cap=4,
-        breaker_samples=[(9.0, {"hospital": "closed"}), (40.0, {"hospital": "closed"})],
+        breaker_samples={0: [(9.0, {"hospital": "closed"}), (40.0, {"hospital": "closed"})]},
         stats_samples=[],
         final_stats=stats,
         vitals={MRN: [_row("0"), *rows]},  # w0 of _judge's writes
@@ -116,7 +116,7 @@ def test_a_breaker_open_without_an_outage_fails() -> None:
         (61.0, {"hospital": "closed"}),
     ]
     calls = [*OK_CALLS, Call("patient-read", 60.4, 60.6, 503)]
-    assert _failed(calls, [], _run([], breaker_samples=samples)) == {
+    assert _failed(calls, [], _run([], breaker_samples={0: samples})) == {
         "breakers opened only during an outage or the restart"
     }
 
@@ -143,3 +143,48 @@ def test_asynchronous_writes_applied_out_of_order_fail() -> None:
     assert _failed(OK_CALLS, [first, second], _run(swapped)) == {
         "asynchronous writes to one patient are applied in the order accepted"
     }
+
+
+def test_a_breaker_excuses_only_its_own_replicas_503s() -> None:
+    # The outage (10-20 s) opened replica 1's breaker; replica 0's stayed closed.
+    samples = {
+        0: [(9.0, {"hospital": "closed"}), (25.0, {"hospital": "closed"})],
+        1: [(9.0, {"hospital": "closed"}), (11.0, {"hospital": "open"}), (25.0, {})],
+    }
+    calls = [
+        *OK_CALLS,
+        Call("patient-read", 22.0, 22.1, 503, replica=1),  # its breaker still open
+        Call("patient-read", 22.0, 22.1, 503, replica=0),  # no cause
+    ]
+    report = _judge(calls, [], _run([], breaker_samples=samples))
+    assert {c.name for c in report.failures()} == {
+        "503/504 only while a system is down, its breaker open, or just after the restart"
+    }
+    assert report.allowed_5xx == {"breaker": 1}
+
+
+def test_several_replicas_are_reported_each_and_must_all_serve() -> None:
+    calls = [*OK_CALLS, Call("patient-read", 1.0, 1.1, 200, replica=1)]
+    calls[4] = Call("lab-next", 0.0, 0.1, 200, replica=1)  # a link replica 0 wrote
+    async_write = _write("w1", "acknowledged", "1")
+    async_write.kind, async_write.replica, async_write.outcome_replica = "async-create", 1, 0
+    logins = {"replica 0": {"ehr": 3, "lab": 1}, "replica 1": {"ehr": 2}}
+    run = _run([_row("1")], replicas=2, replica_logins=logins)
+    report = _judge(calls, [async_write], run)
+    assert report.ok, report.text()
+    assert report.by_replica["replica 1"]["writes"] == 1
+    assert report.by_replica["replica 1"]["async outcome read elsewhere"] == 1
+    assert report.by_replica["replica 1"]["next pages 2xx"] == 1
+    assert report.by_replica["all"]["requests"] == len(calls)
+    assert report.by_replica["replica 1"]["ehr logins"] == 2
+    assert report.by_replica["all"]["ehr logins"] == 5
+    # A replica that answered nothing, and no outcome read elsewhere, fail the coverage.
+    only_zero = [c for c in calls if c.replica == 0]
+    run = _run([], replicas=2)
+    assert _failed(only_zero, [], run) == {"the run exercised every kind and every fault"}
+    coverage = _judge(only_zero, [], run).checks[-1]
+    assert coverage.evidence == [
+        "no lab-next succeeded",
+        "replica 1 answered no request with 200",
+        "no asynchronous outcome was read on another replica",
+    ]

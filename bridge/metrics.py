@@ -84,7 +84,7 @@ class _PoolCollector(Collector):
             deadlines.add_metric(name, stats.deadlines)
             for outcome in ("applied", "not-applied", "unknown"):
                 ambiguous.add_metric([backend.name, outcome], stats.ambiguous.get(outcome, 0))
-            size.add_metric(name, backend.pool.size)
+            size.add_metric(name, backend.pool.logged_in)
             busy.add_metric(name, backend.pool.in_use)
             logins.add_metric(name, backend.stats.logins)
             relogins.add_metric(name, backend.stats.relogins)

@@ -64,8 +64,7 @@ class Access:
         (naming oneself beside another patient is not enough)."""
         for rule in self.rules:
             if rule.confined and (
-                self.patient is None
-                or patient_compartment().owners(resource) != {self.patient}
+                self.patient is None or patient_compartment().owners(resource) != {self.patient}
             ):
                 continue
             if rule.restriction is not None and not rule.restriction.allows(resource):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import random
 import time
@@ -532,17 +533,35 @@ class Backend:
 
     async def _logout(self, session: Session) -> None:
         style = self.style
-        if style.logout is None or style.logout_values is None or session.token is None:
+        if session.token is None:
             return
-        try:
-            body, cookie = self._envelope(
-                style.logout, style.logout_values(session.token), session.token
-            )
-            await self._send(style.logout, body, cookie)
-            self.stats.logouts += 1
-        except Exception as exc:  # shutdown goes on whatever one logout does
-            log.warning("logout from %s failed: %s", self.name, type(exc).__name__)
+        ended = False
+        if style.logout is not None and style.logout_values is not None:
+            try:
+                body, cookie = self._envelope(
+                    style.logout, style.logout_values(session.token), session.token
+                )
+                await self._send(style.logout, body, cookie)
+                self.stats.logouts += 1
+                ended = True
+            except SoapFault as fault:
+                ended = fault.vendor_code in style.expired_codes  # gone already
+                log.warning("logout from %s failed: %s", self.name, fault.vendor_code)
+            except Exception as exc:  # shutdown goes on whatever one logout does
+                log.warning("logout from %s failed: %s", self.name, type(exc).__name__)
+        if not ended:
+            # The legacy system keeps the session until its idle timeout: so does the
+            # budget, or another replica would log in over the legacy system's cap.
+            self._give_back_later(session)
         session.forget()
+
+    def _give_back_later(self, session: Session) -> None:
+        if session.slot is None or session.give_back is None:
+            return
+        slot, give_back = session.slot, session.give_back
+        session.slot = None
+        with contextlib.suppress(RuntimeError):  # no running loop: the lease expires
+            asyncio.get_running_loop().call_later(self.pool.idle_timeout, give_back, slot)
 
     async def close(self) -> None:
         if self._sweeper is not None:

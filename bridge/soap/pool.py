@@ -110,6 +110,11 @@ class SessionPool:
         return len(self._sessions)
 
     @property
+    def logged_in(self) -> int:
+        """Sessions the legacy system knows (logged in), leased or idle."""
+        return sum(1 for s in self._sessions.values() if s.token is not None)
+
+    @property
     def in_use(self) -> int:
         return len(self._sessions) - len(self._idle)
 

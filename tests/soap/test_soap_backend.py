@@ -415,3 +415,65 @@ def test_backend_close_goes_on_when_a_logout_fails(system: CompiledSystem, ehr: 
     assert len(ehr.sent("Logout")) == 2
     assert backend.stats.logouts == 1
     assert ehr.closed
+
+
+class _Budget:
+    """A session budget in memory: slots taken and given back, with when."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.held: set[int] = set()
+        self.returned: list[int] = []
+
+    async def acquire(self, system: str, cap: int) -> int | None:
+        free = [s for s in range(self.cap) if s not in self.held]
+        if not free:
+            return None
+        self.held.add(free[0])
+        return free[0]
+
+    async def release(self, system: str, slot: int) -> None:
+        self.held.discard(slot)
+        self.returned.append(slot)
+
+    async def want(self, system: str) -> None:
+        pass
+
+    async def unwant(self, system: str) -> None:
+        pass
+
+    async def surplus(self, system: str, cap: int) -> int:
+        return 0
+
+
+@pytest.mark.parametrize(
+    ("logout", "kept"),
+    [
+        (ok("logout_response.xml"), False),  # the session ended: its slot is free at once
+        (SoapResponse(500, b"<html>proxy error</html>"), True),  # still open in the EHR
+    ],
+)
+def test_a_session_slot_is_kept_while_the_legacy_system_may_hold_the_session(
+    system: CompiledSystem, ehr: FakeEhr, logout: SoapResponse, kept: bool
+) -> None:
+    async def run() -> tuple[set[int], list[int]]:
+        backend = make_backend(system, ehr)
+        budget = _Budget(system.max_sessions)
+        backend.budget = budget
+        template = read_template(system)
+        async with backend.pool.lease() as session:
+            session.deadline = backend.deadline()
+            await backend.call(session, template, {"MRN": "100001"})
+            assert session.slot == 0 and budget.held == {0}
+        ehr.script["Logout"] = [logout]
+        (idle,) = backend.pool.evict_idle(1)
+        await backend._logout(idle)
+        await asyncio.sleep(0.01)  # give-backs run as tasks
+        return set(budget.held), list(budget.returned)
+
+    held, returned = asyncio.run(run())
+    if kept:
+        # Given back only after the legacy idle timeout, by when the EHR has dropped it.
+        assert held == {0} and returned == []
+    else:
+        assert held == set() and returned == [0]

@@ -87,6 +87,7 @@ class AuditContext:
     patients: set[str] = field(default_factory=set)
     legacy: list[str] = field(default_factory=list)
     withheld: dict[str, int] = field(default_factory=dict)  # Consent id -> resources
+    handed: bool = False  # counted out of `AuditTrail.opened`
 
 
 def note_patients(request_state: dict[str, Any], resources: Iterable[Any]) -> None:
@@ -149,11 +150,15 @@ class AuditTrail:
         self.dropped = 0  # AuditEvents the sink did not get (the store has them all)
         self._appender: SqliteAppender | None = None
         self.written = 0
+        # Requests under way whose AuditEvent is not handed to the writer yet.
+        self.opened = 0
 
     def start(self) -> None:
         if self.store.sqlite and self.store.sqlite_path is not None:
             # SQLite: one thread of its own appends (see bridge/store/appender.py).
-            self._appender = SqliteAppender(self.store.sqlite_path, max_batch=_MAX_BATCH)
+            self._appender = SqliteAppender(
+                self.store.sqlite_path, max_batch=_MAX_BATCH, coming=lambda: self.opened > 0
+            )
             self._appender.start()
         self._writer = asyncio.create_task(self._write_loop(), name="audit-writer")
         if self.sink_url:
@@ -529,6 +534,13 @@ class DeliveryAudit:
             log.error("the AuditEvent of a delivery could not be written")
 
 
+def _hand_over(trail: AuditTrail, context: AuditContext) -> None:
+    """The request's event goes to the writer now (or never): it is no longer coming."""
+    if not context.handed:
+        context.handed = True
+        trail.opened -= 1
+
+
 class AuditMiddleware:
     """Wraps every /fhir and /admin request; see the module docstring."""
 
@@ -568,6 +580,10 @@ class AuditMiddleware:
         state["audit"] = context
         token = _current.set(context)
         swallowed = False
+        if isinstance(trail, AuditTrail):
+            trail.opened += 1
+        else:  # a stand-in trail (tests): nothing to count
+            context.handed = True
 
         async def send_after_commit(message: Message) -> None:
             nonlocal swallowed
@@ -601,6 +617,7 @@ class AuditMiddleware:
             raise
         finally:
             _current.reset(token)
+            _hand_over(trail, context)
 
     async def _commit(
         self,
@@ -610,6 +627,7 @@ class AuditMiddleware:
         state: dict[str, Any],
         scope: Scope,
     ) -> None:
+        _hand_over(trail, context)
         event = build_event(context, status, state, scope.get("client"))
         principal = state.get("principal")
         await trail.record(

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
+import time
 import zlib
 from typing import Any
 from urllib.parse import urlsplit
@@ -66,6 +67,7 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.reusable = False
         self.idle_since = 0.0
+        self.expires = 0.0
         self.waiter: asyncio.Future[SoapResponse] | None = None
         self.timer: asyncio.TimerHandle | None = None
         self._reset()
@@ -167,17 +169,25 @@ class _Connection(asyncio.Protocol):
 
     # -- one exchange ----------------------------------------------------------
 
-    def exchange(self, data: bytes, timeout: float) -> asyncio.Future[SoapResponse]:
+    def exchange(self, data: bytes, expires: float) -> asyncio.Future[SoapResponse]:
+        """Send `data`; the answer, or ReadTimeout once `time.monotonic()` passes `expires`."""
         assert self.transport is not None
         self._reset()
         self.reusable = False
         waiter = self.waiter = self.loop.create_future()
-        self.timer = self.loop.call_later(timeout, self._timed_out)
+        self.expires = expires
+        self.timer = self.loop.call_later(expires - time.monotonic(), self._timed_out)
         self.transport.write(data)
         return waiter
 
     def _timed_out(self) -> None:
         self.timer = None
+        left = self.expires - time.monotonic()
+        if left > 0:
+            # libuv's timers count from the loop's cached clock and can fire a little
+            # early: the deadlines of backend.py (time.monotonic) must have passed.
+            self.timer = self.loop.call_later(left, self._timed_out)
+            return
         self._fail(ReadTimeout())
 
     def _complete(self) -> None:
@@ -364,8 +374,8 @@ class HttpTransport:
         if self.closing:
             raise Unsent("The gateway is shutting down.")
         origin, line = self._target(request.url)
-        loop = origin.loop
-        started = loop.time()
+        # One clock for the whole call, the one backend.py's deadlines use.
+        expires = time.monotonic() + request.timeout
         conn = origin.take_idle()
         if conn is None:
             conn = await self._open(origin, request.timeout)
@@ -377,11 +387,10 @@ class HttpTransport:
             head.append(f"{name}: {value}\r\n".encode())
         head.append(b"Content-Length: %d\r\n\r\n" % len(request.body))
         head.append(request.body)
-        left = request.timeout - (loop.time() - started)
         try:
-            if left <= 0:
+            if expires <= time.monotonic():
                 raise ReadTimeout()
-            response = await conn.exchange(b"".join(head), left)
+            response = await conn.exchange(b"".join(head), expires)
         except BaseException:
             conn.close()
             origin.release(conn)

@@ -15,6 +15,8 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["SqliteAppender"]
@@ -29,9 +31,23 @@ _Item = tuple[dict[str, Any], asyncio.AbstractEventLoop, asyncio.Future[None]]
 
 
 class SqliteAppender:
-    def __init__(self, path: str, *, max_batch: int = 500) -> None:
+    """`coming()` says whether more rows are on their way (requests under way that
+    have not handed theirs over): then a commit waits up to `linger` seconds for
+    them, so requests served together share one commit instead of paying one each
+    (~150 µs of CPU per commit here). Alone, a row is committed at once."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        max_batch: int = 500,
+        coming: Callable[[], bool] | None = None,
+        linger: float = 0.002,
+    ) -> None:
         self.path = path
         self.max_batch = max_batch
+        self.coming = coming
+        self.linger = linger
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="audit-appender", daemon=True)
         self._ready = threading.Event()
@@ -74,11 +90,21 @@ class SqliteAppender:
             if first is None:
                 break
             batch = [first]
+            until = 0.0
             while len(batch) < self.max_batch:
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
-                    break
+                    if self.coming is None or not self.coming():
+                        break
+                    now = time.monotonic()
+                    until = until or now + self.linger
+                    if now >= until:
+                        break
+                    try:
+                        item = self._queue.get(timeout=until - now)
+                    except queue.Empty:
+                        break
                 if item is None:
                     stopping = True
                     break

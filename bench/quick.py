@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
                 pid = gws[0].worker_pids()[0]
                 spy = profile.record(pid, max(1, args.seconds - 1), args.profile)
             load = Load([g.addr for g in gws], c, args.seconds, path=path, headers=headers)
-            bench.measure(f"{name} w{args.workers} c{c}", load, backend, gws)
+            result = bench.measure(f"{name} w{args.workers} c{c}", load, backend, gws)
+            print(f"    peak RSS per worker: {result.get('rss_peak_mb')} MB", flush=True)
             if spy is not None:
                 spy.wait()
                 print(profile.markdown(profile.summarize(args.profile, procs.SOURCE), name))

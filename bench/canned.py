@@ -38,6 +38,7 @@ WRITES = ("RecordVitals",)  # recorded only when the mappings write
 SESSION = b"@@SESSION@@"
 CURSOR = b"@@CURSOR@@"
 READING = b"@@READING@@"
+_READING_TAG = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?Reading[\s>]")
 READY = "canned backend ready at "
 
 _FAULT = (
@@ -116,10 +117,17 @@ class Canned:
             self.calls[op] += 1
             return _response(b"200 OK", self._fetch_next(body), self.content_type, keep_alive)
         if op == "RecordVitals" and len(self.vitals) == 2:
+            # One new reading id per reading sent (a batch of readings is one call).
             self.calls[op] += 1
-            self.readings += 1
-            body = b"VS%08d" % self.readings
-            return _response(b"200 OK", body.join(self.vitals), self.content_type, keep_alive)
+            count = max(1, len(_READING_TAG.findall(body)))
+            ids = []
+            for _ in range(count):
+                self.readings += 1
+                ids.append(b"VS%08d" % self.readings)
+            joined = b"</tns:ReadingId><tns:ReadingId>".join(ids)
+            head = self.vitals[0].replace(b"<tns:Accepted>1<", b"<tns:Accepted>%d<" % count)
+            answer = head + joined + self.vitals[1]
+            return _response(b"200 OK", answer, self.content_type, keep_alive)
         if op == "Login":
             self.calls[op] += 1
             self.logins += 1

@@ -44,6 +44,7 @@ from bridge.gateway.lookups import OutcomeUnknown, found_records
 from bridge.mapping.compiled import CompiledWrite, RunContext
 from bridge.mapping.runner import legacy_record
 from bridge.settings import AsyncWriteSettings
+from bridge.soap.xml import SoapFault
 from bridge.store import StoreUnavailable
 
 __all__ = ["Deliveries", "note_attempt_call"]
@@ -220,6 +221,11 @@ class Deliveries:
             log.error("a delivery result could not be stored (%s); the lease will expire", exc)
         except Exception as exc:
             log.error("delivering job %s failed: %s", job.id, type(exc).__name__)
+            if (sent or job.suspect) and time.time() - job.created <= self.settings.give_up_after:
+                # The write may have reached the legacy system: never call it failed;
+                # check it (through the mapping's lookup) on the next attempt.
+                await self._give_back(job, self._backoff(job.attempts), unsure=True)
+                return
             await self._final(
                 job,
                 "failed",
@@ -408,6 +414,9 @@ class Deliveries:
             items = [(e.index, e.rtype, e.resource) for e in chosen]
         try:
             found = [await self._lookup(gateway, rtype, body) for _, rtype, body in items]
+        except SoapFault:
+            # The legacy system faulted on the lookup: it cannot tell now; ask again later.
+            raise _Later(True) from None
         except FhirError as error:
             if _transient(error):
                 raise _Later(True, error) from None

@@ -98,6 +98,10 @@ class SessionPool:
         # While the shared session budget has no slot for this process, it makes do
         # with the sessions it has: no new session objects beyond this many.
         self.soft_max: int | None = None
+        # Interactions waiting for one session in particular (the one that holds
+        # their legacy cursor): resuming there beats replaying the search elsewhere.
+        self._wanted: dict[str, collections.deque[asyncio.Future[Session | None]]] = {}
+        self.prefer_wait = 2.0
 
     @property
     def cap(self) -> int:
@@ -129,7 +133,17 @@ class SessionPool:
 
     async def acquire(self, prefer: str | None = None, *, timeout: float | None = None) -> Session:
         """A session for one interaction; waits at most `wait_timeout` (or `timeout`,
-        when shorter) for one to be free, then raises PoolExhausted."""
+        when shorter) for one to be free, then raises PoolExhausted.
+
+        With `prefer`, the session of that key if it can be had: when it is leased,
+        wait for it (at most `prefer_wait`) before taking another."""
+        if prefer is not None:
+            held = self._sessions.get(prefer)
+            if held is not None and held.token is not None and held not in self._idle:
+                wait = self.prefer_wait if timeout is None else min(timeout, self.prefer_wait)
+                chosen = await self._wait_for(prefer, wait)
+                if chosen is not None:
+                    return self._fresh(chosen)
         session = self._take_idle(prefer)
         if session is None and len(self._sessions) < self.cap:
             session = Session(key=f"{self._prefix}-{next(self._serial)}")
@@ -154,13 +168,49 @@ class SessionPool:
             finally:
                 if future in self._waiters:
                     self._waiters.remove(future)
+        return self._fresh(session)
+
+    def _fresh(self, session: Session) -> Session:
         now = self._clock()
         if session.token is not None and now - session.last_used > self.idle_timeout * 0.9:
             # The legacy system has (or is about to have) dropped it for idleness.
             session.forget()
         return session
 
+    async def _wait_for(self, key: str, wait: float) -> Session | None:
+        """The session `key` once its holder releases it; None after `wait` or if it goes."""
+        future: asyncio.Future[Session | None] = asyncio.get_running_loop().create_future()
+        queue = self._wanted.setdefault(key, collections.deque())
+        queue.append(future)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), wait)
+        except TimeoutError:
+            if future.done() and not future.cancelled() and future.result() is not None:
+                session = future.result()
+                assert session is not None
+                return session  # handed over just as the wait ended: take it
+            future.cancel()
+            return None
+        except BaseException:
+            if future.done() and not future.cancelled() and future.result() is not None:
+                session = future.result()
+                assert session is not None
+                self._put_back(session)
+            future.cancel()
+            raise
+        finally:
+            if future in queue:
+                queue.remove(future)
+            if not queue:
+                self._wanted.pop(key, None)
+
     def _put_back(self, session: Session) -> None:
+        wanted = self._wanted.get(session.key)
+        while wanted:
+            chooser = wanted.popleft()
+            if not chooser.done():
+                chooser.set_result(session)
+                return
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
@@ -174,6 +224,9 @@ class SessionPool:
         if discard:
             # The slot is freed; a waiter gets a fresh session that logs in.
             del self._sessions[session.key]
+            for waiter in self._wanted.pop(session.key, ()):
+                if not waiter.done():
+                    waiter.set_result(None)  # it waits for some other session instead
             if self._waiters and len(self._sessions) < self.cap:
                 fresh = Session(key=f"{self._prefix}-{next(self._serial)}")
                 self._sessions[fresh.key] = fresh

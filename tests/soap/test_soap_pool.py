@@ -337,3 +337,41 @@ def test_pool_session_remembers_at_most_32_cursors() -> None:
     assert "C0" not in session.cursors
     assert list(session.cursors)[-1] == "C10"
     assert session.cursors["C10"] == 99
+
+
+def test_an_interaction_waits_for_the_session_that_holds_its_cursor() -> None:
+    async def run() -> list[str]:
+        pool = make_pool(max_size=2)
+        first = await pool.acquire()
+        first.token = "T1"
+        second = await pool.acquire()
+        second.token = "T2"
+        pool.release(second)  # idle, but not the one the next interaction wants
+        order: list[str] = []
+
+        async def resume() -> None:
+            session = await pool.acquire(prefer=first.key)
+            order.append(session.key)
+            pool.release(session)
+
+        task = asyncio.create_task(resume())
+        await asyncio.sleep(0.01)
+        assert not task.done()  # waiting for `first`, not taking the idle `second`
+        pool.release(first)
+        await task
+        return order
+
+    (key,) = asyncio.run(run())
+    assert key.endswith("-1")
+
+
+def test_the_wait_for_a_busy_session_is_bounded() -> None:
+    async def run() -> str:
+        pool = make_pool(max_size=2)
+        busy = await pool.acquire()
+        busy.token = "T1"
+        pool.prefer_wait = 0.01
+        other = await pool.acquire(prefer=busy.key)  # `busy` is never released
+        return other.key
+
+    assert asyncio.run(run()).endswith("-2")

@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from bridge.mock import MockHospital
+from tests.bodies import claim as a_claim
 from tests.support import Gateway
 
 pytestmark = pytest.mark.e2e
@@ -251,42 +252,7 @@ def reading(mrn: str, category: str = "vital-signs") -> dict[str, Any]:
 
 def claim(mrn: str, today: str) -> dict[str, Any]:
     encounter = (date.fromisoformat(today) - timedelta(days=3)).isoformat()
-    return {
-        "resourceType": "Claim",
-        "status": "active",
-        "type": {
-            "coding": [
-                {
-                    "system": "http://terminology.hl7.org/CodeSystem/claim-type",
-                    "code": "professional",
-                }
-            ]
-        },
-        "use": "claim",
-        "patient": {"reference": f"Patient/{mrn}"},
-        "created": encounter,
-        "billablePeriod": {"start": encounter},
-        "provider": {"display": "General Hospital"},
-        "priority": {"coding": [{"code": "normal"}]},
-        "insurance": [{"sequence": 1, "focal": True, "coverage": {"display": "self"}}],
-        "diagnosis": [
-            {
-                "sequence": 1,
-                "diagnosisCodeableConcept": {
-                    "coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "I10"}]
-                },
-            }
-        ],
-        "item": [
-            {
-                "sequence": 1,
-                "productOrService": {
-                    "coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "99213"}]
-                },
-            }
-        ],
-        "total": {"value": 95.0, "currency": "USD"},
-    }
+    return a_claim(mrn, encounter)
 
 
 def appointment(

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from bridge.mock import MockHospital
+from tests.bodies import claim
 from tests.support import Gateway
 
 pytestmark = pytest.mark.e2e
@@ -56,44 +57,7 @@ def _diagnosis_codes(client: httpx.Client, fhir: Any, mrn: str) -> list[str]:
 def _claim(
     mrn: str, encounter: str, diagnoses: list[str], procedures: list[str], amount: float
 ) -> dict[str, Any]:
-    return {
-        "resourceType": "Claim",
-        "status": "active",
-        "type": {
-            "coding": [
-                {
-                    "system": "http://terminology.hl7.org/CodeSystem/claim-type",
-                    "code": "professional",
-                }
-            ]
-        },
-        "use": "claim",
-        "patient": {"reference": f"Patient/{mrn}"},
-        "created": encounter,
-        "billablePeriod": {"start": encounter},
-        "provider": {"display": "General Hospital"},
-        "priority": {
-            "coding": [
-                {
-                    "system": "http://terminology.hl7.org/CodeSystem/processpriority",
-                    "code": "normal",
-                }
-            ]
-        },
-        "insurance": [{"sequence": 1, "focal": True, "coverage": {"display": "Coverage on file"}}],
-        "diagnosis": [
-            {
-                "sequence": i,
-                "diagnosisCodeableConcept": {"coding": [{"system": ICD10CM, "code": code}]},
-            }
-            for i, code in enumerate(diagnoses, 1)
-        ],
-        "item": [
-            {"sequence": i, "productOrService": {"coding": [{"system": CPT, "code": code}]}}
-            for i, code in enumerate(procedures, 1)
-        ],
-        "total": {"value": amount, "currency": "USD"},
-    }
+    return claim(mrn, encounter, diagnoses, procedures, amount)
 
 
 def _encounter(mock_hospital: MockHospital) -> str:

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from bridge.mock import MockHospital
+from tests.bodies import claim as a_claim
 from tests.support import Gateway, copy_mappings, start_gateway
 
 pytestmark = pytest.mark.e2e
@@ -241,49 +242,7 @@ def test_lost_write_without_a_lookup_is_504_telling_how_to_check(
     app: httpx.Client, mock: MockHospital, fhir: Any
 ) -> None:
     encounter = (date.fromisoformat(mock.info()["today"]) - timedelta(days=3)).isoformat()
-    claim = {
-        "resourceType": "Claim",
-        "status": "active",
-        "type": {
-            "coding": [
-                {
-                    "system": "http://terminology.hl7.org/CodeSystem/claim-type",
-                    "code": "professional",
-                }
-            ]
-        },
-        "use": "claim",
-        "patient": {"reference": f"Patient/{MRN}"},
-        "created": encounter,
-        "billablePeriod": {"start": encounter},
-        "provider": {"display": "General Hospital"},
-        "priority": {
-            "coding": [
-                {
-                    "system": "http://terminology.hl7.org/CodeSystem/processpriority",
-                    "code": "normal",
-                }
-            ]
-        },
-        "insurance": [{"sequence": 1, "focal": True, "coverage": {"display": "On file"}}],
-        "diagnosis": [
-            {
-                "sequence": 1,
-                "diagnosisCodeableConcept": {
-                    "coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "I10"}]
-                },
-            }
-        ],
-        "item": [
-            {
-                "sequence": 1,
-                "productOrService": {
-                    "coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "99213"}]
-                },
-            }
-        ],
-        "total": {"value": 90.0, "currency": "USD"},
-    }
+    claim = a_claim(MRN, encounter, amount=90.0)
     before = mock.get("/billing/claims", mrn=MRN)
     mock.inject_faults(system="billing", write_fault="apply-then-drop")
     reply = _post(app, "/Claim", claim)

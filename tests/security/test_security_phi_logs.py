@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from bridge.mock import MockHospital
+from tests.bodies import claim
 from tests.support import ADMIN_TOKEN, Gateway, start_gateway
 
 pytestmark = pytest.mark.e2e
@@ -65,48 +66,7 @@ def _reading(mrn: str, value: float) -> dict[str, Any]:
 
 
 def _claim(mrn: str, encounter: str, diagnoses: list[str]) -> dict[str, Any]:
-    return {
-        "resourceType": "Claim",
-        "status": "active",
-        "type": {
-            "coding": [
-                {
-                    "system": "http://terminology.hl7.org/CodeSystem/claim-type",
-                    "code": "professional",
-                }
-            ]
-        },
-        "use": "claim",
-        "patient": {"reference": f"Patient/{mrn}"},
-        "created": encounter,
-        "billablePeriod": {"start": encounter},
-        "provider": {"display": "General Hospital"},
-        "priority": {
-            "coding": [
-                {
-                    "system": "http://terminology.hl7.org/CodeSystem/processpriority",
-                    "code": "normal",
-                }
-            ]
-        },
-        "insurance": [{"sequence": 1, "focal": True, "coverage": {"display": "Coverage on file"}}],
-        "diagnosis": [
-            {
-                "sequence": i,
-                "diagnosisCodeableConcept": {"coding": [{"system": ICD10CM, "code": c}]},
-            }
-            for i, c in enumerate(diagnoses, 1)
-        ],
-        "item": [
-            {
-                "sequence": 1,
-                "productOrService": {
-                    "coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "99213"}]
-                },
-            }
-        ],
-        "total": {"value": 180.0, "currency": "USD"},
-    }
+    return claim(mrn, encounter, diagnoses, amount=180.0)
 
 
 @pytest.mark.parametrize("level", ["info", "debug"])

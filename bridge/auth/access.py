@@ -5,7 +5,7 @@ A resource is allowed when one grant for its type and interaction allows it
 allows everything, a `patient/` grant only the token's patient's compartment,
 and a granular grant only resources that match its restriction.
 
-    rules = access(principal, "Observation", "s")
+    rules = access(principal, rtype, "s")
     kept = [r for r in resources if rules is None or rules.allows(r)]
 """
 

@@ -7,7 +7,7 @@ call than aiohttp's client (bench/README.md), which pays for cookie jars,
 redirects, tracing and stream readers a SOAP call never uses.
 
     transport = HttpTransport(connect_timeout=5, max_connections=10)
-    answer = await transport.send(SoapRequest(url, envelope, headers, "GetPatient", 10.0))
+    answer = await transport.send(SoapRequest(url, envelope, headers, operation, 10.0))
 
 What it does: HTTP and HTTPS (certificates and host names always verified;
 `ssl_context` adds a hospital's CA or a client certificate, see tls.py),

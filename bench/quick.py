@@ -59,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         gws = bench.start_gateways(backend, 1, issuer, key, workers=args.workers)
         stack.callback(lambda: [g.stop() for g in gws])
         issuer.audience = f"http://127.0.0.1:{gws[0].port}/fhir"
+        ready = [procs.status_kb(pid, "VmRSS") / 1024 for pid in gws[0].worker_pids()]
+        print(f"    RSS per worker when ready: {[round(mb, 1) for mb in ready]} MB", flush=True)
         headers = fhir_headers(issuer.mint(scope=meta["scope"], client_id="bench"))
         paths = [("read", f"/fhir/Patient/{meta['read_id']}")]
         if args.search:

@@ -155,7 +155,8 @@ class AuditTrail:
 
     def start(self) -> None:
         if self.store.sqlite and self.store.sqlite_path is not None:
-            # SQLite: one thread of its own appends (see bridge/store/appender.py).
+            # SQLite: committed in the loop, or by a thread of its own when the database
+            # is locked (see bridge/store/appender.py).
             self._appender = SqliteAppender(
                 self.store.sqlite_path, max_batch=_MAX_BATCH, coming=lambda: self.opened > 0
             )
@@ -167,6 +168,7 @@ class AuditTrail:
     async def close(self) -> None:
         # Whatever is pending is written before the store closes.
         if self._appender is not None:
+            self._appender.close_inline()
             await asyncio.to_thread(self._appender.stop)
         while self._pending:
             self._wake.set()

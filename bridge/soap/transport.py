@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass, field
-from typing import Protocol
-
-import aiohttp
+from typing import TYPE_CHECKING, Protocol
 
 from bridge.errors import BackendError, BackendTimeout, BackendUnavailable
+
+if TYPE_CHECKING:
+    import aiohttp  # imported when an AiohttpTransport is first used (~7 MB, ~60 ms)
 
 __all__ = [
     "AiohttpTransport",
@@ -111,6 +112,8 @@ class AiohttpTransport:
 
     def _client(self) -> aiohttp.ClientSession:
         # Created lazily so it binds to the running event loop.
+        import aiohttp
+
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(
                 limit=self._max_connections,
@@ -126,6 +129,8 @@ class AiohttpTransport:
         return self._session
 
     async def send(self, request: SoapRequest) -> SoapResponse:
+        import aiohttp
+
         # The connect limit is the smaller one, so a slow connect surfaces as
         # a connect timeout (nothing sent) rather than as the total timeout.
         timeout = aiohttp.ClientTimeout(

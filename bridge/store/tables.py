@@ -50,14 +50,15 @@ audit_events = Table(
 Index("audit_events_recorded", audit_events.c.recorded)
 
 # Every patient an event touched (a search may return several patients' data).
+# One B-tree per link (SQLite: WITHOUT ROWID), keyed for "this patient, this period".
 audit_patients = Table(
     "audit_patients",
     metadata,
     Column("patient", String(128), primary_key=True),
+    Column("recorded", Float, primary_key=True),
     Column("event_seq", _Id, primary_key=True),
-    Column("recorded", Float, nullable=False),
+    sqlite_with_rowid=False,
 )
-Index("audit_patients_recorded", audit_patients.c.patient, audit_patients.c.recorded)
 
 revocations = Table(
     "revocations",

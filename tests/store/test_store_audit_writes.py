@@ -1,0 +1,176 @@
+"""Audit rows: committed in the event loop, by the appender thread when the
+database is locked, and the schema's upgrade that keys patient links by time."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from bridge.store import Store
+from bridge.store.appender import SqliteAppender
+from bridge.store.core import StoreUnavailable
+
+
+def _row(n: int, patients: list[str]) -> dict[str, Any]:
+    return {
+        "id": f"event-{n}",
+        "recorded": 1_700_000_000.0 + n,
+        "client_id": "app",
+        "interaction": "read",
+        "status": 200,
+        "body": "{}",
+        "patients": patients,
+    }
+
+
+async def _open(tmp_path: Path) -> str:
+    path = tmp_path / "store.db"
+    store = await Store.open(f"sqlite:///{path}")
+    await store.close()
+    return str(path)
+
+
+def _links(path: str) -> list[tuple[str, str]]:
+    with sqlite3.connect(path) as db:
+        return db.execute(
+            "SELECT e.id, p.patient FROM audit_patients p "
+            "JOIN audit_events e ON e.seq = p.event_seq ORDER BY e.id, p.patient"
+        ).fetchall()
+
+
+def test_rows_handed_over_in_one_turn_share_one_commit_in_the_loop(tmp_path: Path) -> None:
+    async def main() -> tuple[str, SqliteAppender]:
+        path = await _open(tmp_path)
+        appender = SqliteAppender(path)
+        appender.start()
+        try:
+            await asyncio.gather(*(appender.append(_row(n, [f"P{n}", "P0"])) for n in range(1, 21)))
+        finally:
+            appender.close_inline()
+            await asyncio.to_thread(appender.stop)
+        return path, appender
+
+    path, appender = asyncio.run(main())
+    assert appender.handed_to_thread == 0
+    links = _links(path)
+    assert len(links) == 40
+    assert ("event-7", "P7") in links and ("event-7", "P0") in links
+
+
+def test_a_locked_database_sends_the_rows_to_the_thread_which_waits_for_the_lock(
+    tmp_path: Path,
+) -> None:
+    async def main() -> tuple[str, SqliteAppender, float]:
+        path = await _open(tmp_path)
+        appender = SqliteAppender(path)
+        appender.start()
+        other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")  # another worker's write in progress
+        threading.Timer(0.3, lambda: other.execute("COMMIT")).start()
+        started = time.monotonic()
+        try:
+            pending = appender.append(_row(1, ["P1"]))
+            # The loop is not blocked while the thread waits for the lock.
+            await asyncio.sleep(0.05)
+            assert not pending.done()
+            await pending
+        finally:
+            appender.close_inline()
+            await asyncio.to_thread(appender.stop)
+            other.close()
+        return path, appender, time.monotonic() - started
+
+    path, appender, waited = asyncio.run(main())
+    assert appender.handed_to_thread == 1
+    assert waited >= 0.25
+    assert _links(path) == [("event-1", "P1")]
+
+
+def test_a_row_that_cannot_be_written_fails_its_request_not_the_next(tmp_path: Path) -> None:
+    async def main() -> tuple[BaseException | None, str]:
+        path = await _open(tmp_path)
+        appender = SqliteAppender(path)
+        appender.start()
+        try:
+            first = _row(1, ["P1"])
+            await appender.append(first)
+            caught: BaseException | None = None
+            try:
+                await appender.append(_row(1, ["P2"]))  # the same event id again
+            except StoreUnavailable as exc:
+                caught = exc
+            await appender.append(_row(2, ["P2"]))
+        finally:
+            appender.close_inline()
+            await asyncio.to_thread(appender.stop)
+        return caught, path
+
+    caught, path = asyncio.run(main())
+    assert isinstance(caught, StoreUnavailable)
+    assert "IntegrityError" in str(caught) and "P2" not in str(caught)
+    assert _links(path) == [("event-1", "P1"), ("event-2", "P2")]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_upgrade_keeps_every_patient_link(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from bridge.store.core import _MIGRATIONS, async_url
+
+    url = (
+        f"sqlite:///{tmp_path / 'store.db'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+
+    async def main() -> list[Any]:
+        engine = create_async_engine(async_url(url))
+
+        def to(revision: str) -> Any:
+            def run(connection: Any) -> None:
+                config = Config()
+                config.set_main_option("script_location", str(_MIGRATIONS))
+                config.attributes["connection"] = connection
+                command.upgrade(config, revision)
+
+            return run
+
+        async with engine.begin() as conn:
+            await conn.run_sync(to("0002"))
+            await conn.execute(
+                text(
+                    "INSERT INTO audit_events (id, recorded, interaction, status, body) "
+                    "VALUES ('e1', 10.0, 'search-type', 200, '{}')"
+                )
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO audit_patients (patient, event_seq, recorded) "
+                    "VALUES ('P1', 1, 10.0), ('P2', 1, 10.0)"
+                )
+            )
+        async with engine.begin() as conn:
+            await conn.run_sync(to("head"))
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text("SELECT patient, event_seq, recorded FROM audit_patients ORDER BY patient")
+                )
+            ).all()
+        await engine.dispose()
+        store = await Store.open(url)  # already at the newest schema: nothing to do
+        await store.close()
+        return [tuple(r) for r in rows]
+
+    assert asyncio.run(main()) == [("P1", 1, 10.0), ("P2", 1, 10.0)]

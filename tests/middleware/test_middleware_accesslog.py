@@ -1,0 +1,77 @@
+"""The access log's direct path: one JSON line per request, written once per turn of the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from collections.abc import Iterator
+
+import orjson
+import pytest
+from starlette.types import Receive, Scope, Send
+
+from bridge.logs import JsonFormatter
+from bridge.middleware import AccessLogMiddleware, accesslog
+
+
+class _Counted(io.StringIO):
+    writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+@pytest.fixture
+def stream(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Counted]:
+    """The JSON stream handler `configure_logging` installs, as the only one."""
+    out = _Counted()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(JsonFormatter())
+    # pytest puts capturing handlers on the loggers: point the direct path at ours.
+    monkeypatch.setattr(accesslog, "_direct_handler", lambda: handler)
+    level = accesslog.log.level
+    accesslog.log.setLevel(logging.INFO)
+    yield out
+    accesslog.log.setLevel(level)
+
+
+async def _ok(scope: Scope, receive: Receive, send: Send) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"{}"})
+
+
+def _scope(n: int) -> Scope:
+    return {
+        "type": "http",
+        "method": "GET",
+        "path": f"/fhir/Patient/{n}",
+        "headers": [],
+        "state": {"request_id": f"r{n}"},
+    }
+
+
+def test_requests_served_together_are_logged_in_one_write_at_the_end_of_the_turn(
+    stream: _Counted,
+) -> None:
+    app = AccessLogMiddleware(_ok)
+
+    async def send(message: object) -> None:
+        return None
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request"}
+
+    async def main() -> None:
+        await asyncio.gather(*(app(_scope(n), receive, send) for n in range(5)))
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+    assert stream.writes == 1
+    lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    assert [line["request_id"] for line in lines] == [f"r{n}" for n in range(5)]
+    assert {line["status"] for line in lines} == {200}
+    # Never the path: ids are identifiers.
+    assert "/fhir/Patient/3" not in stream.getvalue()
+    assert {line["logger"] for line in lines} == {"bridge.access"}

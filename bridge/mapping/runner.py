@@ -420,8 +420,9 @@ class _Source:
                 self.emit(inner, "except TransformError as exc:")
                 self.emit(inner + 1, f"_dropped({f.where!r}, exc)")
                 self.emit(inner + 1, "v = None")
-                self.emit(inner, "if type(v) is dict or type(v) is list:")
-                self.emit(inner + 1, "v = _copy(v) or None")
+                if not steps[-1].fresh:  # transforms may share what they return
+                    self.emit(inner, "if type(v) is dict or type(v) is list:")
+                    self.emit(inner + 1, "v = _copy(v) or None")
                 self.emit(inner, "if v is not None:")
                 inner += 1
             self.store(inner, op, target, "v")

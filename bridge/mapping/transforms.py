@@ -49,6 +49,9 @@ class TransformError(ValueError):
 class Transform:
     name = ""
     invertible = True
+    # True when `to_fhir` builds a new dict or list on every call, holding no None
+    # and no empty containers: the resource keeps it as is, without a copy.
+    fresh = False
 
     def to_fhir(self, value: Any) -> Any:
         raise NotImplementedError
@@ -233,6 +236,7 @@ class QuantityTransform(Transform):
     """
 
     name = "quantity"
+    fresh = True
 
     def __init__(self, legacy: str, fhir: str, decimals: int) -> None:
         for unit in (legacy, fhir):
@@ -364,6 +368,7 @@ class CaseTransform(Transform):
 
 class TableTransform(Transform):
     name = "table"
+    fresh = True
 
     def __init__(self, table: CodeTable, shape: str, unmapped: str) -> None:
         self.table = table

@@ -95,12 +95,14 @@ class Canned:
         self.per_page = max(len(self.recorded_mrns), 1)
         total = _TOTAL.search(self.bodies["FetchNext"])
         self.total = int(total.group(1)) if total else 10**9
-        find = self.bodies["FindPatients"].replace(CURSOR, b"c1")
+        # Every search gets cursor ids of its own, s<k>c1, s<k>c2, ... as legacy systems
+        # hand out: an id names one search's cursor, never a position any search shares.
+        self.find = self.bodies["FindPatients"].split(CURSOR)
+        self.searches = 0
         self.ready = {
             op: {ka: _response(b"200 OK", body, self.content_type, ka) for ka in (True, False)}
             for op, body in (
                 ("GetPatient", self.bodies["GetPatient"]),
-                ("FindPatients", find),
                 ("Logout", self.bodies["Logout"]),
             )
         }
@@ -113,6 +115,11 @@ class Canned:
         if ready is not None:
             self.calls[op] += 1
             return ready[keep_alive]
+        if op == "FindPatients":
+            self.calls[op] += 1
+            self.searches += 1
+            answer = (b"s%dc1" % self.searches).join(self.find)
+            return _response(b"200 OK", answer, self.content_type, keep_alive)
         if op == "FetchNext":
             self.calls[op] += 1
             return _response(b"200 OK", self._fetch_next(body), self.content_type, keep_alive)
@@ -139,14 +146,16 @@ class Canned:
     def _fetch_next(self, body: bytes) -> bytes:
         start = body.find(b"CursorId>")
         n = 1
+        search = b"s0"
         if start >= 0:
             start += len(b"CursorId>")
             raw = body[start : body.find(b"<", start)].strip()
-            if raw[:1] == b"c" and raw[1:].isdigit():
-                n = int(raw[1:])
-        # Cursor c<n> stands after record n * per_page; this answer holds the page after it.
+            search, _, position = raw.partition(b"c")
+            if position.isdigit():
+                n = int(position)
+        # Cursor s<k>c<n> stands after record n * per_page; this answer holds the page after it.
         first = n * self.per_page
-        cursor = b"c%d" % (n + 1) if first + self.per_page < self.total else b""
+        cursor = search + b"c%d" % (n + 1) if first + self.per_page < self.total else b""
         out = []
         i = 0
         for part, slot in zip(self.next_parts, self.next_slots, strict=False):

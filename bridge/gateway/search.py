@@ -4,8 +4,9 @@ A page token holds the *legacy* position where the next page starts, so a
 page is the same whichever replica serves it and whatever the gateway itself
 filters out. Paging styles:
 
-- cursor: a session-bound cursor; the next page continues it when the session
-  that holds it is free, else the search is replayed up to the position;
+- cursor: a session-bound cursor; the next page continues it on the session
+  that holds it (waiting a little for that session when it is busy), else the
+  search is replayed up to the position;
 - offset: `{offset}` and `{limit}` in the request, random access;
 - page: `{page}` and `{size}`, random access by page;
 - none: one answer holds every match; the gateway pages it.
@@ -13,10 +14,12 @@ filters out. Paging styles:
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from lxml import etree
 
 from bridge.gateway.steps import run_steps
@@ -53,6 +56,24 @@ class _Stream:
     page_end: int = 0  # legacy index just after the last record fetched so far
 
 
+def _search_key(search: CompiledSearch, values: dict[str, str]) -> str:
+    """Which search a legacy cursor belongs to: its operation and the values sent."""
+    raw = orjson.dumps([search.call.operation, values], option=orjson.OPT_SORT_KEYS, default=str)
+    return hashlib.blake2b(raw, digest_size=12).hexdigest()
+
+
+def _resumable(backend: Backend, hint: tuple[str, str, int] | None, start: int, key: str) -> bool:
+    """Whether this process's session of the hint still holds its cursor at `start`.
+
+    Only then is that session worth waiting for; otherwise the search is
+    replayed at once on whichever session is free.
+    """
+    if hint is None or hint[2] != start:
+        return False
+    session = backend.pool.session(hint[0])
+    return session is not None and session.holds(hint[1], start, key)
+
+
 def _total(reply: etree._Element, search: CompiledSearch) -> int | None:
     if search.total is None:
         return None
@@ -68,6 +89,7 @@ async def _records(
     start: int,
     hint: tuple[str, str, int] | None,
     state: _Stream,
+    key: str,
 ) -> AsyncGenerator[tuple[int, etree._Element]]:
     paging = search.paging
     style = paging.style
@@ -118,18 +140,29 @@ async def _records(
     assert paging.cursor is not None
     position = 0
     reply: etree._Element | None = None
-    held = hint is not None and session.key == hint[0] and hint[2] == start
-    if hint is not None and held and session.cursors.get(hint[1]) == start:
-        session.cursors.pop(hint[1], None)
+    outcome = "replayed: cursor not held"  # used by another link, or forgotten
+    if hint is None:
+        outcome = "first page" if start == 0 else "replayed: no cursor in the link"
+    elif session.key != hint[0]:
+        if backend.pool.session(hint[0]) is None:
+            outcome = "replayed: session gone"  # closed, or another process's
+        elif _resumable(backend, hint, start, key):
+            outcome = "replayed: session busy"  # the wait for it ran out
+    elif session.take_cursor(hint[1], start, key):
+        # Claimed before the call: a second use of the same link replays, as the
+        # cursor will have moved on whatever this call does.
         try:
             reply = await backend.call(
                 session, paging.next.template, paging.next.request({"cursor": hint[1]})
             )
             position = start
+            outcome = "resumed"
         except SoapFault as fault:
             if fault.vendor_code not in paging.invalid_cursor_codes:
                 raise
             reply = None
+            outcome = "replayed: cursor invalid"
+    backend.stats.pages[outcome] += 1
     if reply is None:
         replies = await call({})
         reply = replies[-1]
@@ -191,12 +224,14 @@ async def fetch_page(
         page.total = accepted if filtered else (legacy_total or len(records))
         return page
 
+    key = _search_key(search, values) if search.paging.style == "cursor" else ""
+
     async def streamed(session: Session) -> Page:
         ctx = RunContext(values=dict(values))
         state = _Stream()
         page = Page([], [], None, None)
         last = start - 1
-        stream = _records(backend, session, search, ctx, start, hint, state)
+        stream = _records(backend, session, search, ctx, start, hint, state, key)
         try:
             async for index, record in stream:
                 last = index
@@ -218,9 +253,11 @@ async def fetch_page(
         at_cursor = state.cursor is not None and page.next_position == state.cursor_position
         if search.paging.style == "cursor" and at_cursor:
             assert state.cursor is not None
-            session.remember_cursor(state.cursor, state.cursor_position)
+            session.remember_cursor(state.cursor, state.cursor_position, key)
             page.hint = (session.key, state.cursor, state.cursor_position)
         return page
 
     work = unpaged if search.paging.style == "none" else streamed
-    return await backend.run(work, prefer=hint[0] if hint else None)
+    # Waiting for the session of the hint only pays when its cursor is still there.
+    prefer = hint[0] if hint is not None and _resumable(backend, hint, start, key) else None
+    return await backend.run(work, prefer=prefer)

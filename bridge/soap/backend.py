@@ -126,6 +126,10 @@ class BackendStats:
     # outcome was unknown, by how that was resolved (applied, not-applied, unknown).
     retries: collections.Counter[str] = field(default_factory=collections.Counter)
     ambiguous: collections.Counter[str] = field(default_factory=collections.Counter)
+    # Pages of cursor searches by how they began: "first page", "resumed" (the
+    # cursor continued) or "replayed: <why>" (the search ran again up to the page;
+    # see bridge/gateway/search.py).
+    pages: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
 class NoSlot(Exception):

@@ -3,7 +3,10 @@
 A FHIR interaction leases one session exclusively for all its SOAP calls. The
 pool never holds more sessions than the legacy system allows; logins are lazy
 (the backend logs a session in on first use); waiters queue in order and give
-up after `wait_timeout` with a 503.
+up after `wait_timeout` with a 503. A waiter may want one session in particular
+(the one that holds its legacy cursor) for at most `prefer_wait`; it keeps its
+place in the one queue, so it neither jumps ahead of those who came first nor
+starves them.
 """
 
 from __future__ import annotations
@@ -60,19 +63,46 @@ class Session:
     slot: int | None = None
     give_back: Callable[[int], None] | None = None
 
-    def remember_cursor(self, cursor: str, position: int) -> None:
+    # Which search made each cursor (an opaque key): a legacy system that hands out
+    # a cursor id again once it dropped the first must not resume another search.
+    _searches: dict[str, str] = field(default_factory=dict, repr=False, init=False)
+
+    def remember_cursor(self, cursor: str, position: int, search: str = "") -> None:
         self.cursors[cursor] = position
         self.cursors.move_to_end(cursor)
+        self._searches[cursor] = search
         while len(self.cursors) > _MAX_CURSORS:
-            self.cursors.popitem(last=False)
+            oldest, _ = self.cursors.popitem(last=False)
+            self._searches.pop(oldest, None)
+
+    def holds(self, cursor: str, position: int, search: str = "") -> bool:
+        """True when this session's `cursor` of that search stands at `position`."""
+        return self.cursors.get(cursor) == position and self._searches.get(cursor) == search
+
+    def take_cursor(self, cursor: str, position: int, search: str = "") -> bool:
+        """Claim the cursor for one resume: no other page token can resume it after."""
+        if not self.holds(cursor, position, search):
+            return False
+        del self.cursors[cursor]
+        self._searches.pop(cursor, None)
+        return True
 
     def forget(self) -> None:
         """The legacy system no longer knows this session."""
         self.token = None
         self.cursors.clear()
+        self._searches.clear()
         if self.slot is not None and self.give_back is not None:
             self.give_back(self.slot)
         self.slot = None
+
+
+@dataclass(eq=False)
+class _Waiter:
+    """One interaction waiting for a session: any, or (while `want`) that one only."""
+
+    future: asyncio.Future[Session]
+    want: str | None
 
 
 class SessionPool:
@@ -92,15 +122,16 @@ class SessionPool:
         self._serial = itertools.count(1)
         self._idle: list[Session] = []
         self._sessions: dict[str, Session] = {}
-        self._waiters: collections.deque[asyncio.Future[Session]] = collections.deque()
+        # Every waiter, in order of arrival: a released session goes to the first
+        # one it suits, so no waiter is passed over by later ones forever.
+        self._waiters: collections.deque[_Waiter] = collections.deque()
         self.waits = 0
         self.timeouts = 0
         # While the shared session budget has no slot for this process, it makes do
         # with the sessions it has: no new session objects beyond this many.
         self.soft_max: int | None = None
-        # Interactions waiting for one session in particular (the one that holds
-        # their legacy cursor): resuming there beats replaying the search elsewhere.
-        self._wanted: dict[str, collections.deque[asyncio.Future[Session | None]]] = {}
+        # How long an interaction waits for the one session that holds its legacy
+        # cursor (resuming there beats replaying the search elsewhere) before any will do.
         self.prefer_wait = 2.0
 
     @property
@@ -131,44 +162,80 @@ class SessionPool:
                     return self._idle.pop(i)
         return self._idle.pop()  # the most recently used: the warmest
 
+    def _take_now(self, prefer: str | None) -> Session | None:
+        """An idle session (`prefer` if idle), else a new one if the cap allows."""
+        session = self._take_idle(prefer)
+        if session is None and len(self._sessions) < self.cap:
+            session = self._new()
+        return session
+
+    def _new(self) -> Session:
+        session = Session(key=f"{self._prefix}-{next(self._serial)}")
+        self._sessions[session.key] = session
+        return session
+
+    def session(self, key: str) -> Session | None:
+        """The pool's session of that key, leased or idle; None if it has none."""
+        return self._sessions.get(key)
+
     async def acquire(self, prefer: str | None = None, *, timeout: float | None = None) -> Session:
         """A session for one interaction; waits at most `wait_timeout` (or `timeout`,
         when shorter) for one to be free, then raises PoolExhausted.
 
         With `prefer`, the session of that key if it can be had: when it is leased,
-        wait for it (at most `prefer_wait`) before taking another."""
-        if prefer is not None:
-            held = self._sessions.get(prefer)
-            if held is not None and held.token is not None and held not in self._idle:
-                wait = self.prefer_wait if timeout is None else min(timeout, self.prefer_wait)
-                chosen = await self._wait_for(prefer, wait)
-                if chosen is not None:
-                    return self._fresh(chosen)
-        session = self._take_idle(prefer)
-        if session is None and len(self._sessions) < self.cap:
-            session = Session(key=f"{self._prefix}-{next(self._serial)}")
-            self._sessions[session.key] = session
-        if session is None:
-            self.waits += 1
-            future: asyncio.Future[Session] = asyncio.get_running_loop().create_future()
-            self._waiters.append(future)
-            try:
-                wait = self.wait_timeout if timeout is None else min(timeout, self.wait_timeout)
-                session = await asyncio.wait_for(asyncio.shield(future), wait)
-            except BaseException as exc:
-                # Timed out or cancelled: a session handed over just as the waiter
-                # gave up goes back to the pool instead of leaking.
-                if future.done() and not future.cancelled():
-                    self._put_back(future.result())
-                future.cancel()
-                if isinstance(exc, TimeoutError):
-                    self.timeouts += 1
-                    raise PoolExhausted(retry_after=1) from None
-                raise
-            finally:
-                if future in self._waiters:
-                    self._waiters.remove(future)
-        return self._fresh(session)
+        wait for it (at most `prefer_wait`, within the same whole wait) before
+        taking another. Waiters are served in order of arrival, each by the first
+        released session it takes."""
+        held = self._sessions.get(prefer) if prefer is not None else None
+        picky = held is not None and held.token is not None and held not in self._idle
+        if not picky:
+            session = self._take_now(prefer)
+            if session is not None:
+                return self._fresh(session)
+        self.waits += 1
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(loop.create_future(), prefer if picky else None)
+        self._waiters.append(waiter)
+        limit = self.wait_timeout if timeout is None else min(timeout, self.wait_timeout)
+        ends = loop.time() + limit
+        try:
+            if picky:
+                session = await self._await(waiter, min(self.prefer_wait, limit))
+                if session is None:
+                    # Its session stayed busy: any session will do now, from the same
+                    # place in the queue.
+                    waiter.want = None
+                    session = self._take_now(None)
+            else:
+                session = None
+            if session is None:
+                session = await self._await(waiter, ends - loop.time())
+            if session is None:
+                self.timeouts += 1
+                raise PoolExhausted(retry_after=1)
+            return self._fresh(session)
+        except BaseException:
+            # Cancelled, or gave up: a session handed over just then goes back.
+            future = waiter.future
+            if future.done() and not future.cancelled():
+                self._put_back(future.result())
+            future.cancel()
+            raise
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+    async def _await(self, waiter: _Waiter, wait: float) -> Session | None:
+        """The session handed to `waiter` within `wait` seconds, else None."""
+        future = waiter.future
+        if future.done():
+            return future.result()
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), max(wait, 0.0))
+        except TimeoutError:
+            if future.done() and not future.cancelled():
+                return future.result()  # handed over just as the wait ended: take it
+            return None
 
     def _fresh(self, session: Session) -> Session:
         now = self._clock()
@@ -177,44 +244,13 @@ class SessionPool:
             session.forget()
         return session
 
-    async def _wait_for(self, key: str, wait: float) -> Session | None:
-        """The session `key` once its holder releases it; None after `wait` or if it goes."""
-        future: asyncio.Future[Session | None] = asyncio.get_running_loop().create_future()
-        queue = self._wanted.setdefault(key, collections.deque())
-        queue.append(future)
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), wait)
-        except TimeoutError:
-            if future.done() and not future.cancelled() and future.result() is not None:
-                session = future.result()
-                assert session is not None
-                return session  # handed over just as the wait ended: take it
-            future.cancel()
-            return None
-        except BaseException:
-            if future.done() and not future.cancelled() and future.result() is not None:
-                session = future.result()
-                assert session is not None
-                self._put_back(session)
-            future.cancel()
-            raise
-        finally:
-            if future in queue:
-                queue.remove(future)
-            if not queue:
-                self._wanted.pop(key, None)
-
     def _put_back(self, session: Session) -> None:
-        wanted = self._wanted.get(session.key)
-        while wanted:
-            chooser = wanted.popleft()
-            if not chooser.done():
-                chooser.set_result(session)
-                return
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(session)
+        for waiter in self._waiters:
+            if waiter.future.done():
+                continue
+            if waiter.want is None or waiter.want == session.key:
+                self._waiters.remove(waiter)
+                waiter.future.set_result(session)
                 return
         self._idle.append(session)
 
@@ -224,13 +260,11 @@ class SessionPool:
         if discard:
             # The slot is freed; a waiter gets a fresh session that logs in.
             del self._sessions[session.key]
-            for waiter in self._wanted.pop(session.key, ()):
-                if not waiter.done():
-                    waiter.set_result(None)  # it waits for some other session instead
-            if self._waiters and len(self._sessions) < self.cap:
-                fresh = Session(key=f"{self._prefix}-{next(self._serial)}")
-                self._sessions[fresh.key] = fresh
-                self._put_back(fresh)
+            for waiter in self._waiters:
+                if waiter.want == session.key:
+                    waiter.want = None  # its session is gone: any will do
+            if any(not w.future.done() for w in self._waiters) and len(self._sessions) < self.cap:
+                self._put_back(self._new())
             return
         self._put_back(session)
 

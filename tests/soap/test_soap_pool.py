@@ -375,3 +375,94 @@ def test_the_wait_for_a_busy_session_is_bounded() -> None:
         return other.key
 
     assert asyncio.run(run()).endswith("-2")
+
+
+def test_pool_a_waiter_for_any_session_goes_before_later_ones_wanting_that_one() -> None:
+    async def main() -> list[str]:
+        pool = make_pool(max_size=1)
+        held = await pool.acquire()
+        held.token = "T1"
+        order: list[str] = []
+
+        async def lease(name: str, prefer: str | None) -> None:
+            session = await pool.acquire(prefer=prefer)
+            order.append(name)
+            await asyncio.sleep(0)
+            pool.release(session)
+
+        tasks = [asyncio.create_task(lease("any", None))]
+        await settle()
+        for i in range(3):
+            tasks.append(asyncio.create_task(lease(f"cursor-{i}", held.key)))
+            await settle()
+        pool.release(held)
+        await asyncio.gather(*tasks)
+        return order
+
+    assert asyncio.run(main()) == ["any", "cursor-0", "cursor-1", "cursor-2"]
+
+
+def test_pool_a_waiter_keeps_its_place_once_its_session_stayed_busy() -> None:
+    async def main() -> tuple[str, str]:
+        pool = make_pool(max_size=2)
+        wanted = await pool.acquire()
+        wanted.token = "T1"
+        other = await pool.acquire()
+        pool.prefer_wait = 0.01
+        first = asyncio.create_task(pool.acquire(prefer=wanted.key))
+        await settle()
+        second = asyncio.create_task(pool.acquire())
+        await asyncio.sleep(0.05)  # the first one's wait for `wanted` is over
+
+        pool.release(other)
+        got = await first
+        assert not second.done()
+        pool.release(got)
+        return got.key, (await second).key
+
+    first, second = asyncio.run(main())
+    assert first == second
+    assert first.endswith("-2")
+
+
+def test_pool_the_wait_for_a_busy_session_counts_in_the_whole_wait() -> None:
+    async def main() -> float:
+        pool = make_pool(max_size=1, wait_timeout=0.2)
+        busy = await pool.acquire()
+        busy.token = "T1"
+        pool.prefer_wait = 0.6
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(PoolExhausted):
+            await pool.acquire(prefer=busy.key)
+        return asyncio.get_running_loop().time() - started
+
+    assert asyncio.run(main()) < 0.5
+
+
+def test_pool_waiting_for_a_discarded_session_takes_a_fresh_one_at_once() -> None:
+    async def main() -> Session:
+        pool = make_pool(max_size=1)
+        broken = await pool.acquire()
+        broken.token = "T1"
+        pool.prefer_wait = 5
+        waiter = asyncio.create_task(pool.acquire(prefer=broken.key))
+        await settle()
+
+        pool.release(broken, discard=True)
+        return await asyncio.wait_for(waiter, 1)
+
+    fresh = asyncio.run(main())
+    assert fresh.token is None
+    assert fresh.key.endswith("-2")
+
+
+def test_pool_session_resumes_a_cursor_once_and_only_for_its_search() -> None:
+    session = Session("k")
+    session.remember_cursor("C1", 25, "search-a")
+
+    assert not session.holds("C1", 25, "search-b")
+    assert not session.take_cursor("C1", 25, "search-b")
+    assert not session.take_cursor("C1", 50, "search-a")
+    assert session.take_cursor("C1", 25, "search-a")
+    assert not session.take_cursor("C1", 25, "search-a")  # a link used again replays
+    assert not session.cursors

@@ -48,7 +48,14 @@ class _Entry:
     query: list[tuple[str, str]]
     resource: Any
     headers: dict[str, str] = field(default_factory=dict)
-    tree: dict[str, Any] | None = None  # the legacy record a create writes, made once
+    interaction: str = ""
+    # Once validated and converted (each once): the legacy record written, and
+    # what a create writes (the resource without id and meta).
+    tree: dict[str, Any] | None = None
+    body: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        self.interaction = _interaction(self.method, self.rid)
 
 
 def _status(code: int) -> str:
@@ -76,6 +83,14 @@ def _parse(index: int, raw: Any) -> _Entry:
     url = str(request.get("url", ""))
     if method not in ("GET", "POST", "PUT", "PATCH", "DELETE") or not url:
         raise InvalidRequest(f"Bundle.entry[{index}].request needs a method and a url.")
+    if (
+        url.isalpha()
+        and url != "fhir"
+        and not request.get("ifNoneExist")
+        and not request.get("ifMatch")
+    ):
+        # A bare type, as every entry of a batch of readings has: what urlsplit makes of it.
+        return _Entry(index, method, url, None, [], raw.get("resource"))
     split = urlsplit(url)
     parts = [p for p in split.path.split("/") if p]
     if "fhir" in parts:  # an absolute or base-relative url: keep what follows the base
@@ -99,42 +114,57 @@ def _parse(index: int, raw: Any) -> _Entry:
 
 
 def _converted(gateway: WriteInteractions, entry: _Entry) -> None:
-    """Validate a create's resource and make its legacy record, once (BadValue on failure)."""
-    validate_resource(entry.resource, entry.rtype)
-    body = {k: v for k, v in entry.resource.items() if k not in ("id", "meta")}
-    entry.tree = legacy_record(gateway.route(entry.rtype, "create").resource, body)
+    """Validate a create's or a PUT's resource and make its legacy record, once
+    (BadValue on failure); `_one` then writes them as they are."""
+    resource = validate_resource(entry.resource, entry.rtype)
+    if entry.interaction == "create":
+        body = {k: v for k, v in resource.items() if k not in ("id", "meta")}
+        entry.tree = legacy_record(gateway.route(entry.rtype, "create").resource, body)
+        entry.body = body
+    else:
+        entry.tree = legacy_record(gateway.route(entry.rtype, "update").resource, resource)
 
 
-def _interaction(entry: _Entry) -> str:
-    if entry.method == "GET":
-        return "read" if entry.rid else "search"
-    if entry.method == "POST":
-        return "search" if entry.rid == "_search" else "create"
-    if entry.method in ("PUT", "PATCH"):
+def _interaction(method: str, rid: str | None) -> str:
+    if method == "GET":
+        return "read" if rid else "search"
+    if method == "POST":
+        return "search" if rid == "_search" else "create"
+    if method in ("PUT", "PATCH"):
         return "update"
     return "delete"
 
 
-def _merge(a: Any, b: Any, element: ElementInfo | None) -> Any:
-    """Merge two legacy trees into one request; None when they disagree."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = dict(a)
-        for key, value in b.items():
-            child = element.child(key) if element is not None else None
-            if key not in out:
-                out[key] = value
-                continue
-            if child is not None and child.repeats:
-                left = out[key] if isinstance(out[key], list) else [out[key]]
-                right = value if isinstance(value, list) else [value]
-                out[key] = left + right
-                continue
-            merged = _merge(out[key], value, child)
-            if merged is None:
-                return None
-            out[key] = merged
-        return out
-    return a if a == b else None
+def _merge(trees: list[Any], element: ElementInfo | None) -> Any:
+    """Merge legacy trees into one request; None when they disagree.
+
+    Elements that repeat are put together in order, others must agree (objects
+    element by element). One pass over all the trees, not one per tree."""
+    first = trees[0]
+    if len(trees) == 1:
+        return first
+    if not all(isinstance(tree, dict) for tree in trees):
+        return first if all(tree == first for tree in trees[1:]) else None
+    found: dict[str, list[Any]] = {}
+    for tree in trees:
+        for key, value in tree.items():
+            found.setdefault(key, []).append(value)
+    out = {}
+    for key, values in found.items():
+        if len(values) == 1:
+            out[key] = values[0]
+            continue
+        child = element.child(key) if element is not None else None
+        if child is not None and child.repeats:
+            out[key] = [
+                v for value in values for v in (value if isinstance(value, list) else [value])
+            ]
+            continue
+        merged = _merge(values, child)
+        if merged is None:
+            return None
+        out[key] = merged
+    return out
 
 
 class BundleInteractions(WriteInteractions):
@@ -159,7 +189,7 @@ class BundleInteractions(WriteInteractions):
         return await self._transaction(raw_entries, base, permit)
 
     async def _one(self, entry: _Entry, base: str) -> dict[str, Any]:
-        interaction = _interaction(entry)
+        interaction = entry.interaction
         if interaction == "read":
             assert entry.rid is not None
             resource = await self.read(entry.rtype, entry.rid)
@@ -167,13 +197,26 @@ class BundleInteractions(WriteInteractions):
         if interaction == "search":
             bundle = await self.search(entry.rtype, entry.query, base)
             return {"resource": bundle, "response": {"status": _status(200)}}
-        if interaction == "create":
+        if interaction == "create" and entry.body is not None and not entry.headers:
+            spec = self.route(entry.rtype, "create").resource.create
+            assert spec is not None and entry.tree is not None
+            result = await self._insert(entry.rtype, spec, entry.body, base, tree=entry.tree)
+        elif interaction == "create":
             result = await self.create(
                 entry.rtype, entry.resource, base, if_none_exist=entry.headers.get("if-none-exist")
             )
         elif interaction == "update":
             assert entry.rid is not None
-            if entry.method == "PATCH":
+            if entry.tree is not None:
+                self.check_id(entry.rid)
+                result = await self._replace(
+                    entry.rtype,
+                    entry.rid,
+                    entry.resource,
+                    entry.headers.get("if-match"),
+                    entry.tree,
+                )
+            elif entry.method == "PATCH":
                 result = await self.patch(
                     entry.rtype, entry.rid, entry.resource, if_match=entry.headers.get("if-match")
                 )
@@ -203,8 +246,8 @@ class BundleInteractions(WriteInteractions):
         for index, item in enumerate(raw):
             try:
                 entry = _parse(index, item)
-                await permit(entry.rtype, _interaction(entry), entry.resource, entry.rid)
-                if _interaction(entry) == "create" and not entry.headers:
+                await permit(entry.rtype, entry.interaction, entry.resource, entry.rid)
+                if entry.interaction == "create" and not entry.headers:
                     _converted(self, entry)
                 parsed.append(entry)
             except BadValue as exc:
@@ -251,16 +294,12 @@ class BundleInteractions(WriteInteractions):
     ) -> dict[str, Any]:
         entries = [_parse(i, item) for i, item in enumerate(raw)]
         for entry in entries:
-            await permit(entry.rtype, _interaction(entry), entry.resource, entry.rid)
-            if _interaction(entry) in ("create", "update") and entry.method != "PATCH":
+            await permit(entry.rtype, entry.interaction, entry.resource, entry.rid)
+            if entry.interaction in ("create", "update") and entry.method != "PATCH":
                 try:
                     # Convert now: a value the legacy form cannot take fails the
                     # transaction before anything has been sent.
-                    if _interaction(entry) == "create":
-                        _converted(self, entry)
-                    else:
-                        validate_resource(entry.resource, entry.rtype)
-                        legacy_record(self.route(entry.rtype, "update").resource, entry.resource)
+                    _converted(self, entry)
                 except BadValue as exc:
                     raise UnprocessableEntity(
                         f"Bundle.entry[{entry.index}]: {entry.rtype}.{exc}"
@@ -270,7 +309,7 @@ class BundleInteractions(WriteInteractions):
         groups = self._groups(entries)
         answers: dict[int, dict[str, Any]] = {}
         applied: list[int] = []
-        writes = [e for e in entries if _interaction(e) not in ("read", "search")]
+        writes = [e for e in entries if e.interaction not in ("read", "search")]
         atomic = len(groups) == 1 and len(writes) == sum(len(g) for g, _ in groups)
         for group, merged in groups:
             try:
@@ -292,7 +331,7 @@ class BundleInteractions(WriteInteractions):
         out = []
         for entry in entries:
             answer = answers[entry.index]
-            if writes and not atomic and _interaction(entry) not in ("read", "search"):
+            if writes and not atomic and entry.interaction not in ("read", "search"):
                 answer["response"]["outcome"] = operation_outcome(
                     "informational",
                     "Applied by its own legacy call: the legacy systems could not apply this "
@@ -307,13 +346,13 @@ class BundleInteractions(WriteInteractions):
         each group with its merged legacy request (None for a group of one)."""
         groups: list[list[_Entry]] = []
         for entry in entries:
-            if _interaction(entry) in ("read", "search"):
+            if entry.interaction in ("read", "search"):
                 continue
             last = groups[-1] if groups else None
             if (
                 last is not None
-                and _interaction(entry) == "create"
-                and _interaction(last[0]) == "create"
+                and entry.interaction == "create"
+                and last[0].interaction == "create"
                 and entry.rtype == last[0].rtype
                 and entry.tree is not None
                 and last[0].tree is not None
@@ -346,17 +385,12 @@ class BundleInteractions(WriteInteractions):
         spec = served.resource.create
         assert spec is not None
         element = spec.steps[0].call.template.operation.input
-        merged: Any = None
-        for entry in group:
-            tree: Any = entry.tree
-            if tree is None:
-                return None
-            if spec.record:
-                tree = {spec.record: [tree]}
-            merged = tree if merged is None else _merge(merged, tree, element)
-            if merged is None:
-                return None
-        result: dict[str, Any] | None = merged
+        trees = [entry.tree for entry in group]
+        if any(tree is None for tree in trees):
+            return None
+        if spec.record:
+            trees = [{spec.record: [tree]} for tree in trees]
+        result: dict[str, Any] | None = _merge(trees, element)
         return result
 
     async def _create_together(
@@ -383,7 +417,8 @@ class BundleInteractions(WriteInteractions):
             raise BackendError("The legacy system did not return one id per record written.")
         answers = []
         for entry, new_id in zip(group, ids, strict=True):
-            resource = {**{k: v for k, v in entry.resource.items() if k != "meta"}, "id": new_id}
+            resource = {k: v for k, v in entry.resource.items() if k != "meta"}
+            resource["id"] = new_id
             answers.append(
                 {
                     "resource": resource,

@@ -62,14 +62,15 @@ class WriteInteractions(SearchInteractions):
         body: dict[str, Any] | None,
         rid: str | None,
         conditional: Callable[[], Awaitable[dict[str, Any] | None]] | None = None,
+        tree: dict[str, Any] | None = None,
     ) -> tuple[str | None, dict[str, Any] | None]:
         """Run a write; return the id and, with `answer`, the resource read back.
 
         `conditional` repeats an If-None-Exist search: it tells whether a
-        create whose answer was lost happened, when no lookup is declared."""
+        create whose answer was lost happened, when no lookup is declared.
+        `tree` is `body`'s legacy record when it is made already."""
         served = self.route(rtype, interaction)
-        tree: dict[str, Any] | None = None
-        if body is not None:
+        if body is not None and tree is None:
             try:
                 tree = legacy_record(served.resource, body)
             except BadValue as exc:
@@ -151,7 +152,22 @@ class WriteInteractions(SearchInteractions):
             async def again() -> dict[str, Any] | None:
                 return await self._conditional(rtype, spec, query, base)
 
-        new_id, built = await self._run_write(rtype, "create", spec, resource, None, again)
+        return await self._insert(rtype, spec, resource, base, again)
+
+    async def _insert(
+        self,
+        rtype: str,
+        spec: CompiledWrite,
+        resource: dict[str, Any],
+        base: str,
+        conditional: Callable[[], Awaitable[dict[str, Any] | None]] | None = None,
+        tree: dict[str, Any] | None = None,
+    ) -> WriteResult:
+        """The create of a validated resource (no id, no meta); `tree`, its legacy
+        record if it is made already."""
+        new_id, built = await self._run_write(
+            rtype, "create", spec, resource, None, conditional, tree
+        )
         if not new_id:
             raise BackendError("The legacy system accepted the write but returned no id.")
         self.check_id(new_id)
@@ -197,13 +213,24 @@ class WriteInteractions(SearchInteractions):
         self, rtype: str, rid: str, body: Any, *, if_match: str | None = None
     ) -> WriteResult:
         self.check_id(rid)
-        resource = validate_resource(body, rtype)
+        return await self._replace(rtype, rid, validate_resource(body, rtype), if_match)
+
+    async def _replace(
+        self,
+        rtype: str,
+        rid: str,
+        resource: dict[str, Any],
+        if_match: str | None,
+        tree: dict[str, Any] | None = None,
+    ) -> WriteResult:
+        """The update of a validated resource (its id checked); `tree`, its legacy
+        record if it is made already."""
         if resource.get("id") != rid:
             raise InvalidRequest("The resource's id must equal the id in the URL.")
         spec = self._update_route(rtype, resource)
         if if_match is not None:
             await self._check_version(rtype, rid, spec, if_match)
-        _, built = await self._run_write(rtype, "update", spec, resource, rid)
+        _, built = await self._run_write(rtype, "update", spec, resource, rid, tree=tree)
         answer = await self._respond(rtype, spec, resource, rid, built)
         return WriteResult(200, answer, None)
 

@@ -542,14 +542,38 @@ def create_app(
         await gw_of(request).delete(rtype, rid)
         return Response(status_code=204)
 
+    # A Bundle holds up to max_body_bytes of parsed entries while it runs: a few at a
+    # time per worker keep memory bounded; the others wait, their bodies unread.
+    bundle_turns = asyncio.Semaphore(settings.limits.max_concurrent_bundles)
+
+    def taking_turns(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
+        async def in_turn(request: Request) -> Response:
+            try:
+                async with asyncio.timeout(settings.limits.bundle_wait):
+                    await bundle_turns.acquire()
+            except TimeoutError:
+                raise ServiceUnavailable(
+                    "Too many Bundles are being processed; retry later.", retry_after=5
+                ) from None
+            try:
+                return await handler(request)  # type: ignore[no-any-return]
+            finally:
+                bundle_turns.release()
+
+        return in_turn
+
     async def bundle(request: Request) -> Response:
         _negotiate(request)
         body = await json_body(request)
+        # (type, interaction) -> whether entries need the token's per-resource rules.
+        checked: dict[tuple[str, str], bool] = {}
 
         async def allow(rtype: str, interaction: str, resource: Any, rid: str | None) -> None:
             # Each entry is authorized as if it came alone.
-            permit(request, rtype, interaction)
-            if interaction in ("create", "update", "delete"):
+            limited = checked.get((rtype, interaction))
+            if limited is None:
+                limited = checked[(rtype, interaction)] = permit(request, rtype, interaction)
+            if limited and interaction in ("create", "update", "delete"):
                 await own_patient(request, rtype, interaction, resource, rid)
 
         if wants_async(request.headers.get("prefer")):
@@ -695,8 +719,8 @@ def create_app(
         Route("/fhir/metadata", metadata, methods=["GET"]),
         Route("/fhir/.well-known/smart-configuration", smart, methods=["GET"]),
         *async_routes(lambda: runtime.get("async")),
-        Route("/fhir", idempotent(bundle), methods=["POST"]),
-        Route("/fhir/", idempotent(bundle), methods=["POST"]),
+        Route("/fhir", taking_turns(idempotent(bundle)), methods=["POST"]),
+        Route("/fhir/", taking_turns(idempotent(bundle)), methods=["POST"]),
         Route("/fhir/{rtype}/_search", search_post, methods=["POST"]),
         Route("/fhir/{rtype}/{rid}/{op}", instance_operation, methods=["GET", "POST"]),
         Route("/fhir/{rtype}/{rid}", read, methods=["GET"]),

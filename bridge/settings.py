@@ -85,6 +85,15 @@ class Limits(_Strict):
     rate_max_clients: int = Field(
         100_000, ge=100, description="Clients tracked at once; the least recent are forgotten."
     )
+    max_concurrent_bundles: int = Field(
+        4,
+        ge=1,
+        description="Batch and transaction Bundles one worker works on at once; more wait "
+        "their turn, unread, so memory stays bounded however many arrive together.",
+    )
+    bundle_wait: float = Field(
+        30, gt=0, description="Seconds a Bundle may wait for its turn before a 503."
+    )
 
 
 class AuthSettings(_Strict):

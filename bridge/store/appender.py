@@ -7,8 +7,10 @@ commit. Handing rows to a thread of our own costs less (~100 µs per request
 alone: two thread wake-ups and a loop wake-up), but a commit in WAL mode with
 `synchronous=NORMAL` is only a few write() calls into the page cache (~15-35
 µs, no fsync), so the cheapest durable path is to commit right in the event
-loop: rows handed over in one turn of the loop share one commit at the end of
-that turn (`call_soon`), and each request's answer waits for it.
+loop: alone, a row is committed at the end of the loop's turn (`call_soon`);
+while other requests are under way, the commit waits for their rows up to
+`linger` (1 ms), and goes as soon as the last of them has handed its row over.
+Each request's answer waits for its commit.
 
 The loop never waits for a lock: its connection has `busy_timeout=0`, and
 when another writer holds the database (a second worker, the store's own
@@ -47,10 +49,11 @@ class SqliteAppender:
     """`append(row)` returns a future that resolves once the row is committed.
 
     `coming()` says whether more rows are on their way (requests under way that
-    have not handed theirs over): then a commit by the thread waits up to
-    `linger` seconds for them, so requests served together share one commit
-    instead of paying one each. With `inline=False` every row goes through the
-    thread (the behaviour before rows were committed in the loop)."""
+    have not handed theirs over): then a commit, in the loop or by the thread,
+    waits up to `linger` seconds for them, so requests served together share one
+    commit instead of paying one each (a search's links to 50 patients cost ~300
+    µs in a commit of their own, ~140 µs in a commit of five). With
+    `inline=False` every row goes through the thread."""
 
     def __init__(
         self,
@@ -58,7 +61,7 @@ class SqliteAppender:
         *,
         max_batch: int = 500,
         coming: Callable[[], bool] | None = None,
-        linger: float = 0.002,
+        linger: float = 0.001,
         inline: bool = True,
     ) -> None:
         self.path = path
@@ -74,6 +77,7 @@ class SqliteAppender:
         # Rows handed over in this turn of the loop, each with its request's future.
         self._rows: list[dict[str, Any]] = []
         self._futures: list[asyncio.Future[None]] = []
+        self._flush_at: asyncio.Handle | None = None  # the commit of the rows above
         self._since_checkpoint = 0
         self.handed_to_thread = 0  # batches the loop found locked (for tests and benchmarks)
 
@@ -95,15 +99,29 @@ class SqliteAppender:
         if self._db is None:
             self._queue.put(([row], loop, [future]))
             return future
-        if not self._rows:
-            loop.call_soon(self._flush, loop)
         self._rows.append(row)
         self._futures.append(future)
+        others = self.coming is not None and self.coming()
+        if self._flush_at is None:
+            # Requests under way whose rows are not here yet may share this commit:
+            # wait for them up to `linger`; alone, commit at the end of this turn.
+            self._flush_at = (
+                loop.call_later(self.linger, self._flush, loop)
+                if others
+                else loop.call_soon(self._flush, loop)
+            )
+        elif not others and isinstance(self._flush_at, asyncio.TimerHandle):
+            # The last of them has handed its row over: no reason to wait longer.
+            self._flush_at.cancel()
+            self._flush_at = loop.call_soon(self._flush, loop)
         return future
 
     def close_inline(self) -> None:
         """In the loop: commit nothing more there; rows still pending go to the thread."""
         db, self._db = self._db, None
+        if self._flush_at is not None:
+            self._flush_at.cancel()
+            self._flush_at = None
         if self._rows:
             self._queue.put((self._rows, asyncio.get_running_loop(), self._futures))
             self._rows, self._futures = [], []
@@ -119,6 +137,7 @@ class SqliteAppender:
         return self._thread.is_alive()
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._flush_at = None
         rows, futures = self._rows, self._futures
         self._rows, self._futures = [], []
         if not rows:

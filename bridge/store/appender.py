@@ -80,6 +80,7 @@ class SqliteAppender:
         self._flush_at: asyncio.Handle | None = None  # the commit of the rows above
         self._since_checkpoint = 0
         self.handed_to_thread = 0  # batches the loop found locked (for tests and benchmarks)
+        self.commits = 0  # commits made in the loop
 
     def start(self) -> None:
         self._thread.start()
@@ -154,6 +155,7 @@ class SqliteAppender:
             self._queue.put((rows, loop, futures))
             return
         _settle_all(futures, _insert(db, rows))
+        self.commits += 1
         self._since_checkpoint += len(rows)
         if self._since_checkpoint >= _CHECKPOINT_EVERY:
             self._since_checkpoint = 0

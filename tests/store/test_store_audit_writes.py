@@ -64,6 +64,34 @@ def test_rows_handed_over_in_one_turn_share_one_commit_in_the_loop(tmp_path: Pat
     assert ("event-7", "P7") in links and ("event-7", "P0") in links
 
 
+def test_a_commit_waits_for_requests_under_way_but_not_past_the_last_of_them(
+    tmp_path: Path,
+) -> None:
+    under_way = [2]
+
+    async def main() -> tuple[SqliteAppender, float]:
+        path = await _open(tmp_path)
+        appender = SqliteAppender(path, coming=lambda: under_way[0] > 0, linger=5.0)
+        appender.start()
+        try:
+            under_way[0] -= 1
+            first = appender.append(_row(1, ["P1"]))
+            await asyncio.sleep(0.05)
+            assert not first.done()  # another request is still on its way
+            started = time.monotonic()
+            under_way[0] -= 1
+            await asyncio.gather(first, appender.append(_row(2, ["P2"])))
+            waited = time.monotonic() - started
+        finally:
+            appender.close_inline()
+            await asyncio.to_thread(appender.stop)
+        return appender, waited
+
+    appender, waited = asyncio.run(main())
+    assert appender.commits == 1
+    assert waited < 1.0  # not the 5 s linger: the last row was there
+
+
 def test_a_locked_database_sends_the_rows_to_the_thread_which_waits_for_the_lock(
     tmp_path: Path,
 ) -> None:

@@ -79,6 +79,7 @@ from bridge.middleware import (
 )
 from bridge.privacy import Privacy
 from bridge.reload import MappingReloader
+from bridge.routing import IndexedRouter
 from bridge.settings import Settings, environment
 from bridge.soap.backend import Backend
 from bridge.soap.tls import ClientTls
@@ -878,6 +879,8 @@ def create_app(
         },
         lifespan=lifespan,
     )
+    # The same routes, tried only where a path can match them (bridge/routing.py).
+    app.router = IndexedRouter(routes=routes, lifespan=lifespan)
     app.state.gateway = holder
     app.state.reloader = reloader
     return app

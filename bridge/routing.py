@@ -1,0 +1,68 @@
+"""Starlette's router, trying a request only on the routes its path can match.
+
+Starlette tries every route in order, one regular expression each; a FHIR read
+is the gateway's ~20th route. `IndexedRouter` makes the same choice (the first
+route that fully matches, in order) among the routes whose literal leading
+segments and segment count fit the path, found once per path shape; anything
+else (405 for a known path, redirects, 404, lifespan) is Starlette's own code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette._utils import get_route_path
+from starlette.routing import BaseRoute, Match, Route, Router
+from starlette.types import Receive, Scope, Send
+
+__all__ = ["IndexedRouter"]
+
+_Shape = tuple[int, str, str]
+_MAX_SHAPES = 4096  # paths of unknown shapes past this are not remembered
+
+
+def _shape(path: str) -> _Shape:
+    parts = path.split("/", 3)
+    n = path.count("/") + 1
+    return (n, parts[1] if len(parts) > 1 else "", parts[2] if len(parts) > 2 else "")
+
+
+def _may_match(route: BaseRoute, shape: _Shape) -> bool:
+    """False only when `route` cannot match a path of this shape."""
+    if type(route) is not Route or ":path}" in route.path:
+        return True  # mounts, hosts, paths of any depth: always tried
+    template = route.path.split("/")
+    if len(template) != shape[0]:
+        return False
+    return all("{" in template[i] or template[i] == shape[i] for i in (1, 2) if i < len(template))
+
+
+class IndexedRouter(Router):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._shapes: dict[_Shape, tuple[BaseRoute, ...]] = {}
+        self._indexed = len(self.routes)
+
+    def _candidates(self, shape: _Shape) -> tuple[BaseRoute, ...]:
+        if len(self.routes) != self._indexed:  # routes added since: index again
+            self._shapes.clear()
+            self._indexed = len(self.routes)
+        found = self._shapes.get(shape)
+        if found is None:
+            found = tuple(r for r in self.routes if _may_match(r, shape))
+            if len(self._shapes) < _MAX_SHAPES:
+                self._shapes[shape] = found
+        return found
+
+    async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for route in self._candidates(_shape(get_route_path(scope))):
+                match, child_scope = route.matches(scope)
+                if match is Match.FULL:
+                    scope.setdefault("router", self)
+                    scope["route"] = route
+                    scope.update(child_scope)
+                    await route.handle(scope, receive, send)
+                    return
+        # No route fully matches (405, a redirect, 404), or not HTTP: as Starlette does.
+        await super().app(scope, receive, send)

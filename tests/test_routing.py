@@ -1,0 +1,144 @@
+"""IndexedRouter chooses exactly what Starlette's Router chooses, on the gateway's routes."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+
+import pytest
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Mount, Route, Router
+
+from bridge.routing import IndexedRouter
+
+
+def _endpoint(name: str) -> Any:
+    async def endpoint(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(f"{name} {sorted(request.path_params.items())}")
+
+    return endpoint
+
+
+def _routes() -> list[Any]:
+    # The shapes create_app registers, in its order (local routes first).
+    table = [
+        ("/fhir/Consent", ["POST"]),
+        ("/fhir/Consent", ["GET"]),
+        ("/fhir/Consent/{rid}", ["GET"]),
+        ("/fhir/Consent/{rid}", ["PUT"]),
+        ("/fhir/AuditEvent/{rid}", ["GET"]),
+        ("/admin/revocations/{rid}", ["DELETE"]),
+        ("/fhir/metadata", ["GET"]),
+        ("/fhir/_async/{job}", ["GET", "DELETE"]),
+        ("/fhir", ["POST"]),
+        ("/fhir/", ["POST"]),
+        ("/fhir/{rtype}/_search", ["POST"]),
+        ("/fhir/{rtype}/{rid}/{op}", ["GET", "POST"]),
+        ("/fhir/{rtype}/{rid}", ["GET"]),
+        ("/fhir/{rtype}/{rid}", ["PUT", "PATCH"]),
+        ("/fhir/{rtype}/{rid}", ["POST"]),
+        ("/fhir/{rtype}", ["GET"]),
+        ("/fhir/{rtype}", ["POST"]),
+        ("/files/{rest:path}", ["GET"]),
+        ("/healthz", ["GET"]),
+    ]
+    routes: list[Any] = [
+        Route(path, _endpoint(f"{i}"), methods=methods) for i, (path, methods) in enumerate(table)
+    ]
+    routes.append(Mount("/static", routes=[Route("/{name}", _endpoint("static"))]))
+    return routes
+
+
+PATHS = [
+    "/fhir/Patient/100001",
+    "/fhir/Patient/100001/",
+    "/fhir/Patient/$match",
+    "/fhir/Patient/_search",
+    "/fhir/Patient/1/$everything",
+    "/fhir/Patient/1/$everything/extra",
+    "/fhir/Patient",
+    "/fhir/Patient/",
+    "/fhir/Consent",
+    "/fhir/Consent/c-1",
+    "/fhir/AuditEvent/a-1",
+    "/fhir/AuditEvent",
+    "/fhir/metadata",
+    "/fhir/_async/j1",
+    "/fhir",
+    "/fhir/",
+    "/fhir//1",
+    "/admin/revocations/r1",
+    "/admin/revocations",
+    "/files/a/b/c",
+    "/static/x",
+    "/healthz",
+    "/healthz/",
+    "/",
+    "",
+    "/nothing/here",
+]
+
+
+def _serve(router: Router, method: str, path: str, root_path: str = "") -> tuple[int, str, str]:
+    sent: list[Any] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": root_path + path,
+        "root_path": root_path,
+        "raw_path": (root_path + path).encode(),
+        "query_string": b"",
+        "headers": [(b"host", b"gateway.test")],
+        "scheme": "http",
+        "server": ("gateway.test", 80),
+    }
+    asyncio.run(router(scope, receive, send))
+    headers = dict(sent[0].get("headers", []))
+    return (
+        sent[0]["status"],
+        sent[1].get("body", b"").decode(),
+        headers.get(b"location", b"").decode(),
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), list(itertools.product(["GET", "POST", "PUT", "DELETE"], PATHS))
+)
+def test_the_indexed_router_answers_as_starlettes_router_does(method: str, path: str) -> None:
+    routes = _routes()
+    assert _serve(IndexedRouter(routes=routes), method, path) == _serve(
+        Router(routes=routes), method, path
+    )
+
+
+@pytest.mark.parametrize("path", ["/fhir/Patient/1", "/fhir/Consent/c-1", "/healthz/"])
+def test_under_a_root_path_too(path: str) -> None:
+    routes = _routes()
+    assert _serve(IndexedRouter(routes=routes), "GET", path, "/api") == _serve(
+        Router(routes=routes), "GET", path, "/api"
+    )
+
+
+def test_a_read_is_tried_on_the_routes_of_its_shape_only() -> None:
+    router = IndexedRouter(routes=_routes())
+    assert _serve(router, "GET", "/fhir/Patient/1")[1].startswith("12 ")
+    tried = router._candidates((4, "fhir", "Patient"))
+    paths = [getattr(r, "path", "") for r in tried]
+    assert "/fhir/Consent/{rid}" not in paths and "/fhir/metadata" not in paths
+    assert "/fhir/{rtype}/{rid}" in paths
+
+
+def test_routes_added_later_are_found() -> None:
+    router = IndexedRouter(routes=_routes())
+    assert _serve(router, "GET", "/fhir/Late/1")[1].startswith("12 ")
+    router.routes.insert(0, Route("/fhir/Late/{rid}", _endpoint("late")))
+    assert _serve(router, "GET", "/fhir/Late/1")[1].startswith("late ")

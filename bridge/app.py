@@ -223,6 +223,9 @@ class GatewayHolder:
                     await backend.close()
 
 
+_LETTERS = {"read": "r", "search": "s", "create": "c", "update": "u", "delete": "d"}
+
+
 def _principal(request: Request) -> Principal | None:
     principal = request.scope.get("state", {}).get("principal")
     return principal if isinstance(principal, Principal) else None
@@ -338,8 +341,7 @@ def create_app(
 
     def rules(request: Request, rtype: str, interaction: str) -> Access | None:
         """The token's rules for `interaction` on `rtype` (403 when it has none)."""
-        letter = {"read": "r", "search": "s", "create": "c", "update": "u", "delete": "d"}
-        return access(_principal(request), rtype, letter.get(interaction, interaction))
+        return access(_principal(request), rtype, _LETTERS.get(interaction, interaction))
 
     def readable(request: Request, rtype: str, resource: dict[str, Any]) -> None:
         """403 unless the token's scopes (patient compartment, granular restrictions)

@@ -12,6 +12,7 @@ and a granular grant only resources that match its restriction.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from bridge.auth.scopes import Restriction
@@ -36,12 +37,12 @@ class Access:
     patient: str | None
     rules: tuple[_Rule, ...]
 
-    @property
+    @cached_property
     def unlimited(self) -> bool:
         """Every resource of the type is allowed: no per-resource check needed."""
         return any(not r.confined and r.restriction is None for r in self.rules)
 
-    @property
+    @cached_property
     def confined(self) -> bool:
         """Every rule is confined to the token's patient."""
         return all(r.confined for r in self.rules)
@@ -88,6 +89,10 @@ def access(principal: Principal | None, resource: str, interaction: str) -> Acce
     is off. Forbidden (403) when no grant allows the interaction at all."""
     if principal is None:
         return None
+    # A token's answers never change (principals are kept per token): worked out once.
+    known = principal.access_rules.get((resource, interaction))
+    if known is not None:
+        return known  # type: ignore[no-any-return]
     grants = principal.scopes.matching(resource, interaction)
     if not grants:
         raise Forbidden(f"The access token does not allow this on {resource}.")
@@ -98,4 +103,7 @@ def access(principal: Principal | None, resource: str, interaction: str) -> Acce
     )
     if not rules:
         raise Forbidden("A patient scope needs a token with a patient in context.")
-    return Access(resource, principal.patient, rules)
+    found = Access(resource, principal.patient, rules)
+    if len(principal.access_rules) < 1024:
+        principal.access_rules[(resource, interaction)] = found
+    return found

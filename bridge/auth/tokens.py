@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -41,6 +41,10 @@ class Principal:
     token_id: str | None
     fhir_user: str | None = None  # SMART `fhirUser`, e.g. Practitioner/DR1001
     issued_at: float | None = None  # `iat`: revocations cut off tokens issued before them
+    # (type, interaction) -> bridge.auth.access.Access, filled as requests ask.
+    access_rules: dict[tuple[str, str], Any] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
 
 def _jwt_header(token: str) -> dict[str, Any] | None:

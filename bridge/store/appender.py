@@ -88,7 +88,7 @@ class SqliteAppender:
         if self._failed is not None:
             raise self._failed
         if self.inline:
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db = sqlite3.connect(self.path, isolation_level=None)  # the loop's thread only
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=0")
             db.execute("PRAGMA wal_autocheckpoint=0")
@@ -149,12 +149,19 @@ class SqliteAppender:
             return
         try:
             db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError:
-            # Another writer holds the database: the thread waits for it, not the loop.
-            self.handed_to_thread += 1
-            self._queue.put((rows, loop, futures))
+        except sqlite3.Error as exc:
+            if _locked(exc):
+                # Another writer holds the database: the thread waits for it, not the loop.
+                self.handed_to_thread += 1
+                self._queue.put((rows, loop, futures))
+            else:
+                log.error("audit events could not be written (%s)", type(exc).__name__)
+                _settle_all(futures, exc)
             return
-        _settle_all(futures, _insert(db, rows))
+        error = _insert(db, rows)
+        _settle_all(futures, error)
+        if error is not None:
+            return
         self.commits += 1
         self._since_checkpoint += len(rows)
         if self._since_checkpoint >= _CHECKPOINT_EVERY:
@@ -244,11 +251,17 @@ def _insert(db: sqlite3.Connection, rows: list[dict[str, Any]]) -> BaseException
             db.executemany(_LINK, links)
         db.execute("COMMIT")
         return None
-    except sqlite3.Error as exc:
+    except Exception as exc:  # whatever it is, the transaction must not stay open
         log.error("audit events could not be written (%s)", type(exc).__name__)
         with contextlib.suppress(sqlite3.Error):
             db.execute("ROLLBACK")
         return exc
+
+
+def _locked(exc: sqlite3.Error) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED (extended codes too): another writer has the database."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in (5, 6)
 
 
 def _settle_all(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:

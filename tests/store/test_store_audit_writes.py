@@ -146,6 +146,53 @@ def test_a_row_that_cannot_be_written_fails_its_request_not_the_next(tmp_path: P
     assert _links(path) == [("event-1", "P1"), ("event-2", "P2")]
 
 
+def test_rows_sharing_a_commit_fail_together_and_the_database_stays_writable(
+    tmp_path: Path,
+) -> None:
+    async def main() -> tuple[list[BaseException | None], str]:
+        path = await _open(tmp_path)
+        appender = SqliteAppender(path)
+        appender.start()
+        try:
+            broken = _row(2, ["P2"])
+            del broken["body"]  # a row the trail could never hand over: not an sqlite error
+            results = await asyncio.gather(
+                appender.append(_row(1, ["P1"])), appender.append(broken), return_exceptions=True
+            )
+            await appender.append(_row(3, ["P3"]))  # in the loop again: no transaction left open
+        finally:
+            appender.close_inline()
+            await asyncio.to_thread(appender.stop)
+        return [r if isinstance(r, BaseException) else None for r in results], path
+
+    results, path = asyncio.run(main())
+    assert all(isinstance(r, StoreUnavailable) for r in results)
+    assert _links(path) == [("event-3", "P3")]
+
+
+def test_a_database_that_cannot_begin_fails_the_request_instead_of_leaving_it_waiting(
+    tmp_path: Path,
+) -> None:
+    async def main() -> BaseException | None:
+        path = await _open(tmp_path)
+        appender = SqliteAppender(path)
+        appender.start()
+        assert appender._db is not None
+        appender._db.close()  # as a corrupt or vanished file would: not "locked"
+        try:
+            await asyncio.wait_for(appender.append(_row(1, ["P1"])), 5)
+        except StoreUnavailable as exc:
+            return exc
+        finally:
+            appender._db = None
+            await asyncio.to_thread(appender.stop)
+        return None
+
+    caught = asyncio.run(main())
+    assert isinstance(caught, StoreUnavailable)
+    assert "ProgrammingError" in str(caught)  # the closed connection's error, not a hang
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_the_upgrade_keeps_every_patient_link(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest

@@ -75,18 +75,50 @@ def validate_resource(body: Any, rtype: str) -> dict[str, Any]:
         with contextlib.suppress(Exception):
             compiled.validate_python(body)
             return body
+    model = _model(rtype)
     try:
-        _model(rtype).model_validate(body)
+        model.model_validate(body)
     except ValidationError as exc:
-        paths = []
-        for error in exc.errors()[:10]:
-            loc = [str(p) for p in error["loc"] if not str(p)[:1].isupper()]
-            paths.append(f"{rtype}." + ".".join(loc) if loc else rtype)
-        where = ", ".join(dict.fromkeys(paths))
-        raise UnprocessableEntity(
-            f"The {rtype} is not valid FHIR R4 at: {where}.", expression=list(dict.fromkeys(paths))
-        ) from None
+        paths = [_path(rtype, error["loc"]) for error in exc.errors()[:10]]
+        raise _invalid(rtype, paths) from None
+    except Exception as exc:
+        # fhir.resources fails otherwise on some input: a JSON-text string where
+        # an object belongs (`"_status": "1"`: AttributeError), a contained
+        # resource of no known type (KeyError, TypeError). Still the client's.
+        log.info("fhir.resources refused a %s with %s", rtype, type(exc).__name__)
+        raise _invalid(rtype, _crashing(model, body)) from None
     return body
+
+
+def _path(rtype: str, loc: tuple[int | str, ...]) -> str:
+    parts = [str(p) for p in loc if not str(p)[:1].isupper()]
+    return f"{rtype}." + ".".join(parts) if parts else rtype
+
+
+def _invalid(rtype: str, paths: list[str]) -> UnprocessableEntity:
+    where = list(dict.fromkeys(paths))
+    if not where:
+        return UnprocessableEntity(f"The {rtype} is not valid FHIR R4.")
+    return UnprocessableEntity(
+        f"The {rtype} is not valid FHIR R4 at: {', '.join(where)}.", expression=where
+    )
+
+
+def _crashing(model: Any, body: dict[str, Any]) -> list[str]:
+    """The elements fhir.resources fails on when each is validated alone (the
+    failure is then about the element's own value, as with the ones above)."""
+    rtype = body["resourceType"]
+    found = []
+    for key, value in body.items():
+        if key == "resourceType":
+            continue
+        try:
+            model.model_validate({"resourceType": rtype, key: value})
+        except ValidationError:
+            continue
+        except Exception:
+            found.append(f"{rtype}.{key}")
+    return found
 
 
 class _Unsupported(Exception):

@@ -23,9 +23,6 @@ __all__ = [
 
 Value = str | Sequence[str] | None
 
-# A bare \r would be normalised away by the receiving parser; &#13; keeps it.
-_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
-
 
 class EnvelopeValueError(ValueError):
     """A value that XML 1.0 cannot carry (control characters)."""
@@ -39,14 +36,32 @@ def _is_xml_char(c: str) -> bool:
 def escape_text(value: str) -> str:
     if not value.isprintable() and not all(_is_xml_char(c) for c in value):
         raise EnvelopeValueError("value contains characters XML cannot carry")
-    return value.translate(_ESCAPES)
+    # & first, so no escape is escaped again; a value that needs none is only
+    # scanned (no copy). A bare \r would be normalised away by the receiving
+    # parser; &#13; keeps it.
+    if "&" in value:
+        value = value.replace("&", "&amp;")
+    if "<" in value:
+        value = value.replace("<", "&lt;")
+    if ">" in value:
+        value = value.replace(">", "&gt;")
+    if "\r" in value:
+        value = value.replace("\r", "&#13;")
+    return value
 
 
 class _Prefixes:
     def __init__(self) -> None:
         self.by_ns: dict[str, str] = {}
+        self.tags: dict[str, str] = {}  # a repeated element's tag is made once
 
     def tag(self, qname: str) -> str:
+        tag = self.tags.get(qname)
+        if tag is None:
+            tag = self.tags[qname] = self._tag(qname)
+        return tag
+
+    def _tag(self, qname: str) -> str:
         if not qname.startswith("{"):
             return qname
         ns, local = qname[1:].split("}", 1)
@@ -87,19 +102,40 @@ def _render(el: ElementInfo, values: Mapping[str, Any], px: _Prefixes) -> str:
     repeating child); children are written in the WSDL's order.
     """
     parts: list[str] = []
+    _render_into(parts, el, values, px)
+    return "".join(parts)
+
+
+def _render_into(
+    parts: list[str], el: ElementInfo, values: Mapping[str, Any], px: _Prefixes
+) -> None:
+    # One list of parts for the whole body; the common cases tested first,
+    # without a call: dicts, and text that is printable (so no control
+    # character, no \r) and holds no markup, which escape_text would return as is.
+    tags = px.tags
     for child in el.children:
         value = values.get(child.name)
         if value is None:
             continue
-        tag = px.tag(child.qname)
-        items = value if isinstance(value, list | tuple) else [value]
+        tag = tags.get(child.qname) or px.tag(child.qname)
+        if type(value) is str:
+            if not value.isprintable() or "&" in value or "<" in value or ">" in value:
+                value = escape_text(value)
+            parts.append(f"<{tag}>{value}</{tag}>")
+            continue
+        items = value if isinstance(value, list | tuple) else (value,)
         for item in items:
-            if isinstance(item, Mapping):
-                inner = _render(child, item, px)
-                parts.append(f"<{tag}>{inner}</{tag}>" if inner else f"<{tag}/>")
+            kind = type(item)
+            if kind is dict or (kind is not str and isinstance(item, Mapping)):
+                start = len(parts)
+                parts.append(f"<{tag}>")
+                _render_into(parts, child, item, px)
+                if len(parts) == start + 1:
+                    parts[start] = f"<{tag}/>"
+                else:
+                    parts.append(f"</{tag}>")
             elif item is not None:
                 parts.append(f"<{tag}>{escape_text(str(item))}</{tag}>")
-    return "".join(parts)
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,7 @@ from bridge.fhir.negotiate import FHIR_JSON, check_acceptable
 from bridge.fhir.outcome import operation_outcome
 from bridge.fhir.paging import PageTokens
 from bridge.fhir.response import FhirResponse
+from bridge.fhir.validate import prepare as prepare_validators
 from bridge.gateway import Gateway, WriteResult
 from bridge.idempotency import Idempotency
 from bridge.local import local_capabilities, local_routes
@@ -547,10 +548,13 @@ def create_app(
 
     # A Bundle holds up to max_body_bytes of parsed entries while it runs: a few at a
     # time per worker keep memory bounded; the others wait, their bodies unread.
-    bundle_turns = asyncio.Semaphore(settings.limits.max_concurrent_bundles)
-
     def taking_turns(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
         async def in_turn(request: Request) -> Response:
+            bundle_turns: asyncio.Semaphore | None = runtime.get("bundle_turns")
+            if bundle_turns is None:  # an app served without its lifespan (tests)
+                bundle_turns = runtime["bundle_turns"] = asyncio.Semaphore(
+                    settings.limits.max_concurrent_bundles
+                )
             try:
                 async with asyncio.timeout(settings.limits.bundle_wait):
                     await bundle_turns.acquire()
@@ -831,6 +835,7 @@ def create_app(
         runtime["store"] = store
         runtime["privacy"] = Privacy(store, settings.store.poll_interval)
         await runtime["privacy"].start()
+        runtime["bundle_turns"] = asyncio.Semaphore(settings.limits.max_concurrent_bundles)
         runtime["trail"] = AuditTrail(store, settings.audit.sink_url)
         runtime["trail"].start()
         runtime["budget"] = SessionBudget(store, ttl=settings.store.session_lease_ttl)
@@ -855,6 +860,12 @@ def create_app(
         deliveries.start()
         purger = asyncio.create_task(purge(queue, runtime["idempotency"]), name="purge")
         watcher = asyncio.create_task(reloader.watch()) if reloader is not None else None
+        # Every type the gateway writes gets its validator before the first request.
+        prepare_validators(
+            rtype
+            for rtype, served in holder.current.routes.items()
+            if "create" in served or "update" in served
+        )
         _settle_heap()
         try:
             yield

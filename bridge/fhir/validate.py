@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+from collections.abc import Iterable
 from typing import Any, cast
 
 from pydantic import ValidationError
@@ -39,7 +40,7 @@ from pydantic_core import CoreSchema, SchemaValidator
 
 from bridge.errors import InvalidRequest, UnprocessableEntity
 
-__all__ = ["validate_resource"]
+__all__ = ["prepare", "validate_resource"]
 
 log = logging.getLogger("bridge.fhir.validate")
 _NESTED = "FhirBase.__get_pydantic_core_schema__.<locals>._validate"
@@ -62,6 +63,13 @@ def _compiled(rtype: str) -> SchemaValidator | None:
     except Exception:  # a schema shaped otherwise than expected: fhir.resources alone
         log.warning("no compiled validator for %s; fhir.resources validates it", rtype)
         return None
+
+
+def prepare(rtypes: Iterable[str]) -> None:
+    """Build the validators of these types now (at start-up), not on their first write:
+    ~3-120 ms each, which would stall every request in flight then."""
+    for rtype in rtypes:
+        _compiled(rtype)
 
 
 def validate_resource(body: Any, rtype: str) -> dict[str, Any]:

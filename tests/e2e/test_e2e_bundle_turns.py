@@ -38,11 +38,21 @@ def _batch(value: int) -> dict[str, Any]:
     }
 
 
+def _one_at_a_time(tmp_path: Path, mock: MockHospital, wait: float) -> Any:
+    mock.reset()
+    limits = {"max_concurrent_bundles": 1, "bundle_wait": wait}
+    return start_gateway(tmp_path, mock.ehr_url, extra={"limits": limits})
+
+
 @pytest.fixture
 def one_at_a_time(tmp_path: Path, mock_hospital: MockHospital) -> Iterator[Gateway]:
-    mock_hospital.reset()
-    limits = {"max_concurrent_bundles": 1, "bundle_wait": 0.5}
-    with start_gateway(tmp_path, mock_hospital.ehr_url, extra={"limits": limits}) as gw:
+    with _one_at_a_time(tmp_path, mock_hospital, 0.5) as gw:
+        yield gw
+
+
+@pytest.fixture
+def patient_queue(tmp_path: Path, mock_hospital: MockHospital) -> Iterator[Gateway]:
+    with _one_at_a_time(tmp_path, mock_hospital, 20) as gw:
         yield gw
 
 
@@ -79,11 +89,11 @@ def test_a_bundle_that_waits_past_bundle_wait_is_503_and_stores_nothing(
 
 
 def test_bundles_within_bundle_wait_all_get_their_turn(
-    one_at_a_time: Gateway, mock_hospital: MockHospital
+    patient_queue: Gateway, mock_hospital: MockHospital
 ) -> None:
-    assert one_at_a_time.client().get("/Patient/100004").status_code == 200
+    assert patient_queue.client().get("/Patient/100004").status_code == 200
     mock_hospital.inject_faults(system="ehr", latency_ms=100)
-    replies = _post_together(one_at_a_time, [71, 72, 73])
+    replies = _post_together(patient_queue, [71, 72, 73])
     mock_hospital.clear_faults()
     assert [r.status_code for r in replies] == [200, 200, 200], [r.text for r in replies]
     stored = mock_hospital.get("/_mock/ehr/vitals", mrn="100004")

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from pathlib import Path
 from typing import Any
 
 import pytest
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
-from starlette.routing import Mount, Route, Router
+from starlette.routing import Match, Mount, Route, Router
 
-from bridge.routing import IndexedRouter
+from bridge.routing import IndexedRouter, _shape
 
 
 def _endpoint(name: str) -> Any:
@@ -142,3 +143,54 @@ def test_routes_added_later_are_found() -> None:
     assert _serve(router, "GET", "/fhir/Late/1")[1].startswith("12 ")
     router.routes.insert(0, Route("/fhir/Late/{rid}", _endpoint("late")))
     assert _serve(router, "GET", "/fhir/Late/1")[1].startswith("late ")
+
+
+def _first_full(routes: Any, scope: dict[str, Any]) -> Any:
+    for route in routes:
+        if route.matches(scope)[0] is Match.FULL:
+            return route
+    return None
+
+
+def test_on_the_gateways_own_routes_every_request_finds_the_same_route(tmp_path: Path) -> None:
+    import json
+
+    from bridge.app import create_app
+    from bridge.settings import load_settings
+
+    root = Path(__file__).resolve().parents[1]
+    systems = [{"path": str(p.parent)} for p in sorted(root.glob("mappings/*/system.yaml"))]
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "systems": systems,
+                "auth": {"mode": "off"},
+                "paging_key": "k" * 32,
+                "admin": {"token": "a" * 32},
+                "store": {"url": f"sqlite:///{tmp_path / 'store.db'}"},
+            }
+        )
+    )
+    router = create_app(load_settings(config)).router
+    assert isinstance(router, IndexedRouter)
+    assert len(router.routes) > 20
+    paths = [
+        *PATHS,
+        "/fhir/.well-known/smart-configuration",
+        "/metrics",
+        "/readyz",
+        "/admin/revocations",
+        "/fhir/Observation/obs-1/$lastn",
+        "/fhir/Observation/$lastn",
+        "/fhir/Slot/_search",
+        "/fhir/_async/abc",
+    ]
+    methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+    found = 0
+    for method, path in itertools.product(methods, paths):
+        scope = {"type": "http", "method": method, "path": path, "root_path": ""}
+        chosen = _first_full(router._candidates(_shape(path)), scope)
+        assert chosen is _first_full(router.routes, scope), (method, path)
+        found += chosen is not None
+    assert found > 40

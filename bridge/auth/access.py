@@ -92,7 +92,7 @@ def access(principal: Principal | None, resource: str, interaction: str) -> Acce
     # A token's answers never change (principals are kept per token): worked out once.
     known = principal.access_rules.get((resource, interaction))
     if known is not None:
-        return known  # type: ignore[no-any-return]
+        return known
     grants = principal.scopes.matching(resource, interaction)
     if not grants:
         raise Forbidden(f"The access token does not allow this on {resource}.")

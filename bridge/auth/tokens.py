@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from joserfc import jwt
@@ -23,6 +23,9 @@ from bridge.auth.introspection import Introspector
 from bridge.auth.keys import KeySource, StaticKeys, import_keys
 from bridge.auth.scopes import ScopeError, Scopes, parse_scopes
 from bridge.errors import Unauthorized
+
+if TYPE_CHECKING:
+    from bridge.auth.access import Access
 
 __all__ = ["Principal", "TokenVerifier"]
 
@@ -41,8 +44,8 @@ class Principal:
     token_id: str | None
     fhir_user: str | None = None  # SMART `fhirUser`, e.g. Practitioner/DR1001
     issued_at: float | None = None  # `iat`: revocations cut off tokens issued before them
-    # (type, interaction) -> bridge.auth.access.Access, filled as requests ask.
-    access_rules: dict[tuple[str, str], Any] = field(
+    # (type, interaction) -> what the token may do there, filled as requests ask.
+    access_rules: dict[tuple[str, str], Access] = field(
         default_factory=dict, compare=False, repr=False
     )
 

@@ -63,21 +63,25 @@ def _write(handler: logging.StreamHandler, fields: dict[str, object]) -> None:  
     line = orjson.dumps(
         {"time": stamp, "level": "info", "logger": "bridge.access", "message": "request", **fields}
     )
-    if not _lines:
-        # The lines of one turn of the event loop go out in one write at its end.
-        try:
-            asyncio.get_running_loop().call_soon(_flush, handler)
-        except RuntimeError:  # no loop: write it now
-            _lines.append(line.decode() + handler.terminator)
-            _flush(handler)
-            return
     _lines.append(line.decode() + handler.terminator)
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # no loop: write it now
+        _flush(handler)
+        return
+    if _flushing[0] is not loop:
+        # The lines of one turn of the event loop go out in one write at its end
+        # (on a loop that stopped before its flush ran, the next loop takes them).
+        _flushing[0] = loop
+        loop.call_soon(_flush, handler)
 
 
 _lines: list[str] = []  # written since the last flush
+_flushing: list[asyncio.AbstractEventLoop | None] = [None]  # the loop a flush is due on
 
 
 def _flush(handler: logging.StreamHandler) -> None:  # type: ignore[type-arg]
+    _flushing[0] = None
     text = "".join(_lines)
     _lines.clear()
     handler.acquire()

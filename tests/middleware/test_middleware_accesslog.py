@@ -75,3 +75,29 @@ def test_requests_served_together_are_logged_in_one_write_at_the_end_of_the_turn
     # Never the path: ids are identifiers.
     assert "/fhir/Patient/3" not in stream.getvalue()
     assert {line["logger"] for line in lines} == {"bridge.access"}
+
+
+def test_lines_left_by_a_loop_that_stopped_go_out_with_the_next_loops(stream: _Counted) -> None:
+    app = AccessLogMiddleware(_ok)
+
+    async def send(message: object) -> None:
+        return None
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request"}
+
+    stopped = asyncio.new_event_loop()
+    stopped.close()  # its flush of the line below never ran
+    accesslog._flushing[0] = stopped
+    accesslog._lines.append('{"request_id":"r1"}\n')
+
+    async def main() -> None:
+        await app(_scope(2), receive, send)
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+    assert stream.writes == 1
+    assert [orjson.loads(line)["request_id"] for line in stream.getvalue().splitlines()] == [
+        "r1",
+        "r2",
+    ]

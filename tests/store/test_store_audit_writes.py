@@ -243,6 +243,16 @@ def test_the_upgrade_keeps_every_patient_link(
                     text("SELECT patient, event_seq, recorded FROM audit_patients ORDER BY patient")
                 )
             ).all()
+            if backend == "postgresql":  # named as a fresh table would be
+                names = (
+                    await conn.execute(
+                        text(
+                            "SELECT conname FROM pg_constraint "
+                            "WHERE conrelid = 'audit_patients'::regclass"
+                        )
+                    )
+                ).all()
+                assert [n[0] for n in names] == ["audit_patients_pkey"]
         await engine.dispose()
         store = await Store.open(url)  # already at the newest schema: nothing to do
         await store.close()

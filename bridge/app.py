@@ -365,6 +365,8 @@ def create_app(
     def confine(request: Request, rtype: str, bundle: dict[str, Any]) -> dict[str, Any]:
         allowed = rules(request, rtype, "search")
         patient_only = allowed is not None and not allowed.unlimited
+        current = privacy()
+        consents = current is not None and current.withholding
         kept = []
         for entry in bundle.get("entry", []):
             resource = entry["resource"]
@@ -381,7 +383,7 @@ def create_app(
                 and not entry_rules.allows(resource)
             ):
                 continue
-            if withheld(request, resource):
+            if consents and withheld(request, resource):
                 continue
             kept.append(entry)
         if patient_only or len(kept) != len(bundle.get("entry", [])):

@@ -363,6 +363,11 @@ class Privacy:
 
     # -- consents ---------------------------------------------------------------
 
+    @property
+    def withholding(self) -> bool:
+        """Whether any Consent withholds anything at all (else nothing is ever withheld)."""
+        return bool(self._rules)
+
     def withheld_by(self, client_id: str, resource: dict[str, Any]) -> str | None:
         """The id of the Consent that denies `resource` to the app, if one does."""
         if not self._rules:

@@ -7,9 +7,9 @@ commit. Handing rows to a thread of our own costs less (~100 µs per request
 alone: two thread wake-ups and a loop wake-up), but a commit in WAL mode with
 `synchronous=NORMAL` is only a few write() calls into the page cache (~15-35
 µs, no fsync), so the cheapest durable path is to commit right in the event
-loop: alone, a row is committed at the end of the loop's turn (`call_soon`);
-while other requests are under way, the commit waits for their rows up to
-`linger` (1 ms), and goes as soon as the last of them has handed its row over.
+loop: alone, a row is committed as it is handed over; while other requests
+are under way, the commit waits for their rows up to `linger` (1 ms), and goes
+as soon as the last of them has handed its row over.
 Each request's answer waits for its commit.
 
 The loop never waits for a lock: its connection has `busy_timeout=0`, and
@@ -77,7 +77,7 @@ class SqliteAppender:
         # Rows handed over in this turn of the loop, each with its request's future.
         self._rows: list[dict[str, Any]] = []
         self._futures: list[asyncio.Future[None]] = []
-        self._flush_at: asyncio.Handle | None = None  # the commit of the rows above
+        self._flush_at: asyncio.TimerHandle | None = None  # the commit of the rows above
         self._since_checkpoint = 0
         self.handed_to_thread = 0  # batches the loop found locked (for tests and benchmarks)
         self.commits = 0  # commits made in the loop
@@ -102,19 +102,17 @@ class SqliteAppender:
             return future
         self._rows.append(row)
         self._futures.append(future)
-        others = self.coming is not None and self.coming()
-        if self._flush_at is None:
+        if self.coming is not None and self.coming():
             # Requests under way whose rows are not here yet may share this commit:
-            # wait for them up to `linger`; alone, commit at the end of this turn.
-            self._flush_at = (
-                loop.call_later(self.linger, self._flush, loop)
-                if others
-                else loop.call_soon(self._flush, loop)
-            )
-        elif not others and isinstance(self._flush_at, asyncio.TimerHandle):
-            # The last of them has handed its row over: no reason to wait longer.
+            # wait for them up to `linger`.
+            if self._flush_at is None:
+                self._flush_at = loop.call_later(self.linger, self._flush, loop)
+            return future
+        # Alone, or the last of them: commit now (the future is settled before the
+        # request awaits it, so the answer goes out without another turn of the loop).
+        if self._flush_at is not None:
             self._flush_at.cancel()
-            self._flush_at = loop.call_soon(self._flush, loop)
+        self._flush(loop)
         return future
 
     def close_inline(self) -> None:

@@ -45,7 +45,7 @@ def _links(path: str) -> list[tuple[str, str]]:
         ).fetchall()
 
 
-def test_rows_handed_over_in_one_turn_share_one_commit_in_the_loop(tmp_path: Path) -> None:
+def test_rows_are_committed_in_the_loop_as_they_are_handed_over(tmp_path: Path) -> None:
     async def main() -> tuple[str, SqliteAppender]:
         path = await _open(tmp_path)
         appender = SqliteAppender(path)
@@ -59,6 +59,7 @@ def test_rows_handed_over_in_one_turn_share_one_commit_in_the_loop(tmp_path: Pat
 
     path, appender = asyncio.run(main())
     assert appender.handed_to_thread == 0
+    assert appender.commits == 20  # nobody else under way: nothing to wait for
     links = _links(path)
     assert len(links) == 40
     assert ("event-7", "P7") in links and ("event-7", "P0") in links
@@ -151,14 +152,15 @@ def test_rows_sharing_a_commit_fail_together_and_the_database_stays_writable(
 ) -> None:
     async def main() -> tuple[list[BaseException | None], str]:
         path = await _open(tmp_path)
-        appender = SqliteAppender(path)
+        under_way = [1]
+        appender = SqliteAppender(path, coming=lambda: under_way[0] > 0)
         appender.start()
         try:
             broken = _row(2, ["P2"])
             del broken["body"]  # a row the trail could never hand over: not an sqlite error
-            results = await asyncio.gather(
-                appender.append(_row(1, ["P1"])), appender.append(broken), return_exceptions=True
-            )
+            first = appender.append(_row(1, ["P1"]))  # waits for the one under way
+            under_way[0] = 0
+            results = await asyncio.gather(first, appender.append(broken), return_exceptions=True)
             await appender.append(_row(3, ["P3"]))  # in the loop again: no transaction left open
         finally:
             appender.close_inline()

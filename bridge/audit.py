@@ -2,31 +2,30 @@
 
 `AuditMiddleware` opens an `AuditContext` for every /fhir and /admin request;
 handlers add the patients the request touched, the backends add the legacy
-operations it caused, and when the response starts the middleware builds the
-AuditEvent (the IHE Basic Audit Log Patterns shape) and waits for the store to
-commit it. Commits are grouped: requests arriving together share one
-transaction. If the store cannot commit, the client gets a 503 instead of the
-data, so no answer leaves without its record.
+operations it caused, and when the response starts the middleware hands the
+request's facts to the store and waits for the commit (`bridge.auditevent`
+renders the AuditEvent, IHE Basic Audit Log Patterns, from them when it is
+read). Commits are grouped: requests arriving together share one transaction.
+If the store cannot commit, the client gets a 503 instead of the data, so no
+answer leaves without its record.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextvars
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from sqlalchemy import and_, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bridge.auditevent import AuditContext, facts, stored_event
 from bridge.errors import FhirError, ServiceUnavailable
 from bridge.fhir.compartment import patient_compartment
-from bridge.middleware.requestid import random_bytes
 from bridge.store import Store, StoreUnavailable
 from bridge.store.appender import SqliteAppender
 from bridge.store.tables import audit_events, audit_patients
@@ -45,49 +44,6 @@ _current: contextvars.ContextVar[AuditContext | None] = contextvars.ContextVar(
     "bridge_audit", default=None
 )
 _MAX_BATCH = 500
-
-_DCM = "http://dicom.nema.org/resources/ontology/DCM"
-_CLIENT_ID = "urn:ietf:params:oauth:client-id"
-_ACTIONS = {
-    "read": "R",
-    "vread": "R",
-    "search-type": "E",
-    "search-system": "E",
-    "capabilities": "R",
-    "create": "C",
-    "update": "U",
-    "patch": "U",
-    "delete": "D",
-    "batch": "E",
-    "transaction": "E",
-    "operation": "E",
-    "admin": "E",
-}
-_PROFILES = {
-    "read": "Read",
-    "search-type": "Query",
-    "create": "Create",
-    "update": "Update",
-    "patch": "Update",
-    "delete": "Delete",
-}
-
-
-@dataclass
-class AuditContext:
-    """What one request did, gathered while it runs."""
-
-    method: str
-    path: str
-    query: bytes
-    started: float
-    interaction: str
-    resource_type: str | None
-    resource_id: str | None
-    patients: set[str] = field(default_factory=set)
-    legacy: list[str] = field(default_factory=list)
-    withheld: dict[str, int] = field(default_factory=dict)  # Consent id -> resources
-    handed: bool = False  # counted out of `AuditTrail.opened`
 
 
 def note_patients(request_state: dict[str, Any], resources: Iterable[Any]) -> None:
@@ -223,7 +179,7 @@ class AuditTrail:
     def _forward(self, row: dict[str, Any]) -> None:
         if self.sink_url:
             try:
-                self._sink_queue.put_nowait(row["body"].encode())
+                self._sink_queue.put_nowait(orjson.dumps(stored_event(row["body"])))
             except asyncio.QueueFull:
                 self.dropped += 1
 
@@ -298,185 +254,14 @@ class AuditTrail:
         query = query.order_by(audit_events.c.seq.desc()).limit(count)
         async with self.store.read() as conn:
             rows = (await conn.execute(query)).all()
-        return [(int(seq), orjson.loads(body)) for seq, body in rows]
+        return [(int(seq), stored_event(body)) for seq, body in rows]
 
     async def get(self, event_id: str) -> dict[str, Any] | None:
         async with self.store.read() as conn:
             body = (
                 await conn.execute(select(audit_events.c.body).where(audit_events.c.id == event_id))
             ).scalar()
-        return orjson.loads(body) if body is not None else None
-
-
-# The parts of every AuditEvent that never change, built once. An event is
-# serialised as soon as it is built and then dropped, so sharing them is safe.
-_APP_TYPE = {"coding": [{"system": _DCM, "code": "110150", "display": "Application"}]}
-_ANON_TYPE = {"coding": [{"system": _DCM, "code": "110153", "display": "Source Role ID"}]}
-_ROLE_TYPE = {
-    code: {
-        "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-RoleClass", "code": code}]
-    }
-    for code in ("PAT", "PROV")
-}
-_PERSON = {
-    "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
-    "code": "1",
-    "display": "Person",
-}
-_PATIENT_ROLE = {
-    "system": "http://terminology.hl7.org/CodeSystem/object-role",
-    "code": "1",
-    "display": "Patient",
-}
-_SYSTEM_OBJECT = {
-    "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
-    "code": "2",
-    "display": "System Object",
-}
-_QUERY_ROLE = {
-    "system": "http://terminology.hl7.org/CodeSystem/object-role",
-    "code": "24",
-    "display": "Query",
-}
-_RESOURCE_ROLE = {
-    "system": "http://terminology.hl7.org/CodeSystem/object-role",
-    "code": "4",
-    "display": "Domain Resource",
-}
-_LEGACY_WHAT = {"display": "legacy systems"}
-_EVENT_TYPE = {
-    "system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
-    "code": "rest",
-    "display": "Restful Operation",
-}
-_SOURCE = {
-    "observer": {"display": "bridge FHIR gateway"},
-    "type": [
-        {
-            "system": "http://terminology.hl7.org/CodeSystem/security-source-type",
-            "code": "4",
-            "display": "Application Server",
-        }
-    ],
-}
-_ANONYMOUS = {"display": "unauthenticated client"}
-_META = {
-    interaction: {
-        "profile": [
-            f"https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit.{profile}"
-        ]
-    }
-    for interaction, profile in _PROFILES.items()
-}
-_second: list[Any] = [-1, ""]  # the last whole second formatted, and its text
-
-
-def _recorded(started: float) -> str:
-    """`datetime.fromtimestamp(started, UTC).isoformat(timespec="milliseconds")`, faster."""
-    second, micros = divmod(round(started * 1_000_000), 1_000_000)
-    if second != _second[0]:
-        _second[0] = second
-        _second[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-    return f"{_second[1]}.{micros // 1000:03d}+00:00"
-
-
-def _uuid7(now: float) -> str:
-    """A time-ordered UUID (version 7, RFC 9562): the event's id.
-
-    New ids land at the end of the store's unique index instead of at random
-    places in it: a shared commit touches a few pages, not one per event
-    (SQLite: ~23 instead of ~34 µs per event when 10 share a commit)."""
-    raw = bytearray(int(now * 1000).to_bytes(6, "big") + random_bytes(10))
-    raw[6] = (raw[6] & 0x0F) | 0x70
-    raw[8] = (raw[8] & 0x3F) | 0x80
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
-def build_event(
-    context: AuditContext, status: int, state: dict[str, Any], client: tuple[str, int] | None
-) -> dict[str, Any]:
-    """The AuditEvent of one request (IHE Basic Audit Log Patterns)."""
-    principal = state.get("principal")
-    recorded = _recorded(context.started)
-    outcome = "0" if status < 400 else ("4" if status < 500 else "8")
-    agents: list[dict[str, Any]] = []
-    client_id = getattr(principal, "client_id", None)
-    if principal is not None:
-        app: dict[str, Any] = {
-            "type": _APP_TYPE,
-            "who": {"identifier": {"system": _CLIENT_ID, "value": client_id}},
-            "requestor": False,
-        }
-        if client is not None:
-            app["network"] = {"address": client[0], "type": "2"}
-        agents.append(app)
-        user: dict[str, Any] = {
-            "type": _ROLE_TYPE["PAT" if principal.patient and principal.subject == "-" else "PROV"],
-            "who": {"identifier": {"value": principal.subject}},
-            "requestor": True,
-        }
-        if principal.token_id:
-            user["policy"] = [principal.token_id]
-        agents.append(user)
-    else:
-        anonymous: dict[str, Any] = {"type": _ANON_TYPE, "who": _ANONYMOUS, "requestor": True}
-        if client is not None:
-            anonymous["network"] = {"address": client[0], "type": "2"}
-        agents.append(anonymous)
-    entities: list[dict[str, Any]] = [
-        {"what": {"reference": f"Patient/{patient}"}, "type": _PERSON, "role": _PATIENT_ROLE}
-        for patient in sorted(context.patients)
-    ]
-    if context.resource_type is not None:
-        searching = context.interaction == "search-type"
-        target: dict[str, Any] = {
-            "type": _SYSTEM_OBJECT,
-            "role": _QUERY_ROLE if searching else _RESOURCE_ROLE,
-        }
-        if context.resource_id is not None:
-            target["what"] = {"reference": f"{context.resource_type}/{context.resource_id}"}
-        else:
-            target["what"] = {"display": context.resource_type}
-        if searching and context.query:
-            target["query"] = base64.b64encode(context.query).decode()
-        entities.append(target)
-    details = [{"type": "legacy-operation", "valueString": op} for op in context.legacy]
-    if context.withheld:
-        details += [
-            {"type": "consent-withheld", "valueString": f"Consent/{cid}: {n} resource(s) withheld"}
-            for cid, n in sorted(context.withheld.items())
-        ]
-    if details:
-        entities.append({"what": _LEGACY_WHAT, "type": _SYSTEM_OBJECT, "detail": details})
-    event: dict[str, Any] = {
-        "resourceType": "AuditEvent",
-        "id": _uuid7(time.time()),
-        "type": _EVENT_TYPE,
-        "subtype": [
-            {
-                "system": "http://hl7.org/fhir/restful-interaction",
-                "code": context.interaction,
-            }
-            if context.interaction != "admin"
-            else {"system": "urn:bridge:admin", "code": context.path}
-        ],
-        "action": _ACTIONS.get(context.interaction, "E"),
-        "recorded": recorded,
-        "outcome": outcome,
-        "outcomeDesc": f"HTTP {status}" + (" (consent withheld data)" if context.withheld else ""),
-        "agent": agents,
-        "source": _SOURCE,
-    }
-    meta = _META.get(context.interaction)
-    if meta is not None:
-        event["meta"] = meta
-    if entities:
-        event["entity"] = entities
-    request_id = state.get("request_id")
-    if request_id:
-        event["extension"] = [{"url": "urn:bridge:request-id", "valueString": str(request_id)}]
-    return event
+        return stored_event(body) if body is not None else None
 
 
 class _Deliverer:
@@ -523,17 +308,17 @@ class DeliveryAudit:
         if trail is None:
             return
         state = {"principal": _Deliverer(client_id), "request_id": f"async-{job_id}"}
-        event = build_event(context, status, state, None)
+        row = facts(context, status, state, None)
         try:
             await trail.record(
                 {
-                    "id": event["id"],
+                    "id": row["id"],
                     "recorded": context.started,
                     "client_id": client_id,
                     "interaction": context.interaction,
                     "status": status,
-                    "body": orjson.dumps(event).decode(),
-                    "patients": sorted(context.patients),
+                    "body": orjson.dumps(row).decode(),
+                    "patients": row.get("patients", []),
                 }
             )
         except StoreUnavailable:
@@ -634,16 +419,15 @@ class AuditMiddleware:
         scope: Scope,
     ) -> None:
         _hand_over(trail, context)
-        event = build_event(context, status, state, scope.get("client"))
-        principal = state.get("principal")
+        row = facts(context, status, state, scope.get("client"))
         await trail.record(
             {
-                "id": event["id"],
+                "id": row["id"],
                 "recorded": context.started,
-                "client_id": getattr(principal, "client_id", None),
+                "client_id": row.get("client_id"),
                 "interaction": context.interaction,
                 "status": status,
-                "body": orjson.dumps(event).decode(),
-                "patients": sorted(context.patients),
+                "body": orjson.dumps(row).decode(),
+                "patients": row.get("patients", []),
             }
         )

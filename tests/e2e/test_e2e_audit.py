@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bridge.auditevent import stored_event
 from bridge.mock import MockHospital
 from tests.support import Gateway, start_gateway
 
@@ -153,9 +154,7 @@ def test_no_audit_event_is_lost_when_the_gateway_is_killed(
     assert len(answered) == 60
     with sqlite3.connect(store) as db:
         bodies = [row[0] for row in db.execute("SELECT body FROM audit_events")]
-    import json
-
-    recorded = [_request_id(json.loads(b)) for b in bodies]
+    recorded = [_request_id(stored_event(b)) for b in bodies]
     assert all(recorded.count(rid) == 1 for rid in answered)
 
 

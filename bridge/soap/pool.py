@@ -230,12 +230,26 @@ class SessionPool:
         future = waiter.future
         if future.done():
             return future.result()
+        # A wake-up of this wait's own (cancelling it leaves the waiter's future alone,
+        # which a later wait may still get): one future and one timer, where
+        # wait_for(shield(...)) made four objects and a task switch more per wait.
+        loop = asyncio.get_running_loop()
+        wake: asyncio.Future[None] = loop.create_future()
+
+        def settle(_: object) -> None:
+            if not wake.done():
+                wake.set_result(None)
+
+        future.add_done_callback(settle)
+        timer = loop.call_later(max(wait, 0.0), settle, None)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), max(wait, 0.0))
-        except TimeoutError:
-            if future.done() and not future.cancelled():
-                return future.result()  # handed over just as the wait ended: take it
-            return None
+            await wake
+        finally:
+            timer.cancel()
+            future.remove_done_callback(settle)
+        if future.done() and not future.cancelled():
+            return future.result()  # handed over (perhaps just as the wait ended): take it
+        return None
 
     def _fresh(self, session: Session) -> Session:
         now = self._clock()

@@ -50,6 +50,8 @@ def _serve(args: argparse.Namespace) -> int:
         "loop": "uvloop",
         "http": "httptools",
         "timeout_graceful_shutdown": 10,
+        # No "server: uvicorn" on every answer: it tells attackers what to look up.
+        "server_header": False,
     }
     if settings.workers > 1:
         # Each worker builds its own app from the same settings (and paging key).

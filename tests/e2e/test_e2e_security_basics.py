@@ -116,3 +116,13 @@ def test_cors_lets_configured_browser_origins_in(tmp_path: Path) -> None:
 
 def test_gateway_fixture_still_plain_http(gateway: Gateway) -> None:
     assert gateway.base.startswith("http://")
+
+
+def test_answers_do_not_name_the_server_software(gateway: Gateway) -> None:
+    for reply in (
+        gateway.client().get("/Patient/100001"),
+        gateway.anonymous().get("/Patient/100001"),
+        gateway.anonymous().get("/metadata"),
+    ):
+        assert "server" not in reply.headers, reply.headers
+        assert reply.headers["date"]  # HTTP/1.1 origin servers still date their answers

@@ -76,9 +76,17 @@ class _PoolCollector(Collector):
             "Writes whose answer was lost, by what the lookup found",
             labels=["system", "outcome"],
         )
+        pages = CounterMetricFamily(
+            "bridge_search_pages",
+            "Pages of cursor searches: first, resumed (the legacy cursor continued) or "
+            "replayed (the search ran again up to the page), with why",
+            labels=["system", "outcome"],
+        )
         for backend in self.backends():
             name = [backend.name]
             stats = backend.stats
+            for outcome, count in sorted(stats.pages.items()):
+                pages.add_metric([backend.name, outcome], count)
             for reason in ("transport", "connect", "expired-session"):
                 retries.add_metric([backend.name, reason], stats.retries.get(reason, 0))
             deadlines.add_metric(name, stats.deadlines)
@@ -93,7 +101,7 @@ class _PoolCollector(Collector):
             states = {"closed": 0, "half-open": 1, "open": 2}
             breaker.add_metric(name, states[backend.breaker.state])
         yield from (size, busy, logins, relogins, waits, timeouts, breaker)
-        yield from (retries, deadlines, ambiguous)
+        yield from (retries, deadlines, ambiguous, pages)
 
 
 class Metrics:

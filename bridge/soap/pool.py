@@ -28,7 +28,11 @@ if TYPE_CHECKING:
 
 __all__ = ["Session", "SessionPool", "SlotBudget"]
 
-_MAX_CURSORS = 32
+# Cursors a session remembers (~150 bytes each). Enough for every walk one worker may
+# serve on one session: with fewer, concurrent walks push each other's cursors out
+# and every page replays its search (the legacy system drops what it no longer
+# keeps itself; its invalid-cursor fault then replays just that page).
+_MAX_CURSORS = 1024
 
 
 class SlotBudget(Protocol):

@@ -327,16 +327,27 @@ def test_pool_drain_closes_logged_in_idle_sessions_only() -> None:
     asyncio.run(main())
 
 
-def test_pool_session_remembers_at_most_32_cursors() -> None:
+def test_pool_session_remembers_at_most_1024_cursors() -> None:
     session = Session("k")
-    for i in range(40):
+    for i in range(1030):
         session.remember_cursor(f"C{i}", i)
     session.remember_cursor("C10", 99)
 
-    assert len(session.cursors) == 32
-    assert "C0" not in session.cursors
+    assert len(session.cursors) == 1024
+    assert "C0" not in session.cursors and "C9" in session.cursors
     assert list(session.cursors)[-1] == "C10"
     assert session.cursors["C10"] == 99
+
+
+def test_fifty_walks_on_one_session_all_resume_their_cursors() -> None:
+    # One worker's only session serving 50 concurrent walks (its share of the slots).
+    session = Session("k")
+    for walk in range(50):
+        session.remember_cursor(f"W{walk}", 25, f"search-{walk}")
+    for page in range(2, 21):
+        for walk in range(50):
+            assert session.take_cursor(f"W{walk}", 25 * (page - 1), f"search-{walk}")
+            session.remember_cursor(f"W{walk}", 25 * page, f"search-{walk}")
 
 
 def test_an_interaction_waits_for_the_session_that_holds_its_cursor() -> None:

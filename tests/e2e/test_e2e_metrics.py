@@ -59,3 +59,22 @@ def test_metrics_count_requests_legacy_calls_and_sessions(gateway: Gateway) -> N
     assert _value(after, "bridge_legacy_logins_total", system="hospital") >= 1
     assert _value(after, "bridge_legacy_sessions", system="hospital") >= 1
     assert "100001" not in after  # label values are names, never data
+
+
+def test_metrics_say_whether_next_pages_resumed_their_cursor(gateway: Gateway) -> None:
+    def pages(outcome: str) -> float:
+        try:
+            return _value(
+                _metrics(gateway), "bridge_search_pages_total", system="hospital", outcome=outcome
+            )
+        except AssertionError:
+            return 0.0
+
+    client = gateway.client()
+    assert client.get("/Patient/100001").status_code == 200  # logged in again after the reset
+    first, resumed = pages("first page"), pages("resumed")
+    page = client.get("/Patient", params={"gender": "female", "_count": "50"}).json()
+    nxt = next(link["url"] for link in page["link"] if link["relation"] == "next")
+    assert client.get(nxt).status_code == 200
+    assert pages("first page") == first + 1
+    assert pages("resumed") == resumed + 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
@@ -55,3 +55,15 @@ def claim(
         ],
         "total": {"value": amount, "currency": "USD"},
     }
+
+
+def json_paths(node: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    """Every key and index path of a JSON value, parents before their children."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield (*path, key)
+            yield from json_paths(value, (*path, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield (*path, index)
+            yield from json_paths(value, (*path, index))

@@ -16,7 +16,8 @@ from bridge.errors import FhirError, InvalidRequest, UnprocessableEntity
 from bridge.fhir.compartment import patient_compartment
 from bridge.fhir.validate import validate_resource
 from bridge.gateway import Gateway
-from bridge.mapping.runner import BadValue, legacy_record
+from bridge.mapping.runner import BadValue
+from bridge.mapping.writer import legacy_record
 
 __all__ = [
     "WriteEntry",

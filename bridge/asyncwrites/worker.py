@@ -42,7 +42,7 @@ from bridge.fhir.outcome import operation_outcome
 from bridge.gateway import Gateway
 from bridge.gateway.lookups import OutcomeUnknown, found_records
 from bridge.mapping.compiled import CompiledWrite, RunContext
-from bridge.mapping.runner import legacy_record
+from bridge.mapping.writer import legacy_record
 from bridge.settings import AsyncWriteSettings
 from bridge.soap.xml import SoapFault
 from bridge.store import StoreUnavailable

@@ -24,7 +24,8 @@ from bridge.gateway.lookups import LOST, OutcomeUnknown, WriteNotApplied, found_
 from bridge.gateway.steps import run_steps
 from bridge.gateway.writes import WriteInteractions
 from bridge.mapping.compiled import CompiledWrite, RunContext
-from bridge.mapping.runner import BadValue, legacy_record
+from bridge.mapping.runner import BadValue
+from bridge.mapping.writer import legacy_record
 from bridge.soap.pool import Session
 from bridge.soap.retry import Deadline
 from bridge.soap.wsdl import ElementInfo

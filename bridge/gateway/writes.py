@@ -27,7 +27,8 @@ from bridge.gateway.lookups import LOST, resolve_lost_write
 from bridge.gateway.searching import SearchInteractions
 from bridge.gateway.steps import run_steps
 from bridge.mapping.compiled import CompiledWrite, RunContext
-from bridge.mapping.runner import BadValue, build_resource, fhir_values, legacy_record
+from bridge.mapping.runner import BadValue, build_resource
+from bridge.mapping.writer import fhir_values, legacy_record
 from bridge.soap.pool import Session
 
 __all__ = ["PreconditionFailed", "WriteInteractions", "WriteResult"]

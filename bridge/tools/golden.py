@@ -19,7 +19,8 @@ from lxml import etree
 
 from bridge.errors import Problem
 from bridge.mapping.compiled import CompiledResource, CompiledSystem, RunContext
-from bridge.mapping.runner import BadValue, build_resource, legacy_record
+from bridge.mapping.runner import BadValue, build_resource
+from bridge.mapping.writer import legacy_record
 from bridge.soap.envelope import nest
 from bridge.soap.xml import SoapFault, parse_envelope
 
@@ -94,7 +95,7 @@ def _write_case(system: CompiledSystem, name: str, request: Path, expected: Path
         return CaseResult(name, False, f"{request}: no mapping for resourceType '{rtype}'")
     spec = resource.create
     if name.startswith("update") and resource.update:
-        from bridge.mapping.runner import fhir_values
+        from bridge.mapping.writer import fhir_values
 
         spec = next(
             (

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from bridge.errors import FhirError
 from bridge.fhir import validate
 from bridge.fhir.validate import validate_resource
-from tests.bodies import claim
+from tests.bodies import claim, json_paths
 
 MAPPINGS = Path(__file__).resolve().parents[2] / "mappings"
 EXTENSION = {"url": "http://example.org/why", "valueCode": "unknown"}
@@ -117,20 +117,9 @@ ODD = [
 ODD_KEYS = ["bogus", "resourceType", "resource_type", "fhir_comments", "id", "extension"]
 
 
-def _paths(node: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield (*path, key)
-            yield from _paths(value, (*path, key))
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            yield (*path, index)
-            yield from _paths(value, (*path, index))
-
-
 def _mutations(seed: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """The seed with one thing wrong (or oddly right), at every place it has."""
-    for path in _paths(seed):
+    for path in json_paths(seed):
         *parent_path, last = path
         for change in ("delete", "wrap", "unwrap", "json", "rename", "twin", *range(len(ODD))):
             body = copy.deepcopy(seed)
@@ -160,7 +149,7 @@ def _mutations(seed: dict[str, Any]) -> Iterator[dict[str, Any]]:
                 assert isinstance(change, int)
                 parent[last] = copy.deepcopy(ODD[change])
             yield body
-    for path in [(), *_paths(seed)]:
+    for path in [(), *json_paths(seed)]:
         for key in ODD_KEYS:
             for extra in ([], {"text": "x"}, "x", None):
                 body = copy.deepcopy(seed)
@@ -237,7 +226,7 @@ def test_validate_agrees_with_fhir_resources_on_several_changes(data: st.DataObj
     body = copy.deepcopy(data.draw(st.sampled_from(SEEDS)))
     rtype = body["resourceType"]
     for _ in range(data.draw(st.integers(1, 4))):
-        paths = list(_paths(body))
+        paths = list(json_paths(body))
         if not paths:
             break
         *parent_path, last = data.draw(st.sampled_from(paths))

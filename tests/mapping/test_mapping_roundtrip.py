@@ -11,7 +11,8 @@ import pytest
 from lxml import etree
 
 from bridge.mapping.compiler import compile_system
-from bridge.mapping.runner import build_resource, legacy_record
+from bridge.mapping.runner import build_resource
+from bridge.mapping.writer import legacy_record
 
 ROOT = Path(__file__).resolve().parents[2]
 HOSPITAL = ROOT / "mappings" / "hospital"

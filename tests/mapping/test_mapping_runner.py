@@ -21,9 +21,9 @@ from bridge.mapping.runner import (
     Criterion,
     NoMatch,
     build_resource,
-    legacy_record,
     search_values,
 )
+from bridge.mapping.writer import legacy_record
 from bridge.soap.xml import parse_envelope
 
 REPO = Path(__file__).resolve().parents[2]

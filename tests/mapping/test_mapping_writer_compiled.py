@@ -15,13 +15,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench.record import observation
-from bridge.mapping import runner
+from bridge.mapping import writer
 from bridge.mapping.compiled import CompiledField, CompiledResource, CompiledWhen
 from bridge.mapping.compiler import compile_system
 from bridge.mapping.fhirmodel import PathStep
-from bridge.mapping.runner import legacy_record
 from bridge.mapping.transforms import Pipeline, build_transform
-from tests.bodies import claim
+from bridge.mapping.writer import legacy_record
+from tests.bodies import claim, json_paths
 
 MAPPINGS = Path(__file__).resolve().parents[2] / "mappings"
 LEGACY_SAMPLES = [
@@ -124,17 +124,6 @@ def _seeds(resource: CompiledResource) -> list[dict[str, Any]]:
     return [s for s in seeds if s.get("resourceType") == resource.type]
 
 
-def _paths(node: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield (*path, key)
-            yield from _paths(value, (*path, key))
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            yield (*path, index)
-            yield from _paths(value, (*path, index))
-
-
 def _changed(body: dict[str, Any], path: tuple[Any, ...], change: Any) -> dict[str, Any] | None:
     body = copy.deepcopy(body)
     *parent_path, last = path
@@ -160,7 +149,7 @@ def _changed(body: dict[str, Any], path: tuple[Any, ...], change: Any) -> dict[s
 def _mutations(seed: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """The seed as it is, then with one thing changed at every place it has."""
     yield seed
-    for path in _paths(seed):
+    for path in json_paths(seed):
         for change in ("delete", "wrap", "wrap-after-null", "unwrap", *range(len(ODD))):
             body = _changed(seed, path, change)
             if body is not None:
@@ -169,8 +158,8 @@ def _mutations(seed: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 def _interpreted(resource: CompiledResource, fhir: Any) -> dict[str, Any]:
     tree: dict[str, Any] = {}
-    runner._write(tree, resource.fields, fhir)
-    finished: dict[str, Any] = runner._finish(tree)
+    writer._write(tree, resource.fields, fhir)
+    finished: dict[str, Any] = writer._finish(tree)
     return finished
 
 
@@ -267,7 +256,7 @@ def test_writer_compiled_matches_interpreted_on_generated_resources(data: st.Dat
     )
     body = copy.deepcopy(data.draw(st.sampled_from(seeds))) if seeds else {}
     for _ in range(data.draw(st.integers(0, 4))):
-        paths = list(_paths(body))
+        paths = list(json_paths(body))
         if paths and data.draw(st.booleans()):
             *parent_path, last = data.draw(st.sampled_from(paths))
             parent: Any = body

@@ -13,7 +13,8 @@ from bench.record import observation
 from bridge.errors import FhirError
 from bridge.fhir import validate
 from bridge.fhir.validate import validate_resource
-from tests.fhir.test_fhir_validate import SEEDS, _paths
+from tests.bodies import json_paths
+from tests.fhir.test_fhir_validate import SEEDS
 
 # JSON text that is not an object: fhir.resources parses a string given for an
 # object, then its primitive-extension validator calls `.get` on what it got.
@@ -92,7 +93,7 @@ def test_validate_never_fails_otherwise_than_with_a_fhir_error() -> None:
     statuses: set[int | None] = set()
     for seed in SEEDS:
         rtype = seed["resourceType"]
-        for path in _paths(seed):
+        for path in json_paths(seed):
             *parent_path, last = path
             keys = [last]
             if isinstance(last, str) and not last.startswith("_"):

@@ -6,6 +6,7 @@ with escaped values. Tests prove the result equals what zeep builds.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -162,6 +163,10 @@ class EnvelopeTemplate:
         if operation.soap_version == "1.1":
             self.http_headers["SOAPAction"] = f'"{operation.soap_action}"'
 
+        # Flat requests (every value one element's text) seen before: the envelope with
+        # slots for the values, by which elements are present and what the header holds.
+        self._skeletons: dict[tuple[frozenset[str], bool, bool], _Skeleton | None] = {}
+
     def accepts(self, name: str) -> bool:
         """Whether the request element has a child called `name`."""
         return self.operation.input.child(name) is not None
@@ -175,6 +180,25 @@ class EnvelopeTemplate:
     ) -> bytes:
         """The envelope. `values` is a tree (or slash-path keys); `extra_headers`
         is ready XML for the SOAP Header, such as a WS-Security element."""
+        with_header = header is not None and token is not None
+        if type(values) is dict and all(type(v) is str and "/" not in k for k, v in values.items()):
+            key = (frozenset(values), with_header, bool(extra_headers))
+            if key not in self._skeletons and len(self._skeletons) < _MAX_SKELETONS:
+                self._skeletons[key] = _Skeleton.make(
+                    self, tuple(values), header if with_header else None, extra_headers
+                )
+            skeleton = self._skeletons.get(key)
+            if skeleton is not None and (not with_header or skeleton.header is header):
+                return skeleton.fill(values, token, extra_headers)
+        return self._render(values, header, token, extra_headers)
+
+    def _render(
+        self,
+        values: Mapping[str, Any],
+        header: HeaderTemplate | None,
+        token: str | None,
+        extra_headers: str,
+    ) -> bytes:
         px = _Prefixes()
         env = px.tag("{" + self.operation.envelope_ns + "}Envelope").split(":")[0]
         body_tag = px.tag(self.operation.input.qname)
@@ -193,3 +217,49 @@ class EnvelopeTemplate:
             f"<{env}:Envelope{px.declarations()}>{head}<{env}:Body>{inner}</{env}:Body>"
             f"</{env}:Envelope>"
         ).encode()
+
+
+_MAX_SKELETONS = 64
+_SLOT = re.compile(r"@@slot(\d+|T|X)@@")
+
+
+class _Skeleton:
+    """An envelope rendered once with a marker for each value, the token and the extra
+    headers; filling it escapes each value as rendering does (~1 µs instead of ~5)."""
+
+    def __init__(self, parts: list[str], slots: list[str], header: HeaderTemplate | None) -> None:
+        self.parts = parts
+        self.slots = slots  # per gap between parts: a value's name, "T" or "X"
+        self.header = header
+
+    @classmethod
+    def make(
+        cls,
+        template: EnvelopeTemplate,
+        names: tuple[str, ...],
+        header: HeaderTemplate | None,
+        extra_headers: str,
+    ) -> _Skeleton | None:
+        markers = {name: f"@@slot{i}@@" for i, name in enumerate(names)}
+        token = "@@slotT@@" if header is not None else None
+        text = template._render(markers, header, token, "@@slotX@@" if extra_headers else "")
+        pieces = _SLOT.split(text.decode())
+        parts, slots = pieces[0::2], pieces[1::2]
+        if len(set(slots)) != len(slots):
+            return None  # a marker written twice: render each time
+        named = [names[int(slot)] if slot.isdigit() else slot for slot in slots]
+        return cls(parts, named, header)
+
+    def fill(self, values: Mapping[str, str], token: str | None, extra_headers: str) -> bytes:
+        out = [self.parts[0]]
+        for slot, part in zip(self.slots, self.parts[1:], strict=True):
+            if slot == "X":
+                out.append(extra_headers)
+            else:
+                value = token if slot == "T" else values[slot]
+                assert value is not None
+                if not value.isprintable() or "&" in value or "<" in value or ">" in value:
+                    value = escape_text(value)
+                out.append(value)
+            out.append(part)
+        return "".join(out).encode()

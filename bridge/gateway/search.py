@@ -162,10 +162,12 @@ async def _records(
                 raise
             reply = None
             outcome = "replayed: cursor invalid"
-    backend.stats.pages[outcome] += 1
     if reply is None:
         replies = await call({})
         reply = replies[-1]
+    # Counted once the page's first answer is in: an attempt that failed (an expired
+    # session, tried again after a login) is not a page.
+    backend.stats.pages[outcome] += 1
     while True:
         records = take([reply])
         state.cursor = (reply.findtext(paging.cursor) or "").strip() or None

@@ -70,8 +70,9 @@ def test_metrics_say_whether_next_pages_resumed_their_cursor(gateway: Gateway) -
         except AssertionError:
             return 0.0
 
+    # The fixture's reset expired the gateway's legacy session: the first page is
+    # tried again after a login, and still counts once.
     client = gateway.client()
-    assert client.get("/Patient/100001").status_code == 200  # logged in again after the reset
     first, resumed = pages("first page"), pages("resumed")
     page = client.get("/Patient", params={"gender": "female", "_count": "50"}).json()
     nxt = next(link["url"] for link in page["link"] if link["relation"] == "next")

@@ -75,6 +75,26 @@ async def _call(app: Any, method: str, path: str, query: bytes, headers: Any, bo
     return status
 
 
+_APPENDERS: list[Any] = []
+
+
+def _watch_appenders() -> None:
+    """Keep the audit trail's SQLite appender at hand, to print its commit counters."""
+    from bridge.store.appender import SqliteAppender
+
+    start = SqliteAppender.start
+
+    def started(self: SqliteAppender) -> None:
+        _APPENDERS.append(self)
+        start(self)
+
+    SqliteAppender.start = started  # type: ignore[method-assign]
+
+
+def _appender() -> Any:
+    return _APPENDERS[-1] if _APPENDERS else None
+
+
 async def _run(args: argparse.Namespace) -> None:
     from bridge.app import create_app
     from bridge.auth.devissuer import DevIssuer
@@ -101,6 +121,7 @@ async def _run(args: argparse.Namespace) -> None:
         configure_logging(settings.log_level)
         handler = logging.getLogger().handlers[0]
         handler.stream = (work / "gateway.log").open("a")  # type: ignore[attr-defined]
+        _watch_appenders()
         app = create_app(settings)
         token = issuer.mint(scope=META["scope"], client_id="bench")
         auth = [
@@ -148,6 +169,10 @@ async def _run(args: argparse.Namespace) -> None:
 
                     profiler = cProfile.Profile()
                     profiler.enable()
+                appender = _appender()
+                commits0 = appender.commits if appender is not None else 0
+                handed0 = appender.handed_to_thread if appender is not None else 0
+                retries0 = appender.retries if appender is not None else 0
                 cpu, wall = time.process_time(), time.perf_counter()
                 per = max(1, n // c)
                 await asyncio.gather(*(client(per) for _ in range(c)))
@@ -163,6 +188,17 @@ async def _run(args: argparse.Namespace) -> None:
                     f"{done / wall:8.0f} req/s (wall, this process only)",
                     flush=True,
                 )
+                appender = _appender()
+                if appender is not None:
+                    commits = appender.commits - commits0
+                    handed = appender.handed_to_thread - handed0
+                    retried = appender.retries - retries0
+                    print(
+                        f"        audit: {commits} commits in the loop "
+                        f"({done / max(1, commits):.1f} requests each), {retried} tried again "
+                        f"and {handed} batches handed to the thread (database locked)",
+                        flush=True,
+                    )
                 if spy is not None:
                     spy.wait()
                     from bench import profile

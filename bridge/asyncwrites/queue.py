@@ -138,6 +138,12 @@ class JobQueue:
             .order_by(jobs.c.seq)
             .limit(1)
         )
+        # Most polls find nothing: they look in a read transaction, which never holds
+        # up a writer (on SQLite, the audit trail's commits), and take the write lock
+        # only to lease what they found.
+        async with self.store.read() as conn:
+            if (await conn.execute(query.with_only_columns(jobs.c.seq))).first() is None:
+                return None
         if not self.store.sqlite:
             query = query.with_for_update(skip_locked=True, of=jobs)
         async with self.store.write() as conn:

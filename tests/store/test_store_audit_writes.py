@@ -122,6 +122,63 @@ def test_a_locked_database_sends_the_rows_to_the_thread_which_waits_for_the_lock
     assert _links(path) == [("event-1", "P1")]
 
 
+def test_a_lock_held_briefly_is_waited_out_in_the_loop(tmp_path: Path) -> None:
+    async def main() -> tuple[str, SqliteAppender]:
+        path = await _open(tmp_path)
+        appender = SqliteAppender(path, handoff_after=5.0)
+        appender.start()
+        other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")  # another writer, done in a moment
+        threading.Timer(0.02, lambda: other.execute("COMMIT")).start()
+        try:
+            await appender.append(_row(1, ["P1"]))
+        finally:
+            appender.close_inline()
+            await asyncio.to_thread(appender.stop)
+            other.close()
+        return path, appender
+
+    path, appender = asyncio.run(main())
+    assert appender.retries >= 1
+    assert appender.handed_to_thread == 0  # no thread wake-ups for a lock of 20 ms
+    assert appender.commits == 1
+    assert _links(path) == [("event-1", "P1")]
+
+
+def test_rows_arriving_while_the_thread_writes_wait_for_it_instead_of_competing(
+    tmp_path: Path,
+) -> None:
+    async def main() -> tuple[str, SqliteAppender]:
+        path = await _open(tmp_path)
+        appender = SqliteAppender(path, handoff_after=0.001)
+        appender.start()
+        other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")
+        threading.Timer(0.2, lambda: other.execute("COMMIT")).start()
+        try:
+            first = appender.append(_row(1, ["P1"]))
+            while appender.handed_to_thread == 0:  # held too long: the thread has it
+                await asyncio.sleep(0.005)
+            tried = appender.retries
+            second = appender.append(_row(2, ["P2"]))
+            third = appender.append(_row(3, ["P3"]))
+            await asyncio.sleep(0.05)
+            # They wait for the thread's commit; the loop does not knock on the lock meanwhile.
+            assert not second.done() and not third.done()
+            assert appender.retries == tried
+            await asyncio.gather(first, second, third)
+        finally:
+            appender.close_inline()
+            await asyncio.to_thread(appender.stop)
+            other.close()
+        return path, appender
+
+    path, appender = asyncio.run(main())
+    assert appender.handed_to_thread == 1  # only the row that met the long lock
+    assert appender.commits == 1  # the two that came meanwhile: one commit in the loop
+    assert _links(path) == [("event-1", "P1"), ("event-2", "P2"), ("event-3", "P3")]
+
+
 def test_a_row_that_cannot_be_written_fails_its_request_not_the_next(tmp_path: Path) -> None:
     async def main() -> tuple[BaseException | None, str]:
         path = await _open(tmp_path)

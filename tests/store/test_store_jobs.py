@@ -158,3 +158,25 @@ def test_lanes_are_the_patients_written_for() -> None:
 )
 def test_prefer_respond_async(prefer: str | None, expected: bool) -> None:
     assert wants_async(prefer) is expected
+
+
+def test_a_poll_that_finds_nothing_does_not_wait_for_the_write_lock(tmp_path: Path) -> None:
+    # An idle worker polls every half second; on SQLite a poll that took the write lock
+    # would hold up every audit commit for as long as its statements take.
+    import sqlite3
+
+    path = tmp_path / "store.db"
+
+    async def main() -> None:
+        store = await Store.open(f"sqlite:///{path}")
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # a writer holds the database
+        try:
+            queue = JobQueue(store, "worker-1", lease=30)
+            assert await asyncio.wait_for(queue.claim(), 2) is None
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+            await store.close()
+
+    asyncio.run(main())

@@ -4,7 +4,8 @@
 and reads, as the window opens and closes, the CPU time of every gateway
 process (/proc/<pid>/stat), the backend's call and login counters, and the
 machine's busy time; it returns the load generator's figures with per-request
-ones added. `Backend` is a SOAP backend under test (canned or mock).
+ones added. `Backend` is a SOAP backend under test (canned or mock); the floor
+(bench/floor.py) is measured as a gateway with no backend.
 """
 
 from __future__ import annotations
@@ -78,23 +79,24 @@ class Bench:
         self,
         label: str,
         load: Load,
-        backend: Backend,
+        backend: Backend | None,
         gateways: list[procs.Gateway],
         driver: Wrk | Python | None = None,
     ) -> dict[str, Any]:
         driver = driver or self.driver
+        backend_pid = backend.pid if backend else None
         tag = self._tag(label)
         at: dict[str, Any] = {}
 
         def snapshot(key: str) -> Callable[[], None]:
             def take() -> None:
-                calls, logins = backend.counters()
+                calls, logins = backend.counters() if backend else (0, 0)
                 at[key] = {
                     "busy": procs.machine_busy_seconds(),
                     "calls": calls,
                     "logins": logins,
                     "cpu": _cpu_of(gateways),
-                    "backend_cpu": procs.cpu_seconds(backend.pid) if backend.pid else 0.0,
+                    "backend_cpu": procs.cpu_seconds(backend_pid) if backend_pid else 0.0,
                 }
 
             return take
@@ -124,10 +126,11 @@ class Bench:
         def per(value: float, scale: float = 1.0) -> float | None:
             return scale * value / n if done else None
 
-        result["legacy_calls_per_req"] = per(calls1 - calls0)
-        result["logins"] = logins1 - logins0
-        result["logins_per_1k"] = per(logins1 - logins0, 1000)
-        result["backend_cpu_us"] = per(bcpu1 - bcpu0, 1e6) if backend.pid else None
+        if backend:
+            result["legacy_calls_per_req"] = per(calls1 - calls0)
+            result["logins"] = logins1 - logins0
+            result["logins_per_1k"] = per(logins1 - logins0, 1000)
+        result["backend_cpu_us"] = per(bcpu1 - bcpu0, 1e6) if backend_pid else None
         if gateways:
             gw_cpu = sum(per_process.values())
             result["gateway_cpu_us"] = per(gw_cpu, 1e6)
@@ -145,10 +148,10 @@ class Bench:
             self.log(f"  {label:<58} no request completed in the window{flag}")
             return result
         cpu = f"  cpu {result['gateway_cpu_us']:.0f} µs/req" if gateways else ""
+        calls = f"  calls/req {result['legacy_calls_per_req']:.2f}" if backend else ""
         self.log(
             f"  {label:<58} {result['rps']:>9.1f} req/s  p50 {result['p50_ms']:.2f} ms  "
-            f"p99 {result['p99_ms']:.2f} ms{cpu}  calls/req {result['legacy_calls_per_req']:.2f}"
-            f"{flag}"
+            f"p99 {result['p99_ms']:.2f} ms{cpu}{calls}{flag}"
         )
         return result
 

@@ -1,4 +1,4 @@
-"""The benchmark's processes: the canned backend, the gateway, and /proc readings.
+"""The benchmark's processes: the canned backend, the gateway, the floor, /proc readings.
 
 Every process is started on 127.0.0.1 and stopped by its handle's ``stop()``;
 ``run.py`` and ``record.py`` register each handle in an ExitStack, so a
@@ -281,7 +281,8 @@ def systems_config(endpoint: str) -> tuple[list[dict[str, str]], set[str]]:
 
 @dataclass
 class Gateway:
-    """A `python -m bridge serve` process, auth on, ready when /readyz lists every mapping.
+    """A `python -m bridge serve` process, auth on, ready when /readyz lists every mapping
+    (or the floor, bench/floor.py, served by uvicorn the same way).
 
     With `workers > 1` it is uvicorn's supervisor and its worker processes: `pids()`
     is the whole tree (for CPU time), `worker_pids()` the processes serving requests.
@@ -376,6 +377,35 @@ def start_gateway(
             time.sleep(0.005)
     except BaseException:
         gateway.stop()
+        raise
+
+
+def start_floor(log_path: Path) -> Gateway:
+    """bench/floor.py on a free port, once it answers `GET /`."""
+    port = free_port()
+    with log_path.open("wb") as log:
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            [sys.executable, str(BENCH / "floor.py"), "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=_env(),
+        )
+    floor = Gateway(process, port, log_path)
+    try:
+        while process.poll() is None:
+            try:
+                if fetch(f"http://127.0.0.1:{port}/", timeout=2)[0] == 200:
+                    return floor
+            except OSError:
+                pass
+            if time.perf_counter() > started + 20:
+                raise RuntimeError(f"the floor did not answer within 20 s; see {log_path}")
+            time.sleep(0.01)
+        tail = log_path.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"the floor exited at start ({log_path}):\n{tail}")
+    except BaseException:
+        floor.stop()
         raise
 
 

@@ -1,12 +1,13 @@
 """A quick check of one served scenario: uvicorn, wrk (or the Python loader), CPU per request.
 
 Starts the canned backend and one `bridge serve` like `make bench` does, then
-measures the Patient read (and, with --search, the page of 50) for a few
-seconds at each connection count. Minutes faster than `make bench QUICK=1`,
-for trying a change; `make bench` stays the reference.
+measures the floor (bench/floor.py: this machine's speed) and the Patient read
+(and, with --search, the page of 50) for a few seconds at each connection count.
+Minutes faster than `make bench QUICK=1`, for trying a change; `make bench`
+stays the reference.
 
-    python bench/quick.py                  # read at 1 and 50 connections, 4 s each
-    python bench/quick.py --search --seconds 6 --workers 2
+    python bench/quick.py                  # floor and read at 1 and 50 connections, 4 s each
+    python bench/quick.py --search --seconds 6 --workers 2 --no-floor
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 
-from bench import procs  # noqa: E402
+from bench import floor, procs  # noqa: E402
 from bench.drivers import Load, pick  # noqa: E402
 from bench.measure import Backend, Bench, Mode  # noqa: E402
 from bench.scenarios import fhir_headers  # noqa: E402
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--conns", default="1,50")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--search", action="store_true", help="also the search page of 50")
+    parser.add_argument("--no-floor", action="store_true", help="skip the floor (machine speed)")
     parser.add_argument("--profile", type=Path, help="py-spy raw file: sample the last window")
     parser.add_argument("--source", type=Path, help="run bridge from this tree (a snapshot)")
     args = parser.parse_args(argv)
@@ -45,9 +47,14 @@ def main(argv: list[str] | None = None) -> int:
     driver = pick()
     mode = Mode(duration=args.seconds, warmup=1, profile_seconds=0, quick=True)
     bench = Bench(mode, driver, work, meta)
+    conns = tuple(int(c) for c in args.conns.split(","))
     with contextlib.ExitStack() as stack:
         canned = procs.Canned.start(work / "canned.log")
         stack.callback(canned.stop)
+        if not args.no_floor:
+            said = floor.summary(floor.measure(bench, conns))
+            if said:
+                print(f"    {said}", flush=True)
 
         def counters() -> tuple[int, int]:
             stats = canned.stats()
@@ -65,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         paths = [("read", f"/fhir/Patient/{meta['read_id']}")]
         if args.search:
             paths.append(("search", f"/fhir/Patient?{meta['search']}"))
-        windows = [(n, p, int(c)) for n, p in paths for c in args.conns.split(",")]
+        windows = [(n, p, c) for n, p in paths for c in conns]
         for i, (name, path, c) in enumerate(windows):
             spy = None
             if args.profile is not None and i == len(windows) - 1:

@@ -1,13 +1,17 @@
 """The benchmark's Markdown: the targets of issue 7 with pass/fail, the table, start-up.
 
-`targets(result)` judges the figures; `markdown(result)` renders everything;
-`update_readme` puts the latest table between markers in bench/README.md.
+`targets(result)` judges the figures, as measured and at reference speed (scaled
+by the floor's speed factor, bench/floor.py); `markdown(result)` renders
+everything; `update_readme` puts the latest table between markers in
+bench/README.md.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+from bench import floor
 
 DASH = "-"
 START = "<!-- bench:latest:start -->"
@@ -44,13 +48,47 @@ def baseline(rows: list[dict[str, Any]], row: dict[str, Any]) -> dict[str, Any] 
     return twin["direct"] if twin and twin.get("direct") else None
 
 
-def _target(name: str, goal: str, measured: str, ok: bool | None, note: str = "") -> dict[str, Any]:
-    mark = "n/a" if ok is None else ("pass" if ok else "FAIL")
-    return {"target": name, "goal": goal, "measured": measured, "result": mark, "note": note}
+def _mark(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("pass" if ok else "FAIL")
+
+
+def _target(
+    name: str,
+    goal: str,
+    measured: str,
+    ok: bool | None,
+    note: str = "",
+    at_reference: tuple[str, bool] | None = None,
+) -> dict[str, Any]:
+    reference, ok_there = at_reference or (None, None)
+    return {
+        "target": name,
+        "goal": goal,
+        "measured": measured,
+        "result": _mark(ok),
+        "note": note,
+        "at_reference": reference,
+        "at_reference_result": None if ok_there is None else _mark(ok_there),
+    }
+
+
+def _at_reference(
+    speed: float | None, value: float, fmt: str, limit: float, *, rate: bool = False
+) -> tuple[str, bool] | None:
+    """`value` as the targets' reference machine would measure it, and whether it meets `limit`.
+
+    Times (CPU, latency, start-up) shrink by the speed factor, rates grow by it.
+    """
+    if speed is None:
+        return None
+    if rate:
+        return fmt.format(value * speed), value * speed >= limit
+    return fmt.format(value / speed), value / speed <= limit
 
 
 def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     rows = result.get("rows", [])
+    speed = floor.speed_factor(result.get("floor"))
     out = []
 
     read50 = _find(rows, "Patient read", "canned", 1, 50)
@@ -64,6 +102,7 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
                 "<= 150 µs",
                 f"{cpu:.0f} µs at c50{c1}",
                 cpu <= 150,
+                at_reference=_at_reference(speed, cpu, "{:.0f} µs at c50", 150),
             )
         )
     read2w = _find(rows, "Patient read", "canned", 2, 50)
@@ -76,6 +115,7 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
                 f"{rps:,.0f} req/s (c50)",
                 rps >= 10_000,
                 result.get("two_workers", "two gateway processes, connections split evenly"),
+                _at_reference(speed, rps, "{:,.0f} req/s", 10_000, rate=True),
             )
         )
     if read1 and read1.get("direct"):
@@ -87,6 +127,7 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
                 f"+{added:.3f} ms ({read1['gw']['p50_ms']:.3f} vs "
                 f"{read1['direct']['p50_ms']:.3f} ms)",
                 added <= 0.25,
+                at_reference=_at_reference(speed, added, "{:+.3f} ms", 0.25),
             )
         )
     mock50 = _find(rows, "Patient read", "mock", 1, 50)
@@ -110,6 +151,7 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
                 "<= 1.5 ms",
                 f"{cpu:.2f} ms at c50",
                 cpu <= 1.5,
+                at_reference=_at_reference(speed, cpu, "{:.2f} ms at c50", 1.5),
             )
         )
     walk1 = _find(rows, "search walked", "canned", 1, 1)
@@ -163,6 +205,7 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
                 f"{cpu:.1f} ms at c50{c1}; "
                 f"{batch50['gw']['legacy_calls_per_req']:.0f} legacy calls per batch",
                 cpu <= 5,
+                at_reference=_at_reference(speed, cpu, "{:.1f} ms at c50", 5),
             )
         )
     else:
@@ -197,6 +240,7 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
                 f"{startup['ready_max_s']:.2f} s worst, {startup['ready_median_s']:.2f} s "
                 f"median of {len(startup['ready_s'])} starts",
                 startup["ready_max_s"] <= 2,
+                at_reference=_at_reference(speed, startup["ready_max_s"], "{:.2f} s worst", 2),
             )
         )
     rss = [mb for r in gw_rows for mb in r["gw"].get("rss_peak_mb", [])]
@@ -258,6 +302,40 @@ def _row(result_rows: list[dict[str, Any]], row: dict[str, Any]) -> str:
     )
 
 
+def _floor_section(result: dict[str, Any]) -> list[str]:
+    """The floor's rows and this machine's speed factor against the targets' reference."""
+    lines = ["", "#### Machine speed: the floor", ""]
+    rows = result.get("floor")
+    if not rows:
+        why = (
+            f"The floor failed: `{result['floor_error'][:300]}`"
+            if result.get("floor_error")
+            else "No floor in this run"
+        )
+        return [*lines, f"{why}; no figure at reference speed."]
+    said = floor.summary(rows) or "no request completed at 50 connections: no speed factor"
+    lines += [
+        f"{said[0].upper()}{said[1:]}. The floor is Starlette with one route answering a "
+        "small JSON, on uvicorn (uvloop, httptools) with the options `bridge serve` uses "
+        "(bench/floor.py), driven as the gateway is in windows of the same length. "
+        "The targets' column *at reference speed* divides this run's CPU and time figures "
+        "by the speed factor and multiplies req/s by it; *result* judges the figure as "
+        "measured here.",
+        "",
+        "| scenario | conns | req/s | p50 ms | p99 ms | CPU µs/req | other load (cores) | tool |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in rows.values():
+        bad = sum((row.get("errors") or {}).values())
+        errors = f" ⚠ {bad} errors" if bad else ""
+        lines.append(
+            f"| {floor.NAME}{errors} | {row['conns']} | {_f(row['rps'], 0)} "
+            f"| {_f(row['p50_ms'])} | {_f(row['p99_ms'])} | {_f(row['cpu_us'], 0)} "
+            f"| {_f(row['foreign_cores'])} | {row['tool']} |"
+        )
+    return lines
+
+
 def _pages_table(rows: list[dict[str, Any]]) -> list[str]:
     walks = [r for r in rows if r["scenario"].startswith("search walked") and r["workers"] == 1]
     if not walks:
@@ -307,15 +385,23 @@ def markdown(result: dict[str, Any]) -> str:
         + (f" at {result['commit']}" if result.get("commit") else "")
         + (" (bridge/ or mappings/ edited since)" if result.get("checkout_dirty") else "")
         + ". Everything on: bearer tokens (ES256), scopes, access log.",
+    ]
+    lines += _floor_section(result)
+    lines += [
         "",
         "#### Targets (issue 7)",
         "",
-        "| target | goal | measured | result |",
-        "|---|---|---|---|",
+        "| target | goal | measured | result | at reference speed |",
+        "|---|---|---|---|---|",
     ]
     for t in result.get("targets", []):
         note = f" — {t['note']}" if t.get("note") else ""
-        lines.append(f"| {t['target']} | {t['goal']} | {t['measured']}{note} | {t['result']} |")
+        there = DASH
+        if t.get("at_reference"):
+            there = f"{t['at_reference']} — {t['at_reference_result']} at reference speed"
+        lines.append(
+            f"| {t['target']} | {t['goal']} | {t['measured']}{note} | {t['result']} | {there} |"
+        )
     lines += [
         "",
         "#### Scenarios",
@@ -353,20 +439,32 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append(f"- {name}: {_not_mapped_note(result)}")
     startup = result.get("startup")
     imp = result.get("import")
+    speed = floor.speed_factor(result.get("floor"))
     if startup or imp:
         lines += ["", "#### Start-up", ""]
     if startup:
         lines.append(
             f"- Ready (process start → `/readyz` lists {', '.join(startup['mappings'])}): "
             f"{startup['ready_median_s']:.2f} s median, {startup['ready_max_s']:.2f} s worst "
-            f"over {len(startup['ready_s'])} starts ({', '.join(map(str, startup['ready_s']))})."
+            f"over {len(startup['ready_s'])} starts ({', '.join(map(str, startup['ready_s']))})"
+            + (
+                f"; {startup['ready_max_s'] / speed:.2f} s worst at reference speed."
+                if speed
+                else "."
+            )
         )
     if imp:
         heavy = ", ".join(f"{h['module']} {h['cumulative_ms']:.0f} ms" for h in imp["heaviest"])
         lines.append(
             f"- `import bridge.app`: {imp['importtime_total_ms']:.0f} ms by `-X importtime` "
             f"(heaviest: {heavy}); wall {imp['wall_ms']:.0f} ms, "
-            f"{imp['wall_minus_bare_python_ms']:.0f} ms more than a bare `python -c pass`."
+            f"{imp['wall_minus_bare_python_ms']:.0f} ms more than a bare `python -c pass`"
+            + (
+                f" (at reference speed: {imp['importtime_total_ms'] / speed:.0f} ms by "
+                f"`-X importtime`, wall {imp['wall_ms'] / speed:.0f} ms)."
+                if speed
+                else "."
+            )
         )
     for name, prof in result.get("profiles", {}).items():
         if "error" in prof:

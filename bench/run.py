@@ -1,5 +1,6 @@
 """`make bench`: the gateway against a canned SOAP backend and the real mock, each
-figure beside the direct SOAP call to the same backend, measured in the same run.
+figure beside the direct SOAP call to the same backend, measured in the same run,
+with the machine's floor (a trivial Starlette app on uvicorn, bench/floor.py).
 
     .venv/bin/python bench/run.py            # full: 8 s windows, ~9 minutes
     .venv/bin/python bench/run.py --quick    # 2 s windows, ~2.5 minutes
@@ -27,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import procs, profile, report
+from bench import floor, procs, profile, report
 from bench.drivers import Load, Python, Wrk, pick
 from bench.measure import FULL, QUICK, Backend, Bench
 from bench.scenarios import (
@@ -62,6 +63,18 @@ def run_profile(
     bench.profiles[name] = summary
     top = ", ".join(f"{r['name']} {r['share']}%" for r in summary["self_areas"][:5])
     bench.log(f"  profile {name}: {top}")
+
+
+def run_floor(bench: Bench, result: dict[str, Any]) -> None:
+    """The floor at 1 and 50 connections into `result["floor"]`, or why it failed."""
+    print("floor: a trivial Starlette app on uvicorn, served as the gateway is")
+    try:
+        result["floor"] = floor.measure(bench, (1, 50))
+    except Exception as exc:  # the gateway's figures still deserve a report
+        result["floor_error"] = f"{type(exc).__name__}: {exc}"[:2000]
+        print(f"  the floor failed: {result['floor_error']}")
+        return
+    print(f"  {floor.summary(result['floor']) or 'no floor at 50 connections: no speed factor'}")
 
 
 def run_mock(bench: Bench, stack: contextlib.ExitStack, issuer: Any, key: str) -> None:
@@ -289,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
 
         cb = Backend("canned", canned.url, canned.pid, canned_counters)
         print(f"canned backend at {canned.url} (pid {canned.pid})")
+        run_floor(bench, result)
         gws = bench.start_gateways(cb, 1, issuer, key)
         stack.callback(lambda: [g.stop() for g in gws])
         issuer.audience = f"http://127.0.0.1:{gws[0].port}/fhir"

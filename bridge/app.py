@@ -838,7 +838,9 @@ def create_app(
         runtime["privacy"] = Privacy(store, settings.store.poll_interval)
         await runtime["privacy"].start()
         runtime["bundle_turns"] = asyncio.Semaphore(settings.limits.max_concurrent_bundles)
-        runtime["trail"] = AuditTrail(store, settings.audit.sink_url)
+        runtime["trail"] = AuditTrail(
+            store, settings.audit.sink_url, group_commit=settings.audit.group_commit
+        )
         runtime["trail"].start()
         runtime["budget"] = SessionBudget(store, ttl=settings.store.session_lease_ttl)
         runtime["budget"].start()

@@ -95,9 +95,12 @@ def classify(method: str, path: str) -> tuple[str, str | None, str | None]:
 class AuditTrail:
     """Appends AuditEvents to the store in grouped commits; searches them."""
 
-    def __init__(self, store: Store, sink_url: str | None = None) -> None:
+    def __init__(
+        self, store: Store, sink_url: str | None = None, *, group_commit: float = 0.003
+    ) -> None:
         self.store = store
         self.sink_url = sink_url
+        self.group_commit = group_commit
         self._pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
@@ -114,7 +117,10 @@ class AuditTrail:
             # SQLite: committed in the loop, or by a thread of its own when the database
             # is locked (see bridge/store/appender.py).
             self._appender = SqliteAppender(
-                self.store.sqlite_path, max_batch=_MAX_BATCH, coming=lambda: self.opened > 0
+                self.store.sqlite_path,
+                max_batch=_MAX_BATCH,
+                coming=lambda: self.opened > 0,
+                linger=self.group_commit,
             )
             self._appender.start()
         self._writer = asyncio.create_task(self._write_loop(), name="audit-writer")

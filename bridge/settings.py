@@ -201,6 +201,14 @@ class AuditSettings(_Strict):
     sink_url: str | None = Field(
         None, description="Also POST every AuditEvent (JSON) to this URL, best effort."
     )
+    group_commit: float = Field(
+        0.003,
+        ge=0,
+        le=0.05,
+        description="Seconds a commit of the audit trail (SQLite) waits for the AuditEvents "
+        "of requests under way, so that they share it; never when a request is alone, never "
+        "past the last of them. Longer: fewer commits under load, that much more latency.",
+    )
 
 
 class IdempotencySettings(_Strict):

@@ -74,3 +74,16 @@ def test_settings_unknown_key_is_an_error(tmp_path: Path) -> None:
         load_settings(config)
     assert "prot" in str(caught.value)
     assert str(caught.value).endswith("prot: Extra inputs are not permitted")
+
+
+def test_the_audit_group_commit_is_a_few_milliseconds_at_most(tmp_path: Path) -> None:
+    assert load_settings().audit.group_commit == 0.003
+    config = tmp_path / "gateway.yaml"
+    config.write_text("audit:\n  group_commit: 0\n")
+    assert load_settings(config).audit.group_commit == 0  # every request commits alone
+    config.write_text("audit:\n  group_commit: 1\n")  # a second: answers would crawl
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config)
+    (problem,) = caught.value.problems
+    assert problem.line == 2
+    assert problem.message.startswith("audit.group_commit: Input should be less than or equal")

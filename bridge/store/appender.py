@@ -8,7 +8,7 @@ alone: two thread wake-ups and a loop wake-up), but a commit in WAL mode with
 `synchronous=NORMAL` is only a few write() calls into the page cache (~15-35
 µs, no fsync), so the cheapest durable path is to commit right in the event
 loop: alone, a row is committed as it is handed over; while other requests
-are under way, the commit waits for their rows up to `linger` (1 ms), and goes
+are under way, the commit waits for their rows up to `linger` (3 ms), and goes
 as soon as the last of them has handed its row over.
 Each request's answer waits for its commit.
 
@@ -70,7 +70,7 @@ class SqliteAppender:
         *,
         max_batch: int = 500,
         coming: Callable[[], bool] | None = None,
-        linger: float = 0.001,
+        linger: float = 0.003,
         inline: bool = True,
         handoff_after: float = 0.005,
     ) -> None:

@@ -318,3 +318,20 @@ def test_the_upgrade_keeps_every_patient_link(
         return [tuple(r) for r in rows]
 
     assert asyncio.run(main()) == [("P1", 1, 10.0), ("P2", 1, 10.0)]
+
+
+def test_the_trail_commits_with_the_group_commit_it_is_given(tmp_path: Path) -> None:
+    from bridge.audit import AuditTrail
+
+    async def main() -> float:
+        store = await Store.open(f"sqlite:///{tmp_path / 'store.db'}")
+        trail = AuditTrail(store, group_commit=0.02)
+        trail.start()
+        try:
+            assert trail._appender is not None
+            return trail._appender.linger
+        finally:
+            await trail.close()
+            await store.close()
+
+    assert asyncio.run(main()) == 0.02

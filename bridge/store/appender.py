@@ -16,13 +16,14 @@ The loop never waits for a lock: its connection has `busy_timeout=0`. When
 another writer holds the database (a second worker, the store's own writes)
 the loop tries again a little later, on a timer, for up to `handoff_after`
 (5 ms: most writers hold the lock for well under a millisecond); a lock held
-longer sends the batch to the appender thread, which waits for it as long as
-it must. While that thread writes batches the loop gave it, the loop does not
-compete with it for the lock: its rows wait for the thread's commit and go in
-the loop's next one (competing, ~1 batch in 6 went to the thread under load,
-each ~100 µs of thread and loop wake-ups instead of ~30 µs). The thread also
-runs the WAL checkpoints, so the loop never copies pages back into the
-database file.
+longer sends the batch to the appender thread, which waits for it (up to 10
+s, trying every 0.5-2 ms). While that thread writes batches the loop gave it,
+the loop does not compete with it for the lock: its rows wait for the
+thread's commit and go in the loop's next one, or to the thread too once
+`max_batch` of them wait (competing, 1 batch in 5 or 6 went to the thread
+under load, each ~100 µs of thread and loop wake-ups instead of ~30 µs). The
+thread also runs the WAL checkpoints, so the loop never copies pages back
+into the database file.
 """
 
 from __future__ import annotations
@@ -49,9 +50,11 @@ _LINK = "INSERT INTO audit_patients (patient, event_seq, recorded) VALUES (?, ?,
 _CHECKPOINT_EVERY = 2_000
 _Item = tuple[list[dict[str, Any]], asyncio.AbstractEventLoop, list[asyncio.Future[None]]]
 _CHECKPOINT = "checkpoint"
-# A locked database is tried again after 0.25, 0.5, 1, 2, 2... ms.
+# A locked database is tried again after as long as it has been locked (0.25 ms
+# at least, 2 ms at most); the thread waits for it up to _THREAD_WAIT seconds.
 _RETRY_FIRST = 0.000_25
 _RETRY_MOST = 0.002
+_THREAD_WAIT = 10.0
 
 
 class SqliteAppender:
@@ -94,6 +97,7 @@ class SqliteAppender:
         self._locked_since = 0.0  # when the loop first found the database locked, if it is
         self.handed_to_thread = 0  # batches the loop found locked too long (tests, benchmarks)
         self.retries = 0  # commits tried again because another writer held the database
+        self._stopped = False
         self.commits = 0  # commits made in the loop
 
     def start(self) -> None:
@@ -122,8 +126,9 @@ class SqliteAppender:
             if self._flush_at is None:
                 self._flush_at = loop.call_later(self.linger, self._flush, loop)
             return future
-        # Alone, or the last of them: commit now (the future is settled before the
-        # request awaits it, so the answer goes out without another turn of the loop).
+        # Alone, or the last of them: commit now (unless the database is locked, the
+        # future is settled before the request awaits it, so the answer goes out
+        # without another turn of the loop).
         self._flush(loop)
         return future
 
@@ -141,6 +146,7 @@ class SqliteAppender:
 
     def stop(self) -> None:
         """Write what is queued, then end the thread (after `close_inline`, in the loop)."""
+        self._stopped = True  # a row handed over after this would never be written
         self._queue.put(None)
         self._thread.join(30)
 
@@ -159,12 +165,18 @@ class SqliteAppender:
             self._rows, self._futures = [], []
             return
         if self._with_thread:
-            return  # the thread holds the lock or soon will: `_thread_done` flushes these
+            # The thread holds the lock or soon will: `_thread_done` flushes these,
+            # or the thread takes them too once a whole batch of them waits.
+            if len(self._rows) >= self.max_batch:
+                self._hand_over(self._rows, loop, self._futures)
+                self._rows, self._futures = [], []
+            return
         try:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             if not _locked(exc):
                 log.error("audit events could not be written (%s)", type(exc).__name__)
+                self._locked_since = 0.0
                 futures = self._futures
                 self._rows, self._futures = [], []
                 _settle_all(futures, exc)
@@ -207,6 +219,9 @@ class SqliteAppender:
         loop: asyncio.AbstractEventLoop,
         futures: list[asyncio.Future[None]],
     ) -> None:
+        if self._stopped:
+            _settle_all(futures, RuntimeError("the audit appender has stopped"))
+            return
         self._with_thread += 1
         self._queue.put((rows, loop, futures))
 
@@ -217,7 +232,8 @@ class SqliteAppender:
         futures: list[asyncio.Future[None]],
         error: BaseException | None,
     ) -> None:
-        """In the loop: the thread committed `batches` of the loop's; rows held meanwhile go."""
+        """In the loop: the thread wrote (or failed) `batches` of the loop's; rows held
+        meanwhile go."""
         _settle_all(futures, error)
         self._with_thread -= batches
         if not self._with_thread and self._rows and self._flush_at is None:
@@ -228,7 +244,9 @@ class SqliteAppender:
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA busy_timeout=10000")
+            # `_begin` waits for the lock itself: SQLite's own busy handler sleeps up
+            # to 100 ms between tries, and the loop's rows may be waiting behind these.
+            db.execute("PRAGMA busy_timeout=0")
         except sqlite3.Error as exc:
             self._failed = exc
             self._ready.set()
@@ -250,7 +268,9 @@ class SqliteAppender:
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
-                    if self.coming is None or not self.coming():
+                    # Only when the loop no longer commits do its rows all come here:
+                    # before that, none is on its way (the loop holds them for now).
+                    if self._db is not None or self.coming is None or not self.coming():
                         break
                     now = time.monotonic()
                     until = until or now + self.linger
@@ -269,7 +289,7 @@ class SqliteAppender:
                 count += len(item[0])
             error: BaseException | None
             try:
-                db.execute("BEGIN IMMEDIATE")
+                _begin(db)
             except sqlite3.Error as exc:
                 log.error("audit events could not be written (%s)", type(exc).__name__)
                 error = exc
@@ -312,6 +332,21 @@ def _insert(db: sqlite3.Connection, rows: list[dict[str, Any]]) -> BaseException
         with contextlib.suppress(sqlite3.Error):
             db.execute("ROLLBACK")
         return exc
+
+
+def _begin(db: sqlite3.Connection) -> None:
+    """BEGIN IMMEDIATE, trying again every 0.5-2 ms while another writer holds the lock."""
+    ends = time.monotonic() + _THREAD_WAIT
+    pause = 0.000_5
+    while True:
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.Error as exc:
+            if not _locked(exc) or time.monotonic() >= ends:
+                raise
+        time.sleep(pause)
+        pause = min(_RETRY_MOST, pause * 2)
 
 
 def _locked(exc: sqlite3.Error) -> bool:

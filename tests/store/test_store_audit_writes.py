@@ -129,9 +129,10 @@ def test_a_lock_held_briefly_is_waited_out_in_the_loop(tmp_path: Path) -> None:
         appender.start()
         other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         other.execute("BEGIN IMMEDIATE")  # another writer, done in a moment
-        threading.Timer(0.02, lambda: other.execute("COMMIT")).start()
         try:
-            await appender.append(_row(1, ["P1"]))
+            pending = appender.append(_row(1, ["P1"]))
+            asyncio.get_running_loop().call_later(0.02, other.execute, "COMMIT")
+            await pending
         finally:
             appender.close_inline()
             await asyncio.to_thread(appender.stop)
@@ -154,11 +155,14 @@ def test_rows_arriving_while_the_thread_writes_wait_for_it_instead_of_competing(
         appender.start()
         other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         other.execute("BEGIN IMMEDIATE")
-        threading.Timer(0.2, lambda: other.execute("COMMIT")).start()
         try:
             first = appender.append(_row(1, ["P1"]))
-            while appender.handed_to_thread == 0:  # held too long: the thread has it
-                await asyncio.sleep(0.005)
+
+            async def handed() -> None:
+                while appender.handed_to_thread == 0:  # held too long: the thread has it
+                    await asyncio.sleep(0.005)
+
+            await asyncio.wait_for(handed(), 5)
             tried = appender.retries
             second = appender.append(_row(2, ["P2"]))
             third = appender.append(_row(3, ["P3"]))
@@ -166,7 +170,8 @@ def test_rows_arriving_while_the_thread_writes_wait_for_it_instead_of_competing(
             # They wait for the thread's commit; the loop does not knock on the lock meanwhile.
             assert not second.done() and not third.done()
             assert appender.retries == tried
-            await asyncio.gather(first, second, third)
+            other.execute("COMMIT")  # the other writer is done: the thread goes, then the loop
+            await asyncio.wait_for(asyncio.gather(first, second, third), 10)
         finally:
             appender.close_inline()
             await asyncio.to_thread(appender.stop)
@@ -335,3 +340,50 @@ def test_the_trail_commits_with_the_group_commit_it_is_given(tmp_path: Path) -> 
             await store.close()
 
     assert asyncio.run(main()) == 0.02
+
+
+def test_a_whole_batch_held_behind_the_thread_goes_to_the_thread_too(tmp_path: Path) -> None:
+    async def main() -> tuple[str, SqliteAppender]:
+        path = await _open(tmp_path)
+        appender = SqliteAppender(path, handoff_after=0.001, max_batch=2)
+        appender.start()
+        other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            first = appender.append(_row(1, ["P1"]))
+
+            async def handed() -> None:
+                while appender.handed_to_thread == 0:
+                    await asyncio.sleep(0.005)
+
+            await asyncio.wait_for(handed(), 5)
+            # Not held in the loop without bound while the thread waits for the lock.
+            rest = [appender.append(_row(n, [f"P{n}"])) for n in (2, 3)]
+            assert appender._rows == []
+            other.execute("COMMIT")
+            await asyncio.wait_for(asyncio.gather(first, *rest), 10)
+        finally:
+            appender.close_inline()
+            await asyncio.to_thread(appender.stop)
+            other.close()
+        return path, appender
+
+    path, appender = asyncio.run(main())
+    assert appender.commits == 0  # all three written by the thread
+    assert _links(path) == [("event-1", "P1"), ("event-2", "P2"), ("event-3", "P3")]
+
+
+def test_a_row_handed_over_after_the_appender_stopped_fails_at_once(tmp_path: Path) -> None:
+    async def main() -> BaseException | None:
+        path = await _open(tmp_path)
+        appender = SqliteAppender(path)
+        appender.start()
+        appender.close_inline()
+        await asyncio.to_thread(appender.stop)
+        try:
+            await asyncio.wait_for(appender.append(_row(1, ["P1"])), 5)
+        except StoreUnavailable as exc:
+            return exc
+        return None
+
+    assert isinstance(asyncio.run(main()), StoreUnavailable)

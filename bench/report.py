@@ -325,11 +325,12 @@ def _floor_section(result: dict[str, Any]) -> list[str]:
         "| scenario | conns | req/s | p50 ms | p99 ms | CPU µs/req | other load (cores) | tool |",
         "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for row in rows.values():
+    for key, row in rows.items():
         bad = sum((row.get("errors") or {}).values())
         errors = f" ⚠ {bad} errors" if bad else ""
+        when = ", after the gateway's canned scenarios" if key.endswith("_end") else ""
         lines.append(
-            f"| {floor.NAME}{errors} | {row['conns']} | {_f(row['rps'], 0)} "
+            f"| {floor.NAME}{when}{errors} | {row['conns']} | {_f(row['rps'], 0)} "
             f"| {_f(row['p50_ms'])} | {_f(row['p99_ms'])} | {_f(row['cpu_us'], 0)} "
             f"| {_f(row['foreign_cores'])} | {row['tool']} |"
         )

@@ -46,8 +46,15 @@ _EVENT = (
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
 _LINK = "INSERT INTO audit_patients (patient, event_seq, recorded) VALUES (?, ?, ?)"
-# Rows committed in the loop between two checkpoints run by the thread.
-_CHECKPOINT_EVERY = 2_000
+# Pages written to the WAL by the loop's commits between two checkpoints run by the
+# thread (SQLite's own automatic checkpoint comes at 1,000 pages), estimated: a few
+# pages a commit (the event table and its indexes) and up to one per patient link.
+_CHECKPOINT_PAGES = 1_000
+_PAGES_PER_COMMIT = 4
+# Every so many checkpoints, the WAL starts over (see `_checkpoint`): it stays
+# within ~8,000 pages (32 MB) beyond the pages of the commits the thread has not
+# caught up with.
+_RESTART_EVERY = 8
 _Item = tuple[list[dict[str, Any]], asyncio.AbstractEventLoop, list[asyncio.Future[None]]]
 _CHECKPOINT = "checkpoint"
 # A locked database is tried again after as long as it has been locked (0.25 ms
@@ -93,6 +100,7 @@ class SqliteAppender:
         self._futures: list[asyncio.Future[None]] = []
         self._flush_at: asyncio.TimerHandle | None = None  # the commit of the rows above
         self._since_checkpoint = 0
+        self._checkpoints = 0
         self._with_thread = 0  # batches the loop gave the thread, not committed yet
         self._locked_since = 0.0  # when the loop first found the database locked, if it is
         self.handed_to_thread = 0  # batches the loop found locked too long (tests, benchmarks)
@@ -191,10 +199,16 @@ class SqliteAppender:
         if error is not None:
             return
         self.commits += 1
-        self._since_checkpoint += len(rows)
-        if self._since_checkpoint >= _CHECKPOINT_EVERY:
+        self._since_checkpoint += _PAGES_PER_COMMIT + sum(len(row["patients"]) for row in rows)
+        if self._since_checkpoint >= _CHECKPOINT_PAGES:
             self._since_checkpoint = 0
-            self._queue.put(_CHECKPOINT)
+            self._checkpoints += 1
+            if self._checkpoints % _RESTART_EVERY:
+                self._queue.put(_CHECKPOINT)
+            else:
+                # An empty batch: the thread starts the WAL over while the loop holds
+                # its rows (as for any batch of the thread's), so no writer is in the way.
+                self._hand_over([], loop, [])
 
     def _wait_for_lock(self, loop: asyncio.AbstractEventLoop) -> None:
         """Another writer holds the database: try again shortly, or let the thread wait."""
@@ -244,9 +258,10 @@ class SqliteAppender:
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            # `_begin` waits for the lock itself: SQLite's own busy handler sleeps up
-            # to 100 ms between tries, and the loop's rows may be waiting behind these.
-            db.execute("PRAGMA busy_timeout=0")
+            # For the checkpoints: without a busy timeout most of them give up, and the
+            # WAL grows without end (700 MB in a minute of searches, every commit slower).
+            # `_begin` waits for the write lock itself.
+            db.execute("PRAGMA busy_timeout=10000")
         except sqlite3.Error as exc:
             self._failed = exc
             self._ready.set()
@@ -258,8 +273,7 @@ class SqliteAppender:
             if first is None:
                 break
             if isinstance(first, str):
-                with contextlib.suppress(sqlite3.Error):  # the next one catches up
-                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                _checkpoint(db, restart=False)
                 continue
             batch = [first]
             count = len(first[0])
@@ -287,14 +301,18 @@ class SqliteAppender:
                     continue  # a commit of this thread checkpoints on its own anyway
                 batch.append(item)
                 count += len(item[0])
-            error: BaseException | None
-            try:
-                _begin(db)
-            except sqlite3.Error as exc:
-                log.error("audit events could not be written (%s)", type(exc).__name__)
-                error = exc
-            else:
-                error = _insert(db, [row for rows, _, _ in batch for row in rows])
+            error: BaseException | None = None
+            rows = [row for rows, _, _ in batch for row in rows]
+            if rows:
+                try:
+                    _begin(db)
+                except sqlite3.Error as exc:
+                    log.error("audit events could not be written (%s)", type(exc).__name__)
+                    error = exc
+                else:
+                    error = _insert(db, rows)
+            if not all(rows for rows, _, _ in batch):  # the loop's call to start the WAL over
+                _checkpoint(db, restart=True)
             # One wake-up of each waiting event loop per commit, not one per row.
             by_loop: dict[asyncio.AbstractEventLoop, list[list[asyncio.Future[None]]]] = {}
             for _, loop, futures in batch:
@@ -334,19 +352,47 @@ def _insert(db: sqlite3.Connection, rows: list[dict[str, Any]]) -> BaseException
         return exc
 
 
+def _checkpoint(db: sqlite3.Connection, *, restart: bool) -> None:
+    """Copy the WAL's pages back into the database file; with `restart`, and start
+    the WAL over.
+
+    A PASSIVE checkpoint copies them without holding up any writer, but only a
+    transaction that begins after a complete one starts the WAL over, and the
+    loop's next commit has usually begun by then: with PASSIVE alone the WAL grew
+    by every commit (700 MB in a minute of searches, each commit slower). So now
+    and then the loop holds its rows while a RESTART copies the pages written
+    since the last checkpoint and starts the WAL over (waiting at most 50 ms for
+    other readers; if they stay, the next one tries again)."""
+    with contextlib.suppress(sqlite3.Error):
+        if not restart:
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            return
+        db.execute("PRAGMA busy_timeout=50")
+        try:
+            db.execute("PRAGMA wal_checkpoint(RESTART)")
+        finally:
+            db.execute("PRAGMA busy_timeout=10000")
+
+
 def _begin(db: sqlite3.Connection) -> None:
-    """BEGIN IMMEDIATE, trying again every 0.5-2 ms while another writer holds the lock."""
+    """BEGIN IMMEDIATE, trying again every 0.5-2 ms while another writer holds the lock
+    (SQLite's own busy handler sleeps up to 100 ms between tries, and the loop's rows
+    may be waiting behind these)."""
     ends = time.monotonic() + _THREAD_WAIT
     pause = 0.000_5
-    while True:
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            return
-        except sqlite3.Error as exc:
-            if not _locked(exc) or time.monotonic() >= ends:
-                raise
-        time.sleep(pause)
-        pause = min(_RETRY_MOST, pause * 2)
+    db.execute("PRAGMA busy_timeout=0")
+    try:
+        while True:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.Error as exc:
+                if not _locked(exc) or time.monotonic() >= ends:
+                    raise
+            time.sleep(pause)
+            pause = min(_RETRY_MOST, pause * 2)
+    finally:
+        db.execute("PRAGMA busy_timeout=10000")
 
 
 def _locked(exc: sqlite3.Error) -> bool:

@@ -387,3 +387,29 @@ def test_a_row_handed_over_after_the_appender_stopped_fails_at_once(tmp_path: Pa
         return None
 
     assert isinstance(asyncio.run(main()), StoreUnavailable)
+
+
+def test_the_wal_starts_over_now_and_then_instead_of_growing_with_every_commit(
+    tmp_path: Path,
+) -> None:
+    # One search's AuditEvent links to 50 patients: ~54 pages a commit. Checkpoints
+    # that only copy pages back leave the WAL file growing by all of them.
+    async def main() -> int:
+        path = await _open(tmp_path)
+        appender = SqliteAppender(path)
+        appender.start()
+        wal = Path(path + "-wal")
+        largest = 0
+        try:
+            for n in range(1500):
+                patients = [f"P{(n * 50 + k) * 7919 % 100_003}" for k in range(50)]
+                await appender.append(_row(n, patients))
+                largest = max(largest, wal.stat().st_size if wal.exists() else 0)
+        finally:
+            appender.close_inline()
+            await asyncio.to_thread(appender.stop)
+        return largest
+
+    largest = asyncio.run(main())
+    # 1,500 commits of ~54 pages of 4 KiB are ~300 MB of WAL without a restart.
+    assert 0 < largest < 100 * 1024 * 1024

@@ -45,6 +45,30 @@ def _links(path: str) -> list[tuple[str, str]]:
         ).fetchall()
 
 
+async def _stop(appender: SqliteAppender) -> None:
+    appender.close_inline()
+    await asyncio.to_thread(appender.stop)
+
+
+async def _first_row_with_the_thread(
+    path: str, **options: Any
+) -> tuple[SqliteAppender, sqlite3.Connection, asyncio.Future[None]]:
+    """An appender whose first row met a lock held too long and went to the thread,
+    which waits for it: the other writer's connection holds the lock until COMMIT."""
+    appender = SqliteAppender(path, handoff_after=0.001, **options)
+    appender.start()
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    first = appender.append(_row(1, ["P1"]))
+
+    async def handed() -> None:
+        while appender.handed_to_thread == 0:
+            await asyncio.sleep(0.005)
+
+    await asyncio.wait_for(handed(), 5)
+    return appender, other, first
+
+
 def test_rows_are_committed_in_the_loop_as_they_are_handed_over(tmp_path: Path) -> None:
     async def main() -> tuple[str, SqliteAppender]:
         path = await _open(tmp_path)
@@ -53,8 +77,7 @@ def test_rows_are_committed_in_the_loop_as_they_are_handed_over(tmp_path: Path) 
         try:
             await asyncio.gather(*(appender.append(_row(n, [f"P{n}", "P0"])) for n in range(1, 21)))
         finally:
-            appender.close_inline()
-            await asyncio.to_thread(appender.stop)
+            await _stop(appender)
         return path, appender
 
     path, appender = asyncio.run(main())
@@ -84,8 +107,7 @@ def test_a_commit_waits_for_requests_under_way_but_not_past_the_last_of_them(
             await asyncio.gather(first, appender.append(_row(2, ["P2"])))
             waited = time.monotonic() - started
         finally:
-            appender.close_inline()
-            await asyncio.to_thread(appender.stop)
+            await _stop(appender)
         return appender, waited
 
     appender, waited = asyncio.run(main())
@@ -111,8 +133,7 @@ def test_a_locked_database_sends_the_rows_to_the_thread_which_waits_for_the_lock
             assert not pending.done()
             await pending
         finally:
-            appender.close_inline()
-            await asyncio.to_thread(appender.stop)
+            await _stop(appender)
             other.close()
         return path, appender, time.monotonic() - started
 
@@ -134,8 +155,7 @@ def test_a_lock_held_briefly_is_waited_out_in_the_loop(tmp_path: Path) -> None:
             asyncio.get_running_loop().call_later(0.02, other.execute, "COMMIT")
             await pending
         finally:
-            appender.close_inline()
-            await asyncio.to_thread(appender.stop)
+            await _stop(appender)
             other.close()
         return path, appender
 
@@ -151,18 +171,8 @@ def test_rows_arriving_while_the_thread_writes_wait_for_it_instead_of_competing(
 ) -> None:
     async def main() -> tuple[str, SqliteAppender]:
         path = await _open(tmp_path)
-        appender = SqliteAppender(path, handoff_after=0.001)
-        appender.start()
-        other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        other.execute("BEGIN IMMEDIATE")
+        appender, other, first = await _first_row_with_the_thread(path)
         try:
-            first = appender.append(_row(1, ["P1"]))
-
-            async def handed() -> None:
-                while appender.handed_to_thread == 0:  # held too long: the thread has it
-                    await asyncio.sleep(0.005)
-
-            await asyncio.wait_for(handed(), 5)
             tried = appender.retries
             second = appender.append(_row(2, ["P2"]))
             third = appender.append(_row(3, ["P3"]))
@@ -173,8 +183,7 @@ def test_rows_arriving_while_the_thread_writes_wait_for_it_instead_of_competing(
             other.execute("COMMIT")  # the other writer is done: the thread goes, then the loop
             await asyncio.wait_for(asyncio.gather(first, second, third), 10)
         finally:
-            appender.close_inline()
-            await asyncio.to_thread(appender.stop)
+            await _stop(appender)
             other.close()
         return path, appender
 
@@ -199,8 +208,7 @@ def test_a_row_that_cannot_be_written_fails_its_request_not_the_next(tmp_path: P
                 caught = exc
             await appender.append(_row(2, ["P2"]))
         finally:
-            appender.close_inline()
-            await asyncio.to_thread(appender.stop)
+            await _stop(appender)
         return caught, path
 
     caught, path = asyncio.run(main())
@@ -225,8 +233,7 @@ def test_rows_sharing_a_commit_fail_together_and_the_database_stays_writable(
             results = await asyncio.gather(first, appender.append(broken), return_exceptions=True)
             await appender.append(_row(3, ["P3"]))  # in the loop again: no transaction left open
         finally:
-            appender.close_inline()
-            await asyncio.to_thread(appender.stop)
+            await _stop(appender)
         return [r if isinstance(r, BaseException) else None for r in results], path
 
     results, path = asyncio.run(main())
@@ -345,26 +352,15 @@ def test_the_trail_commits_with_the_group_commit_it_is_given(tmp_path: Path) -> 
 def test_a_whole_batch_held_behind_the_thread_goes_to_the_thread_too(tmp_path: Path) -> None:
     async def main() -> tuple[str, SqliteAppender]:
         path = await _open(tmp_path)
-        appender = SqliteAppender(path, handoff_after=0.001, max_batch=2)
-        appender.start()
-        other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        other.execute("BEGIN IMMEDIATE")
+        appender, other, first = await _first_row_with_the_thread(path, max_batch=2)
         try:
-            first = appender.append(_row(1, ["P1"]))
-
-            async def handed() -> None:
-                while appender.handed_to_thread == 0:
-                    await asyncio.sleep(0.005)
-
-            await asyncio.wait_for(handed(), 5)
             # Not held in the loop without bound while the thread waits for the lock.
             rest = [appender.append(_row(n, [f"P{n}"])) for n in (2, 3)]
             assert appender._rows == []
             other.execute("COMMIT")
             await asyncio.wait_for(asyncio.gather(first, *rest), 10)
         finally:
-            appender.close_inline()
-            await asyncio.to_thread(appender.stop)
+            await _stop(appender)
             other.close()
         return path, appender
 
@@ -378,8 +374,7 @@ def test_a_row_handed_over_after_the_appender_stopped_fails_at_once(tmp_path: Pa
         path = await _open(tmp_path)
         appender = SqliteAppender(path)
         appender.start()
-        appender.close_inline()
-        await asyncio.to_thread(appender.stop)
+        await _stop(appender)
         try:
             await asyncio.wait_for(appender.append(_row(1, ["P1"])), 5)
         except StoreUnavailable as exc:
@@ -406,8 +401,7 @@ def test_the_wal_starts_over_now_and_then_instead_of_growing_with_every_commit(
                 await appender.append(_row(n, patients))
                 largest = max(largest, wal.stat().st_size if wal.exists() else 0)
         finally:
-            appender.close_inline()
-            await asyncio.to_thread(appender.stop)
+            await _stop(appender)
         return largest
 
     largest = asyncio.run(main())

@@ -23,7 +23,8 @@ thread's commit and go in the loop's next one, or to the thread too once
 `max_batch` of them wait (competing, 1 batch in 5 or 6 went to the thread
 under load, each ~100 µs of thread and loop wake-ups instead of ~30 µs). The
 thread also runs the WAL checkpoints, so the loop never copies pages back
-into the database file.
+into the database file, and every eighth one starts the WAL over while the
+loop holds its rows (see `_checkpoint`).
 """
 
 from __future__ import annotations
@@ -258,9 +259,7 @@ class SqliteAppender:
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            # For the checkpoints: without a busy timeout most of them give up, and the
-            # WAL grows without end (700 MB in a minute of searches, every commit slower).
-            # `_begin` waits for the write lock itself.
+            # For the checkpoints (`_checkpoint`); `_begin` waits for the write lock itself.
             db.execute("PRAGMA busy_timeout=10000")
         except sqlite3.Error as exc:
             self._failed = exc
@@ -302,15 +301,15 @@ class SqliteAppender:
                 batch.append(item)
                 count += len(item[0])
             error: BaseException | None = None
-            rows = [row for rows, _, _ in batch for row in rows]
-            if rows:
+            written = [row for rows, _, _ in batch for row in rows]
+            if written:
                 try:
                     _begin(db)
                 except sqlite3.Error as exc:
                     log.error("audit events could not be written (%s)", type(exc).__name__)
                     error = exc
                 else:
-                    error = _insert(db, rows)
+                    error = _insert(db, written)
             if not all(rows for rows, _, _ in batch):  # the loop's call to start the WAL over
                 _checkpoint(db, restart=True)
             # One wake-up of each waiting event loop per commit, not one per row.
@@ -353,7 +352,7 @@ def _insert(db: sqlite3.Connection, rows: list[dict[str, Any]]) -> BaseException
 
 
 def _checkpoint(db: sqlite3.Connection, *, restart: bool) -> None:
-    """Copy the WAL's pages back into the database file; with `restart`, and start
+    """Copy the WAL's pages back into the database file and, with `restart`, start
     the WAL over.
 
     A PASSIVE checkpoint copies them without holding up any writer, but only a

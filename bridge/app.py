@@ -41,6 +41,7 @@ from bridge.audit import (
     AuditMiddleware,
     AuditTrail,
     DeliveryAudit,
+    not_coming,
     note_legacy,
     note_patients,
     note_withheld,
@@ -559,7 +560,8 @@ def create_app(
                 )
             try:
                 async with asyncio.timeout(settings.limits.bundle_wait):
-                    await bundle_turns.acquire()
+                    with not_coming(trail(), request.scope.get("state", {})):
+                        await bundle_turns.acquire()
             except TimeoutError:
                 raise ServiceUnavailable(
                     "Too many Bundles are being processed; retry later.", retry_after=5

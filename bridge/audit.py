@@ -13,10 +13,11 @@ answer leaves without its record.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import orjson
@@ -61,6 +62,24 @@ def note_withheld(request_state: dict[str, Any], consent_id: str) -> None:
     context = request_state.get("audit")
     if isinstance(context, AuditContext):
         context.withheld[consent_id] = context.withheld.get(consent_id, 0) + 1
+
+
+@contextlib.contextmanager
+def not_coming(trail: Any, request_state: dict[str, Any]) -> Iterator[None]:
+    """While the request waits for something that may take long (a Bundle's turn),
+    its AuditEvent is not on its way: other requests' commits do not wait for it."""
+    context = request_state.get("audit")
+    if not isinstance(trail, AuditTrail) or not isinstance(context, AuditContext):
+        yield
+        return
+    if context.handed:
+        yield
+        return
+    trail.opened -= 1
+    try:
+        yield
+    finally:
+        trail.opened += 1
 
 
 def note_legacy(system: str, operation: str) -> None:

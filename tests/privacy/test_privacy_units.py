@@ -14,7 +14,7 @@ import pytest
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
-from bridge.audit import AuditMiddleware, classify
+from bridge.audit import AuditMiddleware, AuditTrail, classify, not_coming
 from bridge.errors import FhirError, InvalidRequest, UnprocessableEntity
 from bridge.fhir.outcome import operation_outcome
 from bridge.fhir.response import FhirResponse
@@ -216,3 +216,34 @@ def test_a_store_url_the_gateway_cannot_use_names_the_setting() -> None:
         with pytest.raises(ConfigError) as caught:
             asyncio.run(Store.open(url))
         assert "store.url" in str(caught.value.problems[0])
+
+
+def test_a_request_waiting_for_its_turn_is_not_awaited_by_other_commits(tmp_path: Path) -> None:
+    # The group commit waits for the AuditEvents of requests under way; a Bundle
+    # waiting for its turn (up to limits.bundle_wait) is not about to hand one over.
+    counted: list[int] = []
+
+    async def main() -> None:
+        store = await Store.open(f"sqlite:///{tmp_path / 'store.db'}")
+        trail = AuditTrail(store)
+        trail.start()
+
+        async def queued(scope: Scope, receive: Receive, send: Send) -> None:
+            counted.append(trail.opened)  # under way: counted
+            with not_coming(trail, scope["state"]):
+                counted.append(trail.opened)  # waiting its turn: not counted
+                await asyncio.sleep(0)
+            counted.append(trail.opened)
+            await JSONResponse({"resourceType": "Bundle"})(scope, receive, send)
+
+        app = AuditMiddleware(queued, trail=lambda: trail, render=_render)
+        try:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                assert (await client.post("/fhir", json={})).status_code == 200
+        finally:
+            await trail.close()
+            await store.close()
+
+    asyncio.run(main())
+    assert counted == [1, 0, 1]

@@ -13,6 +13,7 @@ from bridge.mapping.compiled import CompiledField, CompiledResource
 from bridge.mapping.fhirmodel import PathStep
 from bridge.mapping.runner import BadValue, _Code
 from bridge.mapping.transforms import Component, TransformError
+from bridge.soap.envelope import branch
 
 __all__ = ["fhir_values", "legacy_record"]
 
@@ -48,13 +49,8 @@ def fhir_values(node: Any, steps: Sequence[PathStep]) -> list[Any]:
 
 def _tree_set(tree: dict[str, Any], path: str, value: Any) -> None:
     parts = path.split("/")
-    node = tree
-    for part in parts[:-1]:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            child = node[part] = {}
-        node = child
-    node.setdefault(parts[-1], value)  # the first field that writes an element wins
+    # The first field that writes an element wins.
+    branch(tree, parts[:-1]).setdefault(parts[-1], value)
 
 
 def _tree_append(tree: dict[str, Any], path: str, item: Any) -> None:

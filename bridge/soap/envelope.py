@@ -18,6 +18,7 @@ __all__ = [
     "EnvelopeValueError",
     "HeaderTemplate",
     "Value",
+    "branch",
     "escape_text",
     "nest",
 ]
@@ -73,17 +74,23 @@ class _Prefixes:
         return "".join(f' xmlns:{p}="{ns}"' for ns, p in self.by_ns.items())
 
 
+def branch(tree: dict[str, Any], parts: Sequence[str]) -> dict[str, Any]:
+    """The mapping at `parts` below `tree`, made on the way (over a value if need be)."""
+    node = tree
+    for part in parts:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    return node
+
+
 def nest(values: Mapping[str, Any]) -> dict[str, Any]:
     """Turn slash-path keys (`Readings/Reading`) into nested mappings, merging subtrees."""
     tree: dict[str, Any] = {}
     for key, value in values.items():
         parts = key.strip("/").split("/")
-        node = tree
-        for part in parts[:-1]:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = node[part] = {}
-            node = child
+        node = branch(tree, parts[:-1])
         last = parts[-1]
         if isinstance(value, Mapping) and isinstance(node.get(last), dict):
             node[last] = {**nest(value), **node[last]}

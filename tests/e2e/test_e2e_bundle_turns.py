@@ -12,25 +12,14 @@ import httpx
 import pytest
 
 from bridge.mock import MockHospital
+from tests.bodies import heart_rate
 from tests.support import Gateway, start_gateway
 
 pytestmark = pytest.mark.e2e
 
 
 def _batch(value: int) -> dict[str, Any]:
-    reading = {
-        "resourceType": "Observation",
-        "status": "final",
-        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
-        "subject": {"reference": "Patient/100004"},
-        "effectiveDateTime": "2026-11-24T14:30:00Z",
-        "valueQuantity": {
-            "value": value,
-            "unit": "/min",
-            "system": "http://unitsofmeasure.org",
-            "code": "/min",
-        },
-    }
+    reading = heart_rate("100004", value)
     return {
         "resourceType": "Bundle",
         "type": "batch",

@@ -18,6 +18,7 @@ import pytest
 
 from bridge.mock import MockHospital
 from tests.bodies import claim as a_claim
+from tests.bodies import heart_rate
 from tests.support import Gateway, copy_mappings, start_gateway
 
 pytestmark = pytest.mark.e2e
@@ -90,20 +91,7 @@ def _value(text: str, name: str, **labels: str) -> float:
 
 
 def _reading(value: float, device: str) -> dict[str, Any]:
-    return {
-        "resourceType": "Observation",
-        "status": "final",
-        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
-        "subject": {"reference": f"Patient/{MRN}"},
-        "effectiveDateTime": "2026-11-24T14:30:00Z",
-        "valueQuantity": {
-            "value": value,
-            "unit": "/min",
-            "system": "http://unitsofmeasure.org",
-            "code": "/min",
-        },
-        "device": {"identifier": {"value": device}},
-    }
+    return heart_rate(MRN, value, device)
 
 
 def _post(client: httpx.Client, path: str, body: dict[str, Any]) -> httpx.Response:

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from bench.record import batch
@@ -16,6 +16,7 @@ from bridge.errors import InvalidRequest
 from bridge.fhir import jsondepth
 from bridge.fhir.jsondepth import check_json_depth
 from bridge.fhir.outcome import operation_outcome
+from tests.props import repeatable
 
 
 def _depth(value: Any) -> int:
@@ -53,13 +54,7 @@ _JSON = st.recursive(
 )
 
 
-@settings(
-    max_examples=1000,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+@repeatable(1000, allow=[HealthCheck.too_slow])
 @given(value=_JSON, limit=st.integers(1, 8), pretty=st.booleans())
 def test_json_depth_verdict_is_the_walks(value: Any, limit: int, pretty: bool) -> None:
     raw = orjson.dumps(value, option=orjson.OPT_INDENT_2 if pretty else 0)
@@ -72,7 +67,7 @@ def test_json_depth_verdict_is_the_walks(value: Any, limit: int, pretty: bool) -
 
 
 @given(value=_JSON)
-@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@repeatable(300)
 def test_json_depth_brackets_count_the_levels(value: Any) -> None:
     depth = _depth(value)
     raw = json.dumps(value, ensure_ascii=False).encode()  # escapes as json writes them

@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from bridge.errors import FhirError
 from bridge.fhir import validate
 from bridge.fhir.validate import validate_resource
-from tests.bodies import claim, json_paths
+from tests.bodies import changed, claim, json_paths
+from tests.props import repeatable
 
 MAPPINGS = Path(__file__).resolve().parents[2] / "mappings"
 EXTENSION = {"url": "http://example.org/why", "valueCode": "unknown"}
@@ -120,35 +121,10 @@ ODD_KEYS = ["bogus", "resourceType", "resource_type", "fhir_comments", "id", "ex
 def _mutations(seed: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """The seed with one thing wrong (or oddly right), at every place it has."""
     for path in json_paths(seed):
-        *parent_path, last = path
         for change in ("delete", "wrap", "unwrap", "json", "rename", "twin", *range(len(ODD))):
-            body = copy.deepcopy(seed)
-            parent = body
-            for step in parent_path:
-                parent = parent[step]
-            value = parent[last]
-            if change == "delete":
-                del parent[last]
-            elif change == "wrap":
-                parent[last] = [value]
-            elif change == "unwrap":
-                if not isinstance(value, list) or not value:
-                    continue
-                parent[last] = value[0]
-            elif change == "json":
-                parent[last] = json.dumps(value)
-            elif change in ("rename", "twin"):
-                if not isinstance(last, str):
-                    continue
-                # `_status` is the field `status__ext`; `class` is `class_fhir`.
-                other = f"{last[1:]}__ext" if last.startswith("_") else f"{last}_fhir"
-                parent[other] = value
-                if change == "rename":
-                    del parent[last]
-            else:
-                assert isinstance(change, int)
-                parent[last] = copy.deepcopy(ODD[change])
-            yield body
+            body = changed(seed, path, change, ODD)
+            if body is not None:
+                yield body
     for path in [(), *json_paths(seed)]:
         for key in ODD_KEYS:
             for extra in ([], {"text": "x"}, "x", None):
@@ -214,13 +190,7 @@ def test_validate_compiled_never_accepts_what_fhir_resources_refuses(
     assert fast and refused  # both paths were taken
 
 
-@settings(
-    max_examples=300,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+@repeatable(300, allow=[HealthCheck.too_slow])
 @given(st.data())
 def test_validate_agrees_with_fhir_resources_on_several_changes(data: st.DataObject) -> None:
     body = copy.deepcopy(data.draw(st.sampled_from(SEEDS)))

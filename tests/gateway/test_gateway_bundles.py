@@ -5,11 +5,12 @@ from __future__ import annotations
 from functools import reduce
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.gateway.bundles import _merge
 from bridge.soap.wsdl import ElementInfo
+from tests.props import repeatable
 
 
 def _element(name: str, repeats: bool, *children: ElementInfo) -> ElementInfo:
@@ -74,7 +75,7 @@ def test_merge_puts_repeating_records_together() -> None:
     assert _merge(trees, REQUEST) is None
 
 
-@settings(max_examples=400, deadline=None, derandomize=True, database=None)
+@repeatable(400)
 @given(st.lists(TREE, min_size=1, max_size=5))
 def test_merge_agrees_with_merging_two_at_a_time(trees: list[Any]) -> None:
     assert _merge(trees, REQUEST) == _fold(trees)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from bench.record import observation
@@ -21,7 +21,8 @@ from bridge.mapping.compiler import compile_system
 from bridge.mapping.fhirmodel import PathStep
 from bridge.mapping.transforms import Pipeline, build_transform
 from bridge.mapping.writer import legacy_record
-from tests.bodies import claim, json_paths
+from tests.bodies import changed, claim, json_paths
+from tests.props import repeatable
 
 MAPPINGS = Path(__file__).resolve().parents[2] / "mappings"
 LEGACY_SAMPLES = [
@@ -124,34 +125,12 @@ def _seeds(resource: CompiledResource) -> list[dict[str, Any]]:
     return [s for s in seeds if s.get("resourceType") == resource.type]
 
 
-def _changed(body: dict[str, Any], path: tuple[Any, ...], change: Any) -> dict[str, Any] | None:
-    body = copy.deepcopy(body)
-    *parent_path, last = path
-    parent: Any = body
-    for step in parent_path:
-        parent = parent[step]
-    value = parent[last]
-    if change == "delete":
-        del parent[last]
-    elif change == "wrap":
-        parent[last] = [value]
-    elif change == "wrap-after-null":
-        parent[last] = [None, value]
-    elif change == "unwrap":
-        if not isinstance(value, list) or not value:
-            return None
-        parent[last] = value[0]
-    else:
-        parent[last] = copy.deepcopy(ODD[change])
-    return body
-
-
 def _mutations(seed: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """The seed as it is, then with one thing changed at every place it has."""
     yield seed
     for path in json_paths(seed):
         for change in ("delete", "wrap", "wrap-after-null", "unwrap", *range(len(ODD))):
-            body = _changed(seed, path, change)
+            body = changed(seed, path, change, ODD)
             if body is not None:
                 yield body
 
@@ -231,13 +210,7 @@ def _names(fields: tuple[CompiledField, ...]) -> set[str]:
     return names
 
 
-@settings(
-    max_examples=400,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+@repeatable(400, allow=[HealthCheck.too_slow])
 @given(st.data())
 def test_writer_compiled_matches_interpreted_on_generated_resources(data: st.DataObject) -> None:
     resource = data.draw(st.sampled_from(WRITERS))
@@ -358,7 +331,7 @@ SYNTHETIC_VALUES = st.recursive(
 )
 
 
-@settings(max_examples=600, deadline=None, derandomize=True, database=None)
+@repeatable(600)
 @given(st.data())
 def test_writer_compiled_matches_interpreted_on_synthetic_mappings(data: st.DataObject) -> None:
     resource = data.draw(st.sampled_from(SYNTHETIC))

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from bridge.mock import MockHospital
-from tests.bodies import claim
+from tests.bodies import claim, heart_rate
 from tests.support import ADMIN_TOKEN, Gateway, start_gateway
 
 pytestmark = pytest.mark.e2e
@@ -50,19 +50,7 @@ def _with(mock: MockHospital, path: str, least: int) -> str:
 
 
 def _reading(mrn: str, value: float) -> dict[str, Any]:
-    return {
-        "resourceType": "Observation",
-        "status": "final",
-        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
-        "subject": {"reference": f"Patient/{mrn}"},
-        "effectiveDateTime": "2026-11-24T14:30:00Z",
-        "valueQuantity": {
-            "value": value,
-            "unit": "/min",
-            "system": "http://unitsofmeasure.org",
-            "code": "/min",
-        },
-    }
+    return heart_rate(mrn, value)
 
 
 def _claim(mrn: str, encounter: str, diagnoses: list[str]) -> dict[str, Any]:

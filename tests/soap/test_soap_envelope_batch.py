@@ -9,12 +9,13 @@ from typing import Any
 
 import pytest
 import zeep
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 from lxml import etree
 
 from bridge.soap.envelope import EnvelopeTemplate, EnvelopeValueError, HeaderTemplate, escape_text
 from bridge.soap.wsdl import ElementInfo, ServiceDescription, load_wsdl
+from tests.props import repeatable
 from tests.soap.test_soap_envelope import TRICKY, assert_same_envelope, zeep_envelope
 
 EHR_WSDL = Path("wsdl/hospital/ehr.wsdl")
@@ -133,7 +134,7 @@ def test_envelope_header_token_is_escaped(desc: ServiceDescription) -> None:
     assert b"<ns1:SessionId>&lt;&amp;&gt;</ns1:SessionId>" in rendered
 
 
-@settings(max_examples=500, deadline=None, derandomize=True, database=None)
+@repeatable(500)
 @given(st.text())
 def test_escape_text_is_the_translation_table(value: str) -> None:
     try:
@@ -156,13 +157,7 @@ _READING = st.dictionaries(
 )
 
 
-@settings(
-    max_examples=300,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
+@repeatable(300, allow=[HealthCheck.function_scoped_fixture])
 @given(
     mrn=_VALUE,
     readings=st.one_of(st.none(), _READING, st.lists(_READING | st.none(), max_size=5)),

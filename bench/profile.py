@@ -33,7 +33,7 @@ def record(pid: int, seconds: int, out: Path, rate: int = 250) -> subprocess.Pop
     if exe is None:
         raise RuntimeError("py-spy is not installed in the venv (make bench installs it)")
     argv = [exe, "record", "-p", str(pid), "-d", str(seconds), "-r", str(rate)]
-    argv += ["-f", "raw", "--full-filenames", "-o", str(out)]
+    argv += ["-f", "raw", "--full-filenames", "--nonblocking", "-o", str(out)]
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 

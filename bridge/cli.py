@@ -57,7 +57,12 @@ def _serve(args: argparse.Namespace) -> int:
         # Each worker builds its own app from the same settings (and paging key).
         share_with_workers(args.config, settings)
         create_app(settings)  # fail here, once, on a bad mapping, before forking
-        uvicorn.run("bridge.app:worker_app", factory=True, workers=settings.workers, **options)
+        from bridge import workers
+
+        config = uvicorn.Config(
+            "bridge.app:worker_app", factory=True, workers=settings.workers, **options
+        )
+        workers.serve(config)
         return 0
     uvicorn.run(create_app(settings), **options)
     return 0

@@ -1,0 +1,148 @@
+"""`bridge serve --workers N`: each worker listens on a socket of its own.
+
+Connections opened while one worker is busy are spread over every worker,
+not all taken by the one that is idle at that moment (a keep-alive connection
+stays with the worker that accepted it); a worker that dies is replaced with a
+new socket, and the dead one's socket takes no connections. A worker is
+stopped (SIGSTOP) while connections are opened, as a busy worker would be,
+and the connections each worker holds are read from /proc.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bridge.mock import MockHospital
+from tests.support import Gateway, start_gateway
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(sys.platform != "linux", reason="SO_REUSEPORT groups are Linux's"),
+]
+
+_SOCKET = re.compile(r"socket:\[(\d+)\]")
+
+
+def _port(gw: Gateway) -> int:
+    return int(gw.base.split(":")[2].split("/")[0])
+
+
+def _workers(gw: Gateway) -> list[int]:
+    """The gateway's worker processes (the children that run `bridge`)."""
+    pids = []
+    for task in os.listdir(f"/proc/{gw.process.pid}/task"):
+        children = Path(f"/proc/{gw.process.pid}/task/{task}/children").read_text().split()
+        pids += [int(pid) for pid in children]
+    return [pid for pid in pids if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+
+def _sockets(port: int, state: str) -> set[str]:
+    """Inodes of the TCP sockets on `port` in `state` (01 established, 0A listening)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == state:
+                found.add(fields[9])
+    return found
+
+
+def _held(pid: int, inodes: set[str]) -> set[str]:
+    held = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            match = _SOCKET.match(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            continue
+        if match and match.group(1) in inodes:
+            held.add(match.group(1))
+    return held
+
+
+def _health(conn: socket.socket) -> bytes:
+    conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n")
+    conn.settimeout(10)
+    return conn.recv(65536)
+
+
+def _burst_while_busy(gw: Gateway, busy: int, workers: list[int], count: int) -> dict[int, int]:
+    """Open `count` connections while worker `busy` is stopped (as a worker busy with
+    requests is, for a while), answer one request on each, and count the
+    connections each worker accepted."""
+    port = _port(gw)
+    os.kill(busy, signal.SIGSTOP)
+    try:
+        conns = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(count)]
+        time.sleep(0.2)  # the idle worker accepts what it is given
+    finally:
+        os.kill(busy, signal.SIGCONT)
+    try:
+        for conn in conns:
+            assert _health(conn).startswith(b"HTTP/1.1 200")
+        established = _sockets(port, "01")
+        return {pid: len(_held(pid, established)) for pid in workers}
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def _wait_for(check: object, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def test_workers_each_listen_on_a_socket_of_their_own(
+    mock_hospital: MockHospital, tmp_path: Path
+) -> None:
+    with start_gateway(tmp_path, mock_hospital.ehr_url, extra={"workers": 2}) as gw:
+        _wait_for(lambda: len(_workers(gw)) == 2 and len(_sockets(_port(gw), "0A")) == 2)
+        listening = _sockets(_port(gw), "0A")
+        workers = _workers(gw)
+        assert [len(_held(pid, listening)) for pid in workers] == [1, 1]
+        assert _held(workers[0], listening) != _held(workers[1], listening)
+        # The supervisor keeps none of them: a worker's socket dies with it.
+        _wait_for(lambda: not _held(gw.process.pid, _sockets(_port(gw), "0A")))
+        assert "each with its own listening socket" in gw.logs()
+
+
+def test_connections_opened_while_a_worker_is_busy_go_to_every_worker(
+    mock_hospital: MockHospital, tmp_path: Path
+) -> None:
+    with start_gateway(tmp_path, mock_hospital.ehr_url, extra={"workers": 2}) as gw:
+        _wait_for(lambda: gw.logs().count("Application startup complete") == 2)
+        workers = _workers(gw)
+        for busy in (*workers, workers[0]):
+            counts = _burst_while_busy(gw, busy, workers, 64)
+            assert sum(counts.values()) == 64
+            # The kernel hashes each connection to one of two queues: fewer than 16
+            # of 64 on one worker happens about once in 30,000 bursts.
+            assert min(counts.values()) >= 16, counts
+
+
+def test_a_worker_that_dies_is_replaced_and_no_connection_is_lost(
+    mock_hospital: MockHospital, tmp_path: Path
+) -> None:
+    with start_gateway(tmp_path, mock_hospital.ehr_url, extra={"workers": 2}) as gw:
+        port = _port(gw)
+        _wait_for(lambda: len(_sockets(port, "0A")) == 2)
+        dead = _workers(gw)[0]
+        os.kill(dead, signal.SIGKILL)
+        _wait_for(lambda: dead not in _workers(gw) and len(_workers(gw)) == 2)
+        _wait_for(lambda: len(_sockets(port, "0A")) == 2)
+        # Every listening socket on the port belongs to a live worker.
+        listening = _sockets(port, "0A")
+        held = set().union(*(_held(pid, listening) for pid in _workers(gw)))
+        assert held == listening
+        for _ in range(64):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+                assert _health(conn).startswith(b"HTTP/1.1 200")

@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -207,6 +208,7 @@ async def _run(args: argparse.Namespace) -> None:
                     print(profile.markdown(summary, f"{name} in process"))
     finally:
         canned.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(mode, driver, work, meta)
     conns = tuple(int(c) for c in args.conns.split(","))
     with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, work, True)  # last: after every process has stopped
         canned = procs.Canned.start(work / "canned.log")
         stack.callback(canned.stop)
         if not args.no_floor:

@@ -317,7 +317,9 @@ def main(argv: list[str] | None = None) -> int:
         token = issuer.mint(scope=meta.get("scope", "user/*.read"), client_id="bench")
         writes = writes_recorded(procs.systems_config("http://x")[1])
         print("canned backend, 1 worker")
-        run_scenarios(bench, cb, gws, token, (1, 50), reused_page=True, writes=writes)
+        run_scenarios(
+            bench, cb, gws, token, (1, 50), reused_page=True, writes=writes, page_beside_walk=True
+        )
         if not args.no_profile:
             if profile.py_spy() is None:
                 print("  py-spy is not installed: no profile (make bench installs it)")

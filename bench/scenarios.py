@@ -87,6 +87,7 @@ def run_scenarios(
     reused_page: bool = False,
     writes: bool = False,
     only_read: bool = False,
+    page_beside_walk: bool = False,
 ) -> None:
     meta = bench.meta
     mode = bench.mode
@@ -210,6 +211,21 @@ def run_scenarios(
                 [],
                 driver=bench.loader,
             )
+        # Under load a page's own CPU cannot be told apart, so the walk's average page
+        # is compared with page 1 alone, measured just before and just after the walk:
+        # their mean cancels a machine that drifts between windows.
+        beside = page_beside_walk and c > 1
+
+        def page_one(when: str, c: int = c) -> dict[str, Any]:
+            return bench.measure(
+                f"gateway page 1 {when} the walk {backend.name} w{workers} c{c}",
+                Load(gw_addrs, c, d, path=f"/fhir/Patient?{search}", headers=headers),
+                backend,
+                gateways,
+                driver=bench.loader,
+            )
+
+        before = page_one("before") if beside else None
         gw = bench.measure(
             f"gateway walk {WALK_PAGES} pages {backend.name} w{workers} c{c}",
             Load(
@@ -226,6 +242,9 @@ def run_scenarios(
             gateways,
             driver=bench.loader,
         )
+        if before is not None:
+            after = page_one("after")
+            gw["page1_beside_cpu_us"] = [before["gateway_cpu_us"], after["gateway_cpu_us"]]
         bench.row(
             scenario=f"search walked {WALK_PAGES} next pages (per page)",
             conns=c,

@@ -101,20 +101,21 @@ class TokenVerifier:
         )
 
     async def verify(self, token: str) -> Principal:
-        header = _jwt_header(token)
-        if header is None:
-            if self.introspector is None:
-                raise Unauthorized(_INVALID)
-            return self._principal(await self.introspector.introspect(token))
         # A signature check costs ~100 µs; apps send the same token for many
-        # requests. The cache is keyed by the whole token (a forged one cannot
-        # hit it) and still honours the token's expiry on every use.
+        # requests. The cache holds verified JWTs only, keyed by the whole token
+        # (a forged one cannot hit it), and still honours the token's expiry on
+        # every use.
         cached = self._cache.get(token)
         if cached is not None:
             principal, expires = cached
             if time.time() <= expires + self.leeway:
                 return principal
             del self._cache[token]
+        header = _jwt_header(token)
+        if header is None:
+            if self.introspector is None:
+                raise Unauthorized(_INVALID)
+            return self._principal(await self.introspector.introspect(token))
         kid = header.get("kid")
         keys = await self.keys.get(kid if isinstance(kid, str) else None)
         principal, expires = self._verify(token, keys)

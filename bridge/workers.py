@@ -13,6 +13,12 @@ listening: it holds the port while workers come and go, takes no connections,
 and resolves port 0 once for every worker. Where `SO_REUSEPORT` is missing the
 workers share one socket, as uvicorn runs them.
 
+The trade-off: a connection goes to its worker by hash, whatever that worker is
+doing, so a worker busy with a long request holds its share of new connections
+until it gets to them; and connections still waiting in a worker's queue when it
+exits (a crash, a SIGHUP restart, SIGTTOU) are reset, unless the kernel moves
+them (`net.ipv4.tcp_migrate_req=1`, Linux 5.14+).
+
     serve(config)    # config: a uvicorn.Config with workers > 1; returns at shutdown
 """
 
@@ -26,40 +32,66 @@ from uvicorn import Config
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
-__all__ = ["balanced", "serve"]
+__all__ = ["serve"]
 
 log = logging.getLogger("bridge.workers")
 
 
-def balanced() -> bool:
+def _balanced() -> bool:
     """True where the kernel spreads connections over sockets of one SO_REUSEPORT group."""
     return sys.platform == "linux" and hasattr(socket, "SO_REUSEPORT")
 
 
 def serve(config: Config) -> None:
     """Run `config.workers` workers until SIGINT or SIGTERM, as `uvicorn.run` does."""
-    if not balanced():
+    if not _balanced():
         Multiprocess(config, sockets=[config.bind_socket()]).run()
         return
+    address = f"[{config.host}]" if ":" in config.host else config.host
     try:
-        anchor = _bound(config.host, config.port)
+        anchor = _anchor(config.host, config.port)
     except OSError as exc:
-        log.error("cannot listen on %s:%s: %s", config.host, config.port, exc.strerror)
+        log.error(
+            "cannot listen on %s:%s: %s; choose another host or port, or stop what is "
+            "listening there",
+            address,
+            config.port,
+            exc.strerror or exc,
+        )
         sys.exit(STARTUP_FAILURE)
     scheme = "https" if config.is_ssl else "http"
-    host, port = anchor.getsockname()[:2]
     log.info(
         "serving on %s://%s:%d with %d workers, each with its own listening socket",
         scheme,
-        host,
-        port,
+        address,
+        anchor.getsockname()[1],
         config.workers,
     )
     supervisor = _Supervisor(config, anchor)
     try:
         supervisor.run()
+    except BaseException:
+        # A worker's socket could not be made (too many open files, say): the
+        # workers already running stop with the supervisor, not after it.
+        supervisor.terminate_all()
+        supervisor.join_all()
+        raise
     finally:
         supervisor.close()
+
+
+def _anchor(host: str, port: int) -> socket.socket:
+    """The supervisor's socket on the address, in a new SO_REUSEPORT group.
+
+    A plain bind first: a port that another server (another gateway of the same
+    user, with SO_REUSEPORT too) listens on must fail as "address in use", not
+    join its group and split its connections."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+        port = probe.getsockname()[1]
+    return _bound(host, port)
 
 
 def _bound(host: str, port: int) -> socket.socket:
@@ -99,12 +131,22 @@ class _Supervisor(Multiprocess):
     def sockets(self, value: list[socket.socket]) -> None:
         """uvicorn's `__init__` stores the sockets it was given; here there are none."""
 
-    def keep_subprocess_alive(self) -> None:
-        # A started worker has its own descriptor of its socket. The supervisor's
-        # copy would keep that socket in the group after the worker died, and the
-        # kernel would go on queueing connections on it that nobody accepts.
+    # Each of these starts workers. A started worker has its own descriptor of its
+    # socket; the supervisor's copy would keep that socket in the group after the
+    # worker died, and the kernel would go on queueing connections on it that
+    # nobody accepts. So the copies are closed as soon as their workers start.
+
+    def init_processes(self) -> None:
+        super().init_processes()
         self._close_handed()
+
+    def handle_signals(self) -> None:
+        super().handle_signals()
+        self._close_handed()
+
+    def keep_subprocess_alive(self) -> None:
         super().keep_subprocess_alive()
+        self._close_handed()
 
     def _close_handed(self) -> None:
         for sock in self._handed:

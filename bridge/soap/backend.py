@@ -368,7 +368,11 @@ class Backend:
             self.pool.soft_max = None
             try:
                 surplus = await budget.surplus(self.name, self.pool.max_size)
-                for session in self.pool.evict_idle(surplus):
+                evicted = self.pool.evict_idle(surplus)
+                # Under steady load no session is idle when the sweep looks: the rest
+                # are given back as they are released, or the other process starves.
+                self.pool.owe(surplus - len(evicted))
+                for session in evicted:
                     await self._logout(session)
             except Exception as exc:  # the sweeper outlives any one failure
                 log.warning("session budget sweep of %s failed: %s", self.name, type(exc).__name__)
@@ -516,7 +520,11 @@ class Backend:
                 raise _Retry("transport", exc) from None
             raise
         finally:
-            self.pool.release(session, discard=discard)
+            if self.pool.release(session, discard=discard):
+                # Owed to the shared budget: its logout frees the slot for the waiter.
+                task = asyncio.get_running_loop().create_task(self._logout(session))
+                self._returns.add(task)
+                task.add_done_callback(self._returns.discard)
 
     def _final(self, error: Exception, deadline: Deadline) -> Exception:
         """The error a client sees once retries or the deadline are spent."""

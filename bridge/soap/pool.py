@@ -134,6 +134,10 @@ class SessionPool:
         # While the shared session budget has no slot for this process, it makes do
         # with the sessions it has: no new session objects beyond this many.
         self.soft_max: int | None = None
+        # Sessions this process owes the shared budget (another process waits and
+        # this one holds more than its share, all of them busy): the next ones
+        # released leave the pool, to be logged out, instead of serving again.
+        self.owed = 0
         # How long an interaction waits for the one session that holds its legacy
         # cursor (resuming there beats replaying the search elsewhere) before any will do.
         self.prefer_wait = 2.0
@@ -272,9 +276,22 @@ class SessionPool:
                 return
         self._idle.append(session)
 
-    def release(self, session: Session, *, discard: bool = False) -> None:
+    def owe(self, count: int) -> None:
+        """Give back `count` sessions as they are released, and make no new ones
+        meanwhile (they would take the freed slots again)."""
+        self.owed = max(0, count)
+        if self.owed:
+            self.soft_max = max(1, self.logged_in - self.owed)
+
+    def release(self, session: Session, *, discard: bool = False) -> bool:
+        """Return `session` to the pool. True when it left the pool instead, owed to
+        the shared budget: the caller logs it out."""
         session.last_used = self._clock()
         session.deadline = None
+        if self.owed and not discard and session.token is not None:
+            self.owed -= 1
+            del self._sessions[session.key]
+            return True
         if discard:
             # The slot is freed; a waiter gets a fresh session that logs in.
             del self._sessions[session.key]
@@ -283,8 +300,9 @@ class SessionPool:
                     waiter.want = None  # its session is gone: any will do
             if any(not w.future.done() for w in self._waiters) and len(self._sessions) < self.cap:
                 self._put_back(self._new())
-            return
+            return False
         self._put_back(session)
+        return False
 
     def evict_idle(self, count: int) -> list[Session]:
         """Take up to `count` idle, logged-in sessions out of the pool (to log them out)."""

@@ -3,19 +3,21 @@
 Connections opened while one worker is busy are spread over every worker,
 not all taken by the one that is idle at that moment (a keep-alive connection
 stays with the worker that accepted it); a worker that dies is replaced with a
-new socket, and the dead one's socket takes no connections. A worker is
+new socket, and the dead one's socket leaves the group. A worker is
 stopped (SIGSTOP) while connections are opened, as a busy worker would be,
 and the connections each worker holds are read from /proc.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -37,11 +39,17 @@ def _port(gw: Gateway) -> int:
 
 def _workers(gw: Gateway) -> list[int]:
     """The gateway's worker processes (the children that run `bridge`)."""
-    pids = []
+    found = []
     for task in os.listdir(f"/proc/{gw.process.pid}/task"):
-        children = Path(f"/proc/{gw.process.pid}/task/{task}/children").read_text().split()
-        pids += [int(pid) for pid in children]
-    return [pid for pid in pids if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            children = Path(f"/proc/{gw.process.pid}/task/{task}/children").read_text()
+            found += [int(pid) for pid in children.split()]
+    workers = []
+    for pid in found:
+        with contextlib.suppress(OSError):  # a worker that exited meanwhile
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                workers.append(pid)
+    return workers
 
 
 def _sockets(port: int, state: str) -> set[str]:
@@ -56,8 +64,12 @@ def _sockets(port: int, state: str) -> set[str]:
 
 
 def _held(pid: int, inodes: set[str]) -> set[str]:
-    held = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
+    held: set[str] = set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:  # the process exited meanwhile
+        return held
+    for fd in fds:
         try:
             match = _SOCKET.match(os.readlink(f"/proc/{pid}/fd/{fd}"))
         except OSError:
@@ -78,25 +90,25 @@ def _burst_while_busy(gw: Gateway, busy: int, workers: list[int], count: int) ->
     requests is, for a while), answer one request on each, and count the
     connections each worker accepted."""
     port = _port(gw)
-    os.kill(busy, signal.SIGSTOP)
-    try:
-        conns = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(count)]
-        time.sleep(0.2)  # the idle worker accepts what it is given
-    finally:
-        os.kill(busy, signal.SIGCONT)
-    try:
-        for conn in conns:
+    with contextlib.ExitStack() as conns:
+        os.kill(busy, signal.SIGSTOP)
+        try:
+            opened = [
+                conns.enter_context(socket.create_connection(("127.0.0.1", port), timeout=10))
+                for _ in range(count)
+            ]
+            time.sleep(0.2)  # the idle worker accepts what it is given
+        finally:
+            os.kill(busy, signal.SIGCONT)
+        for conn in opened:
             assert _health(conn).startswith(b"HTTP/1.1 200")
         established = _sockets(port, "01")
         return {pid: len(_held(pid, established)) for pid in workers}
-    finally:
-        for conn in conns:
-            conn.close()
 
 
-def _wait_for(check: object, seconds: float = 20) -> None:
+def _wait_for(check: Callable[[], bool], seconds: float = 20) -> None:
     deadline = time.monotonic() + seconds
-    while not check():  # type: ignore[operator]
+    while not check():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.1)
 
@@ -119,7 +131,7 @@ def test_connections_opened_while_a_worker_is_busy_go_to_every_worker(
     mock_hospital: MockHospital, tmp_path: Path
 ) -> None:
     with start_gateway(tmp_path, mock_hospital.ehr_url, extra={"workers": 2}) as gw:
-        _wait_for(lambda: gw.logs().count("Application startup complete") == 2)
+        _wait_for(lambda: len(_sockets(_port(gw), "0A")) == 2)
         workers = _workers(gw)
         for busy in (*workers, workers[0]):
             counts = _burst_while_busy(gw, busy, workers, 64)
@@ -129,7 +141,7 @@ def test_connections_opened_while_a_worker_is_busy_go_to_every_worker(
             assert min(counts.values()) >= 16, counts
 
 
-def test_a_worker_that_dies_is_replaced_and_no_connection_is_lost(
+def test_a_worker_that_dies_is_replaced_and_its_socket_leaves_the_group(
     mock_hospital: MockHospital, tmp_path: Path
 ) -> None:
     with start_gateway(tmp_path, mock_hospital.ehr_url, extra={"workers": 2}) as gw:
@@ -139,10 +151,27 @@ def test_a_worker_that_dies_is_replaced_and_no_connection_is_lost(
         os.kill(dead, signal.SIGKILL)
         _wait_for(lambda: dead not in _workers(gw) and len(_workers(gw)) == 2)
         _wait_for(lambda: len(_sockets(port, "0A")) == 2)
-        # Every listening socket on the port belongs to a live worker.
+        # Every listening socket on the port belongs to a live worker: none is left
+        # queueing connections that nobody accepts.
         listening = _sockets(port, "0A")
         held = set().union(*(_held(pid, listening) for pid in _workers(gw)))
         assert held == listening
         for _ in range(64):
             with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
                 assert _health(conn).startswith(b"HTTP/1.1 200")
+
+
+def test_a_port_another_gateway_listens_on_is_refused(
+    mock_hospital: MockHospital, tmp_path: Path
+) -> None:
+    with start_gateway(tmp_path, mock_hospital.ehr_url, extra={"workers": 2}) as gw:
+        port = _port(gw)
+        _wait_for(lambda: len(_sockets(port, "0A")) == 2)
+        # Same user, same port, SO_REUSEPORT on both sides: it must not join the group.
+        with (
+            pytest.raises(RuntimeError, match="exited at start") as refused,
+            start_gateway(tmp_path, mock_hospital.ehr_url, extra={"workers": 2, "port": port}),
+        ):
+            pass
+        assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in str(refused.value)
+        assert len(_sockets(port, "0A")) == 2

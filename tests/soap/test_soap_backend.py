@@ -477,3 +477,46 @@ def test_a_session_slot_is_kept_while_the_legacy_system_may_hold_the_session(
         assert held == {0} and returned == []
     else:
         assert held == set() and returned == [0]
+
+
+def test_sessions_owed_to_the_budget_leave_the_pool_as_they_are_released(
+    system: CompiledSystem, ehr: FakeEhr
+) -> None:
+    """Another process waits for a slot while every session here is busy (steady
+    load): none is idle when the sweep looks, so the owed ones go as they come back."""
+    cap = system.max_sessions
+    budget = _Budget(cap)
+
+    async def main() -> tuple[int, int, int]:
+        backend = make_backend(system, ehr)
+        backend.budget = budget
+        template = read_template(system)
+        all_busy, done = asyncio.Event(), asyncio.Event()
+        inside = 0
+
+        async def work(session: Session) -> None:
+            nonlocal inside
+            await backend.call(session, template, {"MRN": "1"})
+            inside += 1
+            if inside == cap:
+                all_busy.set()
+            await done.wait()
+
+        busy = [asyncio.create_task(backend.run(work)) for _ in range(cap)]
+        await all_busy.wait()
+        assert backend.pool.evict_idle(2) == []  # what the sweep alone could do
+        backend.pool.owe(2)
+        done.set()
+        await asyncio.gather(*busy)
+        await asyncio.sleep(0.01)  # the logouts run as tasks
+        # The slots given back are not taken again by new sessions of this process.
+        await asyncio.gather(*(backend.run(work) for _ in range(cap)))
+        kept = backend.pool.logged_in
+        await backend.close()
+        return kept, len(budget.returned), backend.pool.owed
+
+    kept, returned, owed = asyncio.run(main())
+
+    assert kept == cap - 2
+    assert returned >= 2 and owed == 0
+    assert len(ehr.sent("Login")) == cap  # no session logged in again in their place

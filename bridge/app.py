@@ -865,6 +865,7 @@ def create_app(
         runtime["async"] = AsyncWrites(queue, deliveries)
         deliveries.start()
         purger = asyncio.create_task(purge(queue, runtime["idempotency"]), name="purge")
+        sharer = asyncio.create_task(metrics.share(), name="metrics-share")
         watcher = asyncio.create_task(reloader.watch()) if reloader is not None else None
         # Every type the gateway writes gets its validator before the first request.
         prepare_validators(
@@ -878,6 +879,7 @@ def create_app(
         finally:
             # No new deliveries; one under way finishes or goes back to the queue.
             purger.cancel()
+            sharer.cancel()
             await deliveries.close()
             await runtime["trail"].close()  # every AuditEvent accepted is written
             await runtime["privacy"].close()

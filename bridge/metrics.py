@@ -8,17 +8,24 @@ mappings, never data.
 
 The per-request cost is one cached child per label set (`_child`); everything
 per system is read from the backends' own counters when /metrics is scraped.
+
+With `bridge serve --workers N` every worker keeps its values in files the
+workers share (prometheus_client's multiprocess mode, set up by bridge/workers.py),
+so whichever worker answers /metrics shows the sum of all of them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Iterable
+import weakref
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -35,73 +42,137 @@ _INTERACTIONS = {
 }
 
 
+# Each legacy system's sessions, breaker and counters, read from its backend:
+# (name, help, kind, labels after `system`).
+_POOL: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
+    ("bridge_legacy_sessions", "Open legacy sessions", "gauge", ()),
+    ("bridge_legacy_sessions_in_use", "Leased sessions", "gauge", ()),
+    ("bridge_legacy_logins", "Legacy logins", "counter", ()),
+    ("bridge_legacy_relogins", "Re-logins after an expired session", "counter", ()),
+    ("bridge_legacy_session_waits", "Waits for a session", "counter", ()),
+    ("bridge_legacy_session_wait_timeouts", "Waits that ended in 503", "counter", ()),
+    (
+        "bridge_legacy_breaker_state",
+        "Circuit breaker: 0 closed, 1 half-open, 2 open",
+        "gauge",
+        (),
+    ),
+    (
+        "bridge_legacy_retries",
+        "Attempts repeated after a transport failure or an expired session",
+        "counter",
+        ("reason",),
+    ),
+    (
+        "bridge_legacy_deadlines_exceeded",
+        "Interactions that ran out of their deadline",
+        "counter",
+        (),
+    ),
+    (
+        "bridge_ambiguous_writes",
+        "Writes whose answer was lost, by what the lookup found",
+        "counter",
+        ("outcome",),
+    ),
+    (
+        "bridge_search_pages",
+        "Pages of cursor searches: first, resumed (the legacy cursor continued) or "
+        "replayed (the search ran again up to the page), with why",
+        "counter",
+        ("outcome",),
+    ),
+)
+_BREAKER = {"closed": 0, "half-open": 1, "open": 2}
+
+
+def _pool_samples(backend: Any) -> Iterator[tuple[str, tuple[str, ...], float]]:
+    """(metric, label values, value) of one backend, in the order of `_POOL`."""
+    name = backend.name
+    stats = backend.stats
+    pool = backend.pool
+    yield "bridge_legacy_sessions", (name,), pool.logged_in
+    yield "bridge_legacy_sessions_in_use", (name,), pool.in_use
+    yield "bridge_legacy_logins", (name,), stats.logins
+    yield "bridge_legacy_relogins", (name,), stats.relogins
+    yield "bridge_legacy_session_waits", (name,), pool.waits
+    yield "bridge_legacy_session_wait_timeouts", (name,), pool.timeouts
+    yield "bridge_legacy_breaker_state", (name,), _BREAKER[backend.breaker.state]
+    for reason in ("transport", "connect", "expired-session"):
+        yield "bridge_legacy_retries", (name, reason), stats.retries.get(reason, 0)
+    yield "bridge_legacy_deadlines_exceeded", (name,), stats.deadlines
+    for outcome in ("applied", "not-applied", "unknown"):
+        yield "bridge_ambiguous_writes", (name, outcome), stats.ambiguous.get(outcome, 0)
+    for outcome, count in sorted(stats.pages.items()):
+        yield "bridge_search_pages", (name, outcome), count
+
+
 class _PoolCollector(Collector):
+    """One process: the backends' figures, read when /metrics is scraped."""
+
     def __init__(self, backends: Callable[[], Iterable[Any]]) -> None:
         self.backends = backends
 
     def collect(self) -> Iterable[Any]:
-        size = GaugeMetricFamily(
-            "bridge_legacy_sessions", "Open legacy sessions", labels=["system"]
-        )
-        busy = GaugeMetricFamily(
-            "bridge_legacy_sessions_in_use", "Leased sessions", labels=["system"]
-        )
-        logins = CounterMetricFamily("bridge_legacy_logins", "Legacy logins", labels=["system"])
-        relogins = CounterMetricFamily(
-            "bridge_legacy_relogins", "Re-logins after an expired session", labels=["system"]
-        )
-        waits = CounterMetricFamily(
-            "bridge_legacy_session_waits", "Waits for a session", labels=["system"]
-        )
-        timeouts = CounterMetricFamily(
-            "bridge_legacy_session_wait_timeouts", "Waits that ended in 503", labels=["system"]
-        )
-        breaker = GaugeMetricFamily(
-            "bridge_legacy_breaker_state",
-            "Circuit breaker: 0 closed, 1 half-open, 2 open",
-            labels=["system"],
-        )
-        retries = CounterMetricFamily(
-            "bridge_legacy_retries",
-            "Attempts repeated after a transport failure or an expired session",
-            labels=["system", "reason"],
-        )
-        deadlines = CounterMetricFamily(
-            "bridge_legacy_deadlines_exceeded",
-            "Interactions that ran out of their deadline",
-            labels=["system"],
-        )
-        ambiguous = CounterMetricFamily(
-            "bridge_ambiguous_writes",
-            "Writes whose answer was lost, by what the lookup found",
-            labels=["system", "outcome"],
-        )
-        pages = CounterMetricFamily(
-            "bridge_search_pages",
-            "Pages of cursor searches: first, resumed (the legacy cursor continued) or "
-            "replayed (the search ran again up to the page), with why",
-            labels=["system", "outcome"],
-        )
+        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
+        for name, doc, kind, labels in _POOL:
+            family = GaugeMetricFamily if kind == "gauge" else CounterMetricFamily
+            families[name] = family(name, doc, labels=["system", *labels])
         for backend in self.backends():
-            name = [backend.name]
-            stats = backend.stats
-            for outcome, count in sorted(stats.pages.items()):
-                pages.add_metric([backend.name, outcome], count)
-            for reason in ("transport", "connect", "expired-session"):
-                retries.add_metric([backend.name, reason], stats.retries.get(reason, 0))
-            deadlines.add_metric(name, stats.deadlines)
-            for outcome in ("applied", "not-applied", "unknown"):
-                ambiguous.add_metric([backend.name, outcome], stats.ambiguous.get(outcome, 0))
-            size.add_metric(name, backend.pool.logged_in)
-            busy.add_metric(name, backend.pool.in_use)
-            logins.add_metric(name, backend.stats.logins)
-            relogins.add_metric(name, backend.stats.relogins)
-            waits.add_metric(name, backend.pool.waits)
-            timeouts.add_metric(name, backend.pool.timeouts)
-            states = {"closed": 0, "half-open": 1, "open": 2}
-            breaker.add_metric(name, states[backend.breaker.state])
-        yield from (size, busy, logins, relogins, waits, timeouts, breaker)
-        yield from (retries, deadlines, ambiguous, pages)
+            for name, labels, value in _pool_samples(backend):
+                families[name].add_metric(list(labels), value)
+        yield from families.values()
+
+
+class _SharedPool:
+    """Workers of `bridge serve --workers N`: each copies its backends' figures into
+    prometheus_client's files shared by the workers (every second and when it answers
+    /metrics), so any worker's /metrics shows them all: sessions summed over the
+    living workers, the worst breaker, counters summed."""
+
+    def __init__(self, backends: Callable[[], Iterable[Any]]) -> None:
+        self.backends = backends
+        self.metrics: dict[str, Any] = {}
+        for name, doc, kind, labels in _POOL:
+            names = ["system", *labels]
+            if kind == "counter":
+                self.metrics[name] = Counter(name, doc, names, registry=None)
+            elif name == "bridge_legacy_breaker_state":
+                self.metrics[name] = Gauge(
+                    name, doc, names, registry=None, multiprocess_mode="livemax"
+                )
+            else:
+                self.metrics[name] = Gauge(
+                    name, doc, names, registry=None, multiprocess_mode="livesum"
+                )
+        # What each backend's counters stood at when last copied (a hot reload
+        # brings new backends, whose counters start again at 0).
+        self.copied: weakref.WeakKeyDictionary[Any, dict[tuple[str, tuple[str, ...]], float]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def sync(self) -> None:
+        for backend in self.backends():
+            copied = self.copied.setdefault(backend, {})
+            for name, labels, value in _pool_samples(backend):
+                child = self.metrics[name].labels(*labels)
+                if name not in _COUNTERS:
+                    child.set(value)
+                    continue
+                before = copied.get((name, labels), 0)
+                if value > before:
+                    child.inc(value - before)
+                copied[(name, labels)] = value
+
+
+_COUNTERS = frozenset(name for name, _, kind, _ in _POOL if kind == "counter")
+
+
+def shared() -> bool:
+    """True in a worker of `bridge serve --workers N`: prometheus_client keeps every
+    value in files the workers share (PROMETHEUS_MULTIPROC_DIR, set by the supervisor
+    before it starts them; bridge/workers.py)."""
+    return bool(getattr(values.ValueClass, "_multiprocess", False))
 
 
 class Metrics:
@@ -127,17 +198,21 @@ class Metrics:
             buckets=_BUCKETS,
             registry=self.registry,
         )
-        self.registry.register(_PoolCollector(backends))
+        self.shared = _SharedPool(backends) if shared() else None
+        if self.shared is None:
+            self.registry.register(_PoolCollector(backends))
         # Read from the shared store now and then: the same for every replica.
         self.async_depth = Gauge(
             "bridge_async_queue_depth",
             "Asynchronous writes accepted and not yet delivered",
             registry=self.registry,
+            multiprocess_mode="mostrecent",
         )
         self.async_oldest = Gauge(
             "bridge_async_oldest_seconds",
             "Age of the oldest asynchronous write not yet delivered (0 when none)",
             registry=self.registry,
+            multiprocess_mode="mostrecent",
         )
         # labels() costs microseconds per call; the label sets are few and fixed.
         self._children: dict[tuple[str, ...], Any] = {}
@@ -154,7 +229,20 @@ class Metrics:
         self._child(self.latency, resource, interaction).observe(seconds)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if self.shared is None:
+            return generate_latest(self.registry)
+        self.shared.sync()
+        every = CollectorRegistry()
+        MultiProcessCollector(every)  # type: ignore[no-untyped-call]  # every worker's files
+        return generate_latest(every)
+
+    async def share(self, every: float = 1.0) -> None:
+        """In a worker: copy the backends' figures for the other workers' /metrics."""
+        if self.shared is None:
+            return
+        while True:
+            await asyncio.sleep(every)
+            self.shared.sync()
 
     def async_queue(self, depth: int, oldest: float | None) -> None:
         """The queue of asynchronous writes: its depth and when its oldest was accepted."""

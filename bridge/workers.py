@@ -24,10 +24,16 @@ them (`net.ipv4.tcp_migrate_req=1`, Linux 5.14+).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import shutil
 import socket
 import sys
+import tempfile
+from collections.abc import Iterator
 
+from prometheus_client import multiprocess
 from uvicorn import Config
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
@@ -44,9 +50,37 @@ def _balanced() -> bool:
 
 def serve(config: Config) -> None:
     """Run `config.workers` workers until SIGINT or SIGTERM, as `uvicorn.run` does."""
-    if not _balanced():
-        Multiprocess(config, sockets=[config.bind_socket()]).run()
-        return
+    with _shared_metrics():
+        if not _balanced():
+            _Workers(config, sockets=[config.bind_socket()]).run()
+            return
+        _serve_balanced(config)
+
+
+@contextlib.contextmanager
+def _shared_metrics() -> Iterator[None]:
+    """A folder for prometheus_client's multiprocess mode, for the workers' lifetime.
+
+    Each worker's metrics go to files there, so the worker that answers /metrics
+    shows every worker's (bridge/metrics.py). The variable must be set before a
+    worker imports prometheus_client: workers are spawned, and inherit it."""
+    folder = tempfile.mkdtemp(prefix="bridge-metrics-")
+    before = os.environ.get(_METRICS_DIR)
+    os.environ[_METRICS_DIR] = folder
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(_METRICS_DIR, None)
+        else:
+            os.environ[_METRICS_DIR] = before
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+_METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def _serve_balanced(config: Config) -> None:
     address = f"[{config.host}]" if ":" in config.host else config.host
     try:
         anchor = _anchor(config.host, config.port)
@@ -108,9 +142,37 @@ def _bound(host: str, port: int) -> socket.socket:
     return sock
 
 
-class _Supervisor(Multiprocess):
-    """uvicorn's supervisor (health checks, restarts, SIGHUP, SIGTTIN/SIGTTOU), with
-    a new socket in the group for each worker it starts."""
+class _Workers(Multiprocess):
+    """uvicorn's supervisor (health checks, restarts, SIGHUP, SIGTTIN/SIGTTOU); a worker
+    that is gone no longer counts in the live gauges of /metrics (sessions open)."""
+
+    def __init__(self, config: Config, sockets: list[socket.socket]) -> None:
+        self._pids: set[int] = set()
+        super().__init__(config, sockets=sockets)
+
+    # Each of these may start or stop workers.
+
+    def init_processes(self) -> None:
+        super().init_processes()
+        self._changed()
+
+    def handle_signals(self) -> None:
+        super().handle_signals()
+        self._changed()
+
+    def keep_subprocess_alive(self) -> None:
+        super().keep_subprocess_alive()
+        self._changed()
+
+    def _changed(self) -> None:
+        pids = {p.pid for p in self.processes if p.pid is not None}
+        for pid in self._pids - pids:
+            multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+        self._pids = pids
+
+
+class _Supervisor(_Workers):
+    """`_Workers`, with a new socket in the group for each worker it starts."""
 
     def __init__(self, config: Config, anchor: socket.socket) -> None:
         self._anchor = anchor
@@ -131,22 +193,13 @@ class _Supervisor(Multiprocess):
     def sockets(self, value: list[socket.socket]) -> None:
         """uvicorn's `__init__` stores the sockets it was given; here there are none."""
 
-    # Each of these starts workers. A started worker has its own descriptor of its
-    # socket; the supervisor's copy would keep that socket in the group after the
-    # worker died, and the kernel would go on queueing connections on it that
-    # nobody accepts. So the copies are closed as soon as their workers start.
-
-    def init_processes(self) -> None:
-        super().init_processes()
+    def _changed(self) -> None:
+        # A started worker has its own descriptor of its socket. The supervisor's
+        # copy would keep that socket in the group after the worker died, and the
+        # kernel would go on queueing connections on it that nobody accepts. So the
+        # copies are closed as soon as their workers start.
         self._close_handed()
-
-    def handle_signals(self) -> None:
-        super().handle_signals()
-        self._close_handed()
-
-    def keep_subprocess_alive(self) -> None:
-        super().keep_subprocess_alive()
-        self._close_handed()
+        super()._changed()
 
     def _close_handed(self) -> None:
         for sock in self._handed:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from bridge.mock import MockHospital
@@ -175,3 +176,59 @@ def test_a_port_another_gateway_listens_on_is_refused(
             pass
         assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in str(refused.value)
         assert len(_sockets(port, "0A")) == 2
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no {name} {labels} in the metrics")
+
+
+def test_metrics_show_every_worker_whichever_answers(
+    mock_hospital: MockHospital, tmp_path: Path
+) -> None:
+    with start_gateway(tmp_path, mock_hospital.ehr_url, extra={"workers": 2}) as gw:
+        port = _port(gw)
+        _wait_for(lambda: len(_sockets(port, "0A")) == 2)
+        headers = {"Authorization": f"Bearer {gw.token('user/Patient.rs')}"}
+        # A new connection each: the kernel spreads them over both workers.
+        for i in range(40):
+            with httpx.Client(base_url=gw.base, headers=headers, timeout=30) as client:
+                assert client.get(f"/Patient/{100001 + i % 5}").status_code == 200
+        metrics = gw.base.removesuffix("/fhir") + "/metrics"
+        # Request counts are shared as they happen; session figures within a second.
+        _wait_for(
+            lambda: (
+                _metric(
+                    httpx.get(metrics, timeout=10).text, "bridge_legacy_sessions", system="hospital"
+                )
+                >= 2
+            )
+        )
+        scrapes = [httpx.get(metrics, timeout=10).text for _ in range(8)]
+        reads = {
+            _metric(
+                t, "bridge_requests_total", resource="Patient", interaction="read", status="200"
+            )
+            for t in scrapes
+        }
+        assert reads == {40.0}
+        logins = {_metric(t, "bridge_legacy_logins_total", system="hospital") for t in scrapes}
+        assert len(logins) == 1 and logins.pop() >= 2  # each worker logged in its own
+        sessions = _metric(scrapes[-1], "bridge_legacy_sessions", system="hospital")
+        assert sessions >= 2
+
+        # A worker that dies takes its sessions out of the gauge; counters go on.
+        dead = _workers(gw)[0]
+        os.kill(dead, signal.SIGKILL)
+        _wait_for(lambda: dead not in _workers(gw) and len(_workers(gw)) == 2)  # replaced
+        _wait_for(lambda: len(_sockets(port, "0A")) == 2)
+        after = httpx.get(metrics, timeout=10).text
+        assert _metric(after, "bridge_legacy_sessions", system="hospital") < sessions
+        assert (
+            _metric(
+                after, "bridge_requests_total", resource="Patient", interaction="read", status="200"
+            )
+            == 40
+        )

@@ -17,7 +17,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -114,6 +114,23 @@ def _wait_for(check: Callable[[], bool], seconds: float = 20) -> None:
         time.sleep(0.1)
 
 
+@contextlib.contextmanager
+def _two_workers(mock_hospital: MockHospital, tmp_path: Path) -> Iterator[tuple[Gateway, int]]:
+    """A gateway with two workers, once both listen; and its port."""
+    with start_gateway(tmp_path, mock_hospital.ehr_url, extra={"workers": 2}) as gw:
+        port = _port(gw)
+        _wait_for(lambda: len(_sockets(port, "0A")) == 2)
+        yield gw, port
+
+
+def _kill_a_worker(gw: Gateway, port: int) -> None:
+    """SIGKILL one worker; return once its replacement listens."""
+    dead = _workers(gw)[0]
+    os.kill(dead, signal.SIGKILL)
+    _wait_for(lambda: dead not in _workers(gw) and len(_workers(gw)) == 2)  # replaced
+    _wait_for(lambda: len(_sockets(port, "0A")) == 2)
+
+
 def test_workers_each_listen_on_a_socket_of_their_own(
     mock_hospital: MockHospital, tmp_path: Path
 ) -> None:
@@ -145,13 +162,8 @@ def test_connections_opened_while_a_worker_is_busy_go_to_every_worker(
 def test_a_worker_that_dies_is_replaced_and_its_socket_leaves_the_group(
     mock_hospital: MockHospital, tmp_path: Path
 ) -> None:
-    with start_gateway(tmp_path, mock_hospital.ehr_url, extra={"workers": 2}) as gw:
-        port = _port(gw)
-        _wait_for(lambda: len(_sockets(port, "0A")) == 2)
-        dead = _workers(gw)[0]
-        os.kill(dead, signal.SIGKILL)
-        _wait_for(lambda: dead not in _workers(gw) and len(_workers(gw)) == 2)
-        _wait_for(lambda: len(_sockets(port, "0A")) == 2)
+    with _two_workers(mock_hospital, tmp_path) as (gw, port):
+        _kill_a_worker(gw, port)
         # Every listening socket on the port belongs to a live worker: none is left
         # queueing connections that nobody accepts.
         listening = _sockets(port, "0A")
@@ -165,9 +177,7 @@ def test_a_worker_that_dies_is_replaced_and_its_socket_leaves_the_group(
 def test_a_port_another_gateway_listens_on_is_refused(
     mock_hospital: MockHospital, tmp_path: Path
 ) -> None:
-    with start_gateway(tmp_path, mock_hospital.ehr_url, extra={"workers": 2}) as gw:
-        port = _port(gw)
-        _wait_for(lambda: len(_sockets(port, "0A")) == 2)
+    with _two_workers(mock_hospital, tmp_path) as (_, port):
         # Same user, same port, SO_REUSEPORT on both sides: it must not join the group.
         with (
             pytest.raises(RuntimeError, match="exited at start") as refused,
@@ -188,9 +198,7 @@ def _metric(text: str, name: str, **labels: str) -> float:
 def test_metrics_show_every_worker_whichever_answers(
     mock_hospital: MockHospital, tmp_path: Path
 ) -> None:
-    with start_gateway(tmp_path, mock_hospital.ehr_url, extra={"workers": 2}) as gw:
-        port = _port(gw)
-        _wait_for(lambda: len(_sockets(port, "0A")) == 2)
+    with _two_workers(mock_hospital, tmp_path) as (gw, port):
         headers = {"Authorization": f"Bearer {gw.token('user/Patient.rs')}"}
         # A new connection each: the kernel spreads them over both workers.
         for i in range(40):
@@ -220,10 +228,7 @@ def test_metrics_show_every_worker_whichever_answers(
         assert sessions >= 2
 
         # A worker that dies takes its sessions out of the gauge; counters go on.
-        dead = _workers(gw)[0]
-        os.kill(dead, signal.SIGKILL)
-        _wait_for(lambda: dead not in _workers(gw) and len(_workers(gw)) == 2)  # replaced
-        _wait_for(lambda: len(_sockets(port, "0A")) == 2)
+        _kill_a_worker(gw, port)
         after = httpx.get(metrics, timeout=10).text
         assert _metric(after, "bridge_legacy_sessions", system="hospital") < sessions
         assert (

@@ -290,19 +290,23 @@ class SessionPool:
         session.deadline = None
         if self.owed and not discard and session.token is not None:
             self.owed -= 1
-            del self._sessions[session.key]
+            self._remove(session)
             return True
         if discard:
             # The slot is freed; a waiter gets a fresh session that logs in.
-            del self._sessions[session.key]
-            for waiter in self._waiters:
-                if waiter.want == session.key:
-                    waiter.want = None  # its session is gone: any will do
-            if any(not w.future.done() for w in self._waiters) and len(self._sessions) < self.cap:
-                self._put_back(self._new())
+            self._remove(session)
             return False
         self._put_back(session)
         return False
+
+    def _remove(self, session: Session) -> None:
+        """`session` leaves the pool; a waiter gets a fresh session if the cap allows."""
+        del self._sessions[session.key]
+        for waiter in self._waiters:
+            if waiter.want == session.key:
+                waiter.want = None  # its session is gone: any will do
+        if any(not w.future.done() for w in self._waiters) and len(self._sessions) < self.cap:
+            self._put_back(self._new())
 
     def evict_idle(self, count: int) -> list[Session]:
         """Take up to `count` idle, logged-in sessions out of the pool (to log them out)."""

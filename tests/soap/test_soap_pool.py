@@ -477,3 +477,28 @@ def test_pool_session_resumes_a_cursor_once_and_only_for_its_search() -> None:
     assert session.take_cursor("C1", 25, "search-a")
     assert not session.take_cursor("C1", 25, "search-a")  # a link used again replays
     assert not session.cursors
+
+
+def test_pool_owed_sessions_leave_as_they_are_released_and_no_new_ones_replace_them() -> None:
+    async def main() -> None:
+        pool = make_pool(max_size=3)
+        a, b, c = [await pool.acquire() for _ in range(3)]
+        for session, token in ((a, "T1"), (b, "T2"), (c, "T3")):
+            session.token = token
+        # Waits for `a` (it holds this search's legacy cursor): a picky waiter.
+        picky = asyncio.create_task(pool.acquire(prefer=a.key))
+        await settle()
+
+        pool.owe(1)
+        assert pool.release(a) is True  # owed: out of the pool, for the caller to log out
+        assert pool.session(a.key) is None and pool.owed == 0
+        await settle()
+        assert not picky.done()  # no new session in the place of the one given back
+
+        assert pool.release(b) is False
+        await settle()
+        # `a` is gone: any session will do, at once and in the queue's order.
+        assert picky.done() and picky.result() is b
+        assert pool.size == 2
+
+    asyncio.run(main())

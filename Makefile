@@ -52,6 +52,8 @@ bench: $(STAMP)
 	  else echo "bench: wrk is not available: the load generator is bench/loader.py (Python)"; fi
 	@[ -x $(BIN)/py-spy ] || $(BIN)/pip install --quiet py-spy==0.4.3 \
 	  || echo "bench: py-spy could not be installed: no profile this run"
+	@[ -x $(BIN)/pyinstrument ] || $(BIN)/pip install --quiet pyinstrument==5.1.3 \
+	  || echo "bench: pyinstrument could not be installed: no call trees (bench/inproc.py)"
 	$(BIN)/python bench/run.py $(if $(QUICK),--quick) $(BENCH_ARGS)
 
 # The soak test (tests/reliability/soak.py): DURATION seconds of mixed load (default 240)

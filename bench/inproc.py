@@ -11,6 +11,7 @@ uvicorn's share of a served request (~60-80 µs here) is not in these figures.
     python bench/inproc.py                      # read, search page of 50, batch of 100
     python bench/inproc.py read -n 20000 -c 50
     python bench/inproc.py read --profile out.raw   # py-spy on this process, then a summary
+    python bench/inproc.py read -n 5000 --pyinstrument read.html   # the call tree, inclusive
 """
 
 from __future__ import annotations
@@ -164,6 +165,13 @@ async def _run(args: argparse.Namespace) -> None:
                     seconds = max(2, int(args.profile_seconds))
                     spy = profile.record(os.getpid(), seconds, Path(args.profile))
                     await asyncio.sleep(0.5)
+                tree = None
+                if args.pyinstrument:
+                    from pyinstrument import Profiler
+
+                    # Async-aware: time a request awaits is charged to where it awaits.
+                    tree = Profiler(interval=0.0002, async_mode="enabled")
+                    tree.start()
                 profiler = None
                 if args.cprofile:
                     import cProfile
@@ -178,6 +186,10 @@ async def _run(args: argparse.Namespace) -> None:
                 per = max(1, n // c)
                 await asyncio.gather(*(client(per) for _ in range(c)))
                 cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+                if tree is not None:
+                    tree.stop()
+                    Path(args.pyinstrument).write_text(tree.output_html())
+                    print(tree.output_text(show_all=False, color=False, unicode=True), flush=True)
                 if profiler is not None:
                     import pstats
 
@@ -222,6 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gc-threshold", type=int, default=0, help="with --gc-freeze: gen0")
     parser.add_argument(
         "--cprofile", type=int, default=0, metavar="N", help="cProfile: print the top N functions"
+    )
+    parser.add_argument(
+        "--pyinstrument",
+        metavar="HTML",
+        help="pyinstrument: print the call tree (inclusive times) and write it as HTML",
     )
     args = parser.parse_args(argv)
     with contextlib.suppress(ImportError):

@@ -125,12 +125,17 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return _outcome_response(FhirError("The server met an unexpected condition."))
 
 
+def _param(request: Request, name: str) -> str | None:
+    """A query parameter; most requests (reads) have no query string to parse."""
+    return request.query_params.get(name) if request.scope.get("query_string") else None
+
+
 def _wants_pretty(request: Request) -> bool:
-    return request.query_params.get("_pretty") == "true"
+    return _param(request, "_pretty") == "true"
 
 
 def _negotiate(request: Request) -> None:
-    check_acceptable(request.headers.get("accept"), request.query_params.get("_format"))
+    check_acceptable(request.headers.get("accept"), _param(request, "_format"))
 
 
 def _strict(request: Request) -> bool:

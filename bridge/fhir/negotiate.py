@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from bridge.errors import NotAcceptable
 
 __all__ = ["FHIR_JSON", "check_acceptable"]
@@ -28,8 +30,16 @@ def check_acceptable(accept: str | None, fmt: str | None) -> None:
                 "_format must be json: this server answers in application/fhir+json only."
             )
         return
-    if not accept or not accept.strip():
+    if not accept or _takes_json(accept):
         return
+    raise NotAcceptable()
+
+
+@functools.lru_cache(maxsize=256)
+def _takes_json(accept: str) -> bool:
+    """Whether an Accept header admits FHIR JSON (a client sends the same one each time)."""
+    if not accept.strip():
+        return True
     for part in accept.split(","):
         media, *params = (p.strip().lower() for p in part.split(";"))
         q = 1.0
@@ -40,5 +50,5 @@ def check_acceptable(accept: str | None, fmt: str | None) -> None:
                 except ValueError:
                     q = 0.0
         if q > 0 and media in _ACCEPTABLE:
-            return
-    raise NotAcceptable()
+            return True
+    return False

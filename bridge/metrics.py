@@ -43,10 +43,11 @@ _INTERACTIONS = {
 
 
 # Each legacy system's sessions, breaker and counters, read from its backend:
-# (name, help, kind, labels after `system`).
+# (name, help, kind, labels after `system`). A gauge's kind says how the workers of
+# `bridge serve --workers N` combine it: "sum" or "max" over the living ones.
 _POOL: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
-    ("bridge_legacy_sessions", "Open legacy sessions", "gauge", ()),
-    ("bridge_legacy_sessions_in_use", "Leased sessions", "gauge", ()),
+    ("bridge_legacy_sessions", "Open legacy sessions", "sum", ()),
+    ("bridge_legacy_sessions_in_use", "Leased sessions", "sum", ()),
     ("bridge_legacy_logins", "Legacy logins", "counter", ()),
     ("bridge_legacy_relogins", "Re-logins after an expired session", "counter", ()),
     ("bridge_legacy_session_waits", "Waits for a session", "counter", ()),
@@ -54,7 +55,7 @@ _POOL: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     (
         "bridge_legacy_breaker_state",
         "Circuit breaker: 0 closed, 1 half-open, 2 open",
-        "gauge",
+        "max",
         (),
     ),
     (
@@ -83,6 +84,7 @@ _POOL: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
         ("outcome",),
     ),
 )
+_COUNTERS = frozenset(name for name, _, kind, _ in _POOL if kind == "counter")
 _BREAKER = {"closed": 0, "half-open": 1, "open": 2}
 
 
@@ -116,7 +118,7 @@ class _PoolCollector(Collector):
     def collect(self) -> Iterable[Any]:
         families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
         for name, doc, kind, labels in _POOL:
-            family = GaugeMetricFamily if kind == "gauge" else CounterMetricFamily
+            family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
             families[name] = family(name, doc, labels=["system", *labels])
         for backend in self.backends():
             for name, labels, value in _pool_samples(backend):
@@ -137,7 +139,7 @@ class _SharedPool:
             names = ["system", *labels]
             if kind == "counter":
                 self.metrics[name] = Counter(name, doc, names, registry=None)
-            elif name == "bridge_legacy_breaker_state":
+            elif kind == "max":
                 self.metrics[name] = Gauge(
                     name, doc, names, registry=None, multiprocess_mode="livemax"
                 )
@@ -163,9 +165,6 @@ class _SharedPool:
                 if value > before:
                     child.inc(value - before)
                 copied[(name, labels)] = value
-
-
-_COUNTERS = frozenset(name for name, _, kind, _ in _POOL if kind == "counter")
 
 
 def shared() -> bool:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, select
+from sqlalchemy import Select, select, union_all
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge.auditevent import AuditContext, facts, stored_event
@@ -29,7 +29,7 @@ from bridge.errors import FhirError, ServiceUnavailable
 from bridge.fhir.compartment import patient_compartment
 from bridge.store import Store, StoreUnavailable
 from bridge.store.appender import SqliteAppender
-from bridge.store.tables import audit_events, audit_patients
+from bridge.store.tables import audit_events, audit_patients, audit_patients_pending
 
 __all__ = [
     "AuditContext",
@@ -258,22 +258,28 @@ class AuditTrail:
         before: int | None,
     ) -> list[tuple[int, dict[str, Any]]]:
         """Newest first: (sequence, AuditEvent)."""
+
+        def period(query: Select[Any], recorded: Any) -> Select[Any]:
+            if since is not None:
+                query = query.where(recorded >= since)
+            if until is not None:
+                query = query.where(recorded < until)
+            return query
+
         if patient is not None:
+            # The links the SQLite appender has not moved yet are read too (see
+            # bridge/store/appender.py); a link is in one table or the other.
+            links = union_all(
+                *(
+                    period(select(t.c.event_seq).where(t.c.patient == patient), t.c.recorded)
+                    for t in (audit_patients, audit_patients_pending)
+                )
+            ).subquery("links")
             query = select(audit_events.c.seq, audit_events.c.body).join(
-                audit_patients,
-                and_(
-                    audit_patients.c.event_seq == audit_events.c.seq,
-                    audit_patients.c.patient == patient,
-                ),
+                links, links.c.event_seq == audit_events.c.seq
             )
-            recorded = audit_patients.c.recorded
         else:
-            query = select(audit_events.c.seq, audit_events.c.body)
-            recorded = audit_events.c.recorded
-        if since is not None:
-            query = query.where(recorded >= since)
-        if until is not None:
-            query = query.where(recorded < until)
+            query = period(select(audit_events.c.seq, audit_events.c.body), audit_events.c.recorded)
         if before is not None:
             query = query.where(audit_events.c.seq < before)
         query = query.order_by(audit_events.c.seq.desc()).limit(count)

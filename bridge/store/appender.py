@@ -24,7 +24,9 @@ thread's commit and go in the loop's next one, or to the thread too once
 under load, each ~100 µs of thread and loop wake-ups instead of ~30 µs). The
 thread also runs the WAL checkpoints, so the loop never copies pages back
 into the database file, and every eighth one starts the WAL over while the
-loop holds its rows (see `_checkpoint`).
+loop holds its rows (see `_checkpoint`). In the same way, once the loop has
+committed `merge_after` patient links (1,000), the thread moves the links
+waiting in commit order into the patient-ordered table (see `_merge`).
 """
 
 from __future__ import annotations
@@ -46,7 +48,18 @@ _EVENT = (
     "INSERT INTO audit_events (id, recorded, client_id, interaction, status, body) "
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
-_LINK = "INSERT INTO audit_patients (patient, event_seq, recorded) VALUES (?, ?, ?)"
+# A patient link goes first to a table appended in commit order (a search's 50
+# links fill about one page); the thread moves them into audit_patients, sorted by
+# patient, in batches (`_merge`): each of its pages is written once per batch, not
+# once per commit. A patient's trail reads both tables (bridge/audit.py).
+_LINK = "INSERT INTO audit_patients_pending (patient, event_seq, recorded) VALUES (?, ?, ?)"
+_PENDING_TOP = "SELECT max(seq) FROM audit_patients_pending"
+_MOVE = (
+    "INSERT OR IGNORE INTO audit_patients (patient, recorded, event_seq) "
+    "SELECT patient, recorded, event_seq FROM audit_patients_pending WHERE seq <= ? "
+    "ORDER BY patient, recorded, event_seq"
+)
+_MOVED = "DELETE FROM audit_patients_pending WHERE seq <= ?"
 # Pages written to the WAL by the loop's commits between two checkpoints run by the
 # thread (SQLite's own automatic checkpoint comes at 1,000 pages), estimated: a few
 # pages a commit (the event table and its indexes) and up to one per patient link.
@@ -56,8 +69,12 @@ _PAGES_PER_COMMIT = 4
 # within ~8,000 pages (32 MB) beyond the pages of the commits the thread has not
 # caught up with.
 _RESTART_EVERY = 8
-_Item = tuple[list[dict[str, Any]], asyncio.AbstractEventLoop, list[asyncio.Future[None]]]
+# Rows, the loop waiting for them, their requests' futures, and what the thread does
+# after writing them ("" nothing more; _MERGE or _RESTART, for an empty batch).
+_Item = tuple[list[dict[str, Any]], asyncio.AbstractEventLoop, list[asyncio.Future[None]], str]
 _CHECKPOINT = "checkpoint"
+_MERGE = "merge"  # move the pending patient links (see `_merge`)
+_RESTART = "restart"  # move them, then start the WAL over (see `_checkpoint`)
 # A locked database is tried again after as long as it has been locked (0.25 ms
 # at least, 2 ms at most); the thread waits for it up to _THREAD_WAIT seconds.
 _RETRY_FIRST = 0.000_25
@@ -84,6 +101,7 @@ class SqliteAppender:
         linger: float = 0.003,
         inline: bool = True,
         handoff_after: float = 0.005,
+        merge_after: int = 1_000,
     ) -> None:
         self.path = path
         self.max_batch = max_batch
@@ -91,6 +109,7 @@ class SqliteAppender:
         self.linger = linger
         self.inline = inline
         self.handoff_after = handoff_after
+        self.merge_after = merge_after
         self._queue: queue.SimpleQueue[_Item | str | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="audit-appender", daemon=True)
         self._ready = threading.Event()
@@ -102,6 +121,7 @@ class SqliteAppender:
         self._flush_at: asyncio.TimerHandle | None = None  # the commit of the rows above
         self._since_checkpoint = 0
         self._checkpoints = 0
+        self._unmerged = 0  # patient links the loop committed since it last asked for a merge
         self._with_thread = 0  # batches the loop gave the thread, not committed yet
         self._locked_since = 0.0  # when the loop first found the database locked, if it is
         self.handed_to_thread = 0  # batches the loop found locked too long (tests, benchmarks)
@@ -200,16 +220,23 @@ class SqliteAppender:
         if error is not None:
             return
         self.commits += 1
-        self._since_checkpoint += _PAGES_PER_COMMIT + sum(len(row["patients"]) for row in rows)
+        linked = sum(len(row["patients"]) for row in rows)
+        self._unmerged += linked
+        self._since_checkpoint += _PAGES_PER_COMMIT + linked
+        job = _MERGE if self._unmerged >= self.merge_after else ""
         if self._since_checkpoint >= _CHECKPOINT_PAGES:
             self._since_checkpoint = 0
             self._checkpoints += 1
             if self._checkpoints % _RESTART_EVERY:
                 self._queue.put(_CHECKPOINT)
             else:
-                # An empty batch: the thread starts the WAL over while the loop holds
-                # its rows (as for any batch of the thread's), so no writer is in the way.
-                self._hand_over([], loop, [])
+                job = _RESTART
+        if job:
+            # An empty batch: the thread moves the pending links (and starts the WAL
+            # over) while the loop holds its rows, as for any batch of the thread's,
+            # so no writer is in the way.
+            self._unmerged = 0
+            self._hand_over([], loop, [], job)
 
     def _wait_for_lock(self, loop: asyncio.AbstractEventLoop) -> None:
         """Another writer holds the database: try again shortly, or let the thread wait."""
@@ -233,12 +260,13 @@ class SqliteAppender:
         rows: list[dict[str, Any]],
         loop: asyncio.AbstractEventLoop,
         futures: list[asyncio.Future[None]],
+        job: str = "",
     ) -> None:
         if self._stopped:
             _settle_all(futures, RuntimeError("the audit appender has stopped"))
             return
         self._with_thread += 1
-        self._queue.put((rows, loop, futures))
+        self._queue.put((rows, loop, futures, job))
 
     def _thread_done(
         self,
@@ -267,6 +295,7 @@ class SqliteAppender:
             return
         self._ready.set()
         stopping = False
+        unmerged = 0  # links this thread wrote since its last merge
         while not stopping:
             first = self._queue.get()
             if first is None:
@@ -301,7 +330,8 @@ class SqliteAppender:
                 batch.append(item)
                 count += len(item[0])
             error: BaseException | None = None
-            written = [row for rows, _, _ in batch for row in rows]
+            written = [row for rows, _, _, _ in batch for row in rows]
+            jobs = {job for _, _, _, job in batch}
             if written:
                 try:
                     _begin(db)
@@ -310,16 +340,24 @@ class SqliteAppender:
                     error = exc
                 else:
                     error = _insert(db, written)
-            if not all(rows for rows, _, _ in batch):  # the loop's call to start the WAL over
+                    if error is None:
+                        unmerged += sum(len(row["patients"]) for row in written)
+            # The loop asked for it, or this thread's own batches (the loop's rows when
+            # the database was locked, or every row without `inline`) added enough.
+            if _MERGE in jobs or _RESTART in jobs or unmerged >= self.merge_after:
+                _merge(db)
+                unmerged = 0
+            if _RESTART in jobs:
                 _checkpoint(db, restart=True)
             # One wake-up of each waiting event loop per commit, not one per row.
             by_loop: dict[asyncio.AbstractEventLoop, list[list[asyncio.Future[None]]]] = {}
-            for _, loop, futures in batch:
+            for _, loop, futures, _ in batch:
                 by_loop.setdefault(loop, []).append(futures)
             for loop, handed in by_loop.items():
                 settled = [future for futures in handed for future in futures]
                 with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits
                     loop.call_soon_threadsafe(self._thread_done, loop, len(handed), settled, error)
+        _merge(db)  # nothing left pending by this process's rows (nor others' meanwhile)
         db.close()
 
 
@@ -349,6 +387,28 @@ def _insert(db: sqlite3.Connection, rows: list[dict[str, Any]]) -> BaseException
         with contextlib.suppress(sqlite3.Error):
             db.execute("ROLLBACK")
         return exc
+
+
+def _merge(db: sqlite3.Connection) -> None:
+    """Move every pending patient link into audit_patients, sorted, in one transaction.
+
+    Links appended by other processes meanwhile wait for the next merge. On an
+    error they all stay where they are, and a patient's trail still reads them."""
+    try:
+        _begin(db)
+    except sqlite3.Error as exc:
+        log.error("audit patient links could not be moved (%s)", type(exc).__name__)
+        return
+    try:
+        top = db.execute(_PENDING_TOP).fetchone()[0]
+        if top is not None:
+            db.execute(_MOVE, (top,))
+            db.execute(_MOVED, (top,))
+        db.execute("COMMIT")
+    except Exception as exc:  # whatever it is, the transaction must not stay open
+        log.error("audit patient links could not be moved (%s)", type(exc).__name__)
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
 
 
 def _checkpoint(db: sqlite3.Connection, *, restart: bool) -> None:

@@ -21,6 +21,7 @@ from sqlalchemy import (
 __all__ = [
     "audit_events",
     "audit_patients",
+    "audit_patients_pending",
     "consents",
     "idempotency_keys",
     "job_lanes",
@@ -58,6 +59,19 @@ audit_patients = Table(
     Column("recorded", Float, primary_key=True),
     Column("event_seq", _Id, primary_key=True),
     sqlite_with_rowid=False,
+)
+
+# Links the SQLite audit appender committed with their events and has not yet moved
+# into audit_patients: appended in commit order (a search's 50 links fill about one
+# page instead of touching 50 of audit_patients), moved in batches in patient order.
+# A patient's trail reads both tables (migration 0004).
+audit_patients_pending = Table(
+    "audit_patients_pending",
+    metadata,
+    Column("seq", _Id, primary_key=True, autoincrement=True),
+    Column("patient", String(128), nullable=False),
+    Column("recorded", Float, nullable=False),
+    Column("event_seq", _Id, nullable=False),
 )
 
 revocations = Table(

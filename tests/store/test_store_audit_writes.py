@@ -264,36 +264,42 @@ def test_a_database_that_cannot_begin_fails_the_request_instead_of_leaving_it_wa
     assert "ProgrammingError" in str(caught)  # the closed connection's error, not a hang
 
 
+def _url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+def _migrate(direction: str, revision: str) -> Any:
+    """For `run_sync`: alembic's upgrade or downgrade to `revision` on that connection."""
+    from alembic import command
+    from alembic.config import Config
+
+    from bridge.store.core import _MIGRATIONS
+
+    def run(connection: Any) -> None:
+        config = Config()
+        config.set_main_option("script_location", str(_MIGRATIONS))
+        config.attributes["connection"] = connection
+        getattr(command, direction)(config, revision)
+
+    return run
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_the_upgrade_keeps_every_patient_link(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    from alembic import command
-    from alembic.config import Config
     from sqlalchemy.ext.asyncio import create_async_engine
 
-    from bridge.store.core import _MIGRATIONS, async_url
+    from bridge.store.core import async_url
 
-    url = (
-        f"sqlite:///{tmp_path / 'store.db'}"
-        if backend == "sqlite"
-        else request.getfixturevalue("postgres_url")
-    )
+    url = _url(backend, tmp_path, request)
 
     async def main() -> list[Any]:
         engine = create_async_engine(async_url(url))
-
-        def to(revision: str) -> Any:
-            def run(connection: Any) -> None:
-                config = Config()
-                config.set_main_option("script_location", str(_MIGRATIONS))
-                config.attributes["connection"] = connection
-                command.upgrade(config, revision)
-
-            return run
-
         async with engine.begin() as conn:
-            await conn.run_sync(to("0002"))
+            await conn.run_sync(_migrate("upgrade", "0002"))
             await conn.execute(
                 text(
                     "INSERT INTO audit_events (id, recorded, interaction, status, body) "
@@ -307,7 +313,7 @@ def test_the_upgrade_keeps_every_patient_link(
                 )
             )
         async with engine.begin() as conn:
-            await conn.run_sync(to("head"))
+            await conn.run_sync(_migrate("upgrade", "head"))
         async with engine.connect() as conn:
             rows = (
                 await conn.execute(
@@ -407,3 +413,124 @@ def test_the_wal_starts_over_now_and_then_instead_of_growing_with_every_commit(
     largest = asyncio.run(main())
     # 1,500 commits of ~54 pages of 4 KiB are ~300 MB of WAL without a restart.
     assert 0 < largest < 100 * 1024 * 1024
+
+
+def _pending(path: str) -> int:
+    with sqlite3.connect(path) as db:
+        return int(db.execute("SELECT count(*) FROM audit_patients_pending").fetchone()[0])
+
+
+def test_links_wait_in_commit_order_and_move_in_batches_once_enough_are_pending(
+    tmp_path: Path,
+) -> None:
+    # Two appenders on one file, as two workers: each asks for a merge after 100 of its
+    # own links; a merge moves every pending link, whichever process wrote it.
+    async def main() -> tuple[str, list[int]]:
+        path = await _open(tmp_path)
+        first, second = SqliteAppender(path, merge_after=100), SqliteAppender(path, merge_after=100)
+        first.start()
+        second.start()
+        pending = []
+        try:
+            for n in range(1, 13):
+                appender = first if n % 2 else second
+                await appender.append(_row(n, [f"P{n}-{k}" for k in range(30)]))
+                while appender._with_thread:  # the thread's merge, if one was asked for
+                    await asyncio.sleep(0.005)
+                pending.append(_pending(path))
+        finally:
+            await _stop(first)
+            await _stop(second)
+        return path, pending
+
+    path, pending = asyncio.run(main())
+    # Committed with their events, not yet moved; moved when one appender has
+    # committed 100 of its own (its 4th row: the 7th, and the 8th for the other).
+    assert pending == [30, 60, 90, 120, 150, 180, 0, 0, 30, 60, 90, 120]
+    assert _pending(path) == 0  # the last are moved when the appenders stop
+    links = _links(path)
+    assert len(links) == 12 * 30 == len(set(links))
+    assert ("event-7", "P7-29") in links
+
+
+def test_a_patients_trail_reads_the_links_not_moved_yet(tmp_path: Path) -> None:
+    from bridge.audit import AuditTrail
+
+    def row(n: int, patients: list[str]) -> dict[str, Any]:
+        return {**_row(n, patients), "body": f'{{"resourceType": "AuditEvent", "id": "event-{n}"}}'}
+
+    async def main() -> tuple[list[str], list[str], list[str], int]:
+        store = await Store.open(f"sqlite:///{tmp_path / 'store.db'}")
+        trail = AuditTrail(store)
+        trail.start()
+        try:
+            for n, patients in enumerate((["P1", "P2"], ["P2"], ["P1"], ["P3"]), start=1):
+                await trail.record(row(n, patients))
+
+            async def ids(patient: str, **period: float) -> list[str]:
+                found = await trail.search(
+                    patient=patient,
+                    since=period.get("since"),
+                    until=period.get("until"),
+                    count=10,
+                    before=None,
+                )
+                return [event["id"] for _, event in found]
+
+            pending = _pending(str(tmp_path / "store.db"))
+            before = await ids("P1")
+            in_period = await ids("P2", since=1_700_000_002.0, until=1_700_000_003.0)
+        finally:
+            await trail.close()
+        after = await ids("P1")  # the store is still open: now from audit_patients
+        await store.close()
+        return before, in_period, after, pending
+
+    before, in_period, after, pending = asyncio.run(main())
+    assert pending == 5
+    assert before == after == ["event-3", "event-1"]  # newest first
+    assert in_period == ["event-2"]
+    assert _pending(str(tmp_path / "store.db")) == 0
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_downgrade_keeps_the_links_not_moved_yet(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from bridge.store.core import async_url
+
+    url = _url(backend, tmp_path, request)
+
+    async def main() -> list[Any]:
+        store = await Store.open(url)
+        await store.close()
+        engine = create_async_engine(async_url(url))
+
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO audit_events (id, recorded, interaction, status, body) "
+                    "VALUES ('e1', 10.0, 'search-type', 200, '{}')"
+                )
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO audit_patients_pending (patient, event_seq, recorded) "
+                    "VALUES ('P1', 1, 10.0), ('P2', 1, 10.0)"
+                )
+            )
+            await conn.run_sync(_migrate("downgrade", "0003"))
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text("SELECT patient, event_seq, recorded FROM audit_patients ORDER BY patient")
+                )
+            ).all()
+        await engine.dispose()
+        store = await Store.open(url)  # and up again
+        await store.close()
+        return [tuple(r) for r in rows]
+
+    assert asyncio.run(main()) == [("P1", 1, 10.0), ("P2", 1, 10.0)]

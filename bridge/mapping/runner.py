@@ -218,13 +218,12 @@ def _close(holes: list[list[Any]]) -> None:
 
 def _texts(record: Any) -> dict[str, str | None]:
     """The record's child elements' texts by tag: one pass, instead of an
-    ElementPath search per field (most legacy paths are one child deep)."""
-    texts: dict[str, str | None] = {}
-    for child in record:
-        tag = child.tag
-        if type(tag) is str and tag not in texts:
-            texts[tag] = child.text
-    return texts
+    ElementPath search per field (most legacy paths are one child deep).
+
+    Children are taken last to first, so a repeated tag keeps its first text.
+    Comments and processing instructions come in under their own (callable)
+    tags, which no field looks up."""
+    return {child.tag: child.text for child in record[::-1]}
 
 
 def _text(record: Any, texts: dict[str, str | None], path: str) -> str | None:

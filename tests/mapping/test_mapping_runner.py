@@ -127,6 +127,16 @@ def test_build_resource_keeps_apostrophes_and_unescapes_xml(patient) -> None:
     assert built["address"][0]["line"] == ["Smith & Sons Building", "Suite 5 <rear>"]
 
 
+def test_build_resource_takes_a_repeated_elements_first_text_past_comments(patient) -> None:
+    record = _record(patient, "patient_obrien_ampersand")
+    first = record[0]
+    again = etree.SubElement(record, first.tag)
+    again.text = "someone-else"
+    record.insert(1, etree.Comment(" a legacy system's note "))
+    record.append(etree.ProcessingInstruction("audit", "x"))
+    assert build_resource(patient, record)["id"] == first.text
+
+
 def test_build_resource_keeps_non_ascii_text(patient) -> None:
     built = _built(patient, "patient_non_ascii")
     assert built["name"][0] == {

@@ -24,9 +24,16 @@ thread's commit and go in the loop's next one, or to the thread too once
 under load, each ~100 µs of thread and loop wake-ups instead of ~30 µs). The
 thread also runs the WAL checkpoints, so the loop never copies pages back
 into the database file, and every eighth one starts the WAL over while the
-loop holds its rows (see `_checkpoint`). In the same way, once the loop has
-committed `merge_after` patient links (1,000), the thread moves the links
-waiting in commit order into the patient-ordered table (see `_merge`).
+loop holds its rows (see `_checkpoint`).
+
+Patient links go first to a table in commit order. Once the loop has committed
+`merge_after` of them (1,000), it moves the pending links into the
+patient-ordered table itself, 250 a transaction (~0.3 ms), one transaction a
+turn of the loop, between its commits (see `_merge_step`). Not the thread: its
+transactions hold the write lock while it waits for the GIL between
+statements (up to the 5 ms switch interval each while the loop is busy), and
+the loop's commits would wait behind them. The thread moves them only when
+it writes rows itself, and when it ends.
 """
 
 from __future__ import annotations
@@ -49,11 +56,12 @@ _EVENT = (
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
 # A patient link goes first to a table appended in commit order (a search's 50
-# links fill about one page); the thread moves them into audit_patients, sorted by
-# patient, in batches (`_merge`): each of its pages is written once per batch, not
-# once per commit. A patient's trail reads both tables (bridge/audit.py).
+# links fill about one page); they are moved into audit_patients, sorted by patient,
+# in batches (`_merge_step`): each of its pages is written once per batch, not once
+# per commit. A patient's trail reads both tables (bridge/audit.py).
 _LINK = "INSERT INTO audit_patients_pending (patient, event_seq, recorded) VALUES (?, ?, ?)"
 _PENDING_TOP = "SELECT max(seq) FROM audit_patients_pending"
+_CHUNK_TOP = "SELECT max(seq) FROM (SELECT seq FROM audit_patients_pending ORDER BY seq LIMIT ?)"
 _MOVE = (
     "INSERT OR IGNORE INTO audit_patients (patient, recorded, event_seq) "
     "SELECT patient, recorded, event_seq FROM audit_patients_pending WHERE seq <= ? "
@@ -69,15 +77,16 @@ _PAGES_PER_COMMIT = 4
 # within ~8,000 pages (32 MB) beyond the pages of the commits the thread has not
 # caught up with.
 _RESTART_EVERY = 8
-# Rows, the loop waiting for them, their requests' futures, and what the thread does
-# after writing them ("" nothing more; _MERGE or _RESTART, for an empty batch).
-_Item = tuple[list[dict[str, Any]], asyncio.AbstractEventLoop, list[asyncio.Future[None]], str]
+_Item = tuple[list[dict[str, Any]], asyncio.AbstractEventLoop, list[asyncio.Future[None]]]
 _CHECKPOINT = "checkpoint"
-_MERGE = "merge"  # move the pending patient links (see `_merge`)
-_RESTART = "restart"  # move them, then start the WAL over (see `_checkpoint`)
-# A locked database is tried again after as long as it has been locked (0.25 ms
-# at least, 2 ms at most); the thread waits for it up to _THREAD_WAIT seconds.
-_RETRY_FIRST = 0.000_25
+# Links moved in one transaction: a few milliseconds of the write lock at most,
+# even into a large table (~6 ms per 1,000 links spread over 1M links).
+_MERGE_CHUNK = 250
+# A locked database is tried again after as long as it has been locked (1 ms at
+# least: uvloop's timers count whole milliseconds, and a shorter delay fires at
+# once, so the loop spun on the lock; 2 ms at most); the thread waits for it up to
+# _THREAD_WAIT seconds.
+_RETRY_FIRST = 0.001
 _RETRY_MOST = 0.002
 _THREAD_WAIT = 10.0
 
@@ -122,6 +131,9 @@ class SqliteAppender:
         self._since_checkpoint = 0
         self._checkpoints = 0
         self._unmerged = 0  # patient links the loop committed since it last asked for a merge
+        self._merging: asyncio.Handle | None = None  # the loop's next step of a merge
+        self.merges_begun = 0  # merges the loop began (tests, benchmarks)
+        self.merges = 0  # merges finished, the loop's or the thread's
         self._with_thread = 0  # batches the loop gave the thread, not committed yet
         self._locked_since = 0.0  # when the loop first found the database locked, if it is
         self.handed_to_thread = 0  # batches the loop found locked too long (tests, benchmarks)
@@ -164,6 +176,9 @@ class SqliteAppender:
     def close_inline(self) -> None:
         """In the loop: commit nothing more there; rows still pending go to the thread."""
         db, self._db = self._db, None
+        if self._merging is not None:
+            self._merging.cancel()  # the thread moves the pending links as it ends
+            self._merging = None
         if self._flush_at is not None:
             self._flush_at.cancel()
             self._flush_at = None
@@ -222,21 +237,44 @@ class SqliteAppender:
         self.commits += 1
         linked = sum(len(row["patients"]) for row in rows)
         self._unmerged += linked
+        if self._unmerged >= self.merge_after and self._merging is None:
+            self._unmerged = 0
+            self.merges_begun += 1
+            self._merging = loop.call_soon(self._merge_step, loop, None)
         self._since_checkpoint += _PAGES_PER_COMMIT + linked
-        job = _MERGE if self._unmerged >= self.merge_after else ""
         if self._since_checkpoint >= _CHECKPOINT_PAGES:
             self._since_checkpoint = 0
             self._checkpoints += 1
             if self._checkpoints % _RESTART_EVERY:
                 self._queue.put(_CHECKPOINT)
             else:
-                job = _RESTART
-        if job:
-            # An empty batch: the thread moves the pending links (and starts the WAL
-            # over) while the loop holds its rows, as for any batch of the thread's,
-            # so no writer is in the way.
-            self._unmerged = 0
-            self._hand_over([], loop, [], job)
+                # An empty batch: the thread starts the WAL over while the loop holds
+                # its rows (as for any batch of the thread's), so no writer is in the way.
+                self._hand_over([], loop, [])
+
+    def _merge_step(self, loop: asyncio.AbstractEventLoop, end: int | None) -> None:
+        """In the loop: move one chunk of the pending patient links, and ask for the
+        next in a later turn of the loop; while another writer holds the database
+        (the thread, a second worker), try again in a little while."""
+        self._merging = None
+        db = self._db
+        if db is None:
+            return  # the loop commits no more: the thread moves them as it ends
+        if not self._with_thread:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                if not _locked(exc):
+                    log.error("audit patient links could not be moved (%s)", type(exc).__name__)
+                    return
+            else:
+                end, more = _move(db, end, _MERGE_CHUNK)
+                if more:
+                    self._merging = loop.call_soon(self._merge_step, loop, end)
+                else:
+                    self.merges += 1
+                return
+        self._merging = loop.call_later(_RETRY_MOST, self._merge_step, loop, end)
 
     def _wait_for_lock(self, loop: asyncio.AbstractEventLoop) -> None:
         """Another writer holds the database: try again shortly, or let the thread wait."""
@@ -260,13 +298,12 @@ class SqliteAppender:
         rows: list[dict[str, Any]],
         loop: asyncio.AbstractEventLoop,
         futures: list[asyncio.Future[None]],
-        job: str = "",
     ) -> None:
         if self._stopped:
             _settle_all(futures, RuntimeError("the audit appender has stopped"))
             return
         self._with_thread += 1
-        self._queue.put((rows, loop, futures, job))
+        self._queue.put((rows, loop, futures))
 
     def _thread_done(
         self,
@@ -330,8 +367,7 @@ class SqliteAppender:
                 batch.append(item)
                 count += len(item[0])
             error: BaseException | None = None
-            written = [row for rows, _, _, _ in batch for row in rows]
-            jobs = {job for _, _, _, job in batch}
+            written = [row for rows, _, _ in batch for row in rows]
             if written:
                 try:
                     _begin(db)
@@ -342,22 +378,24 @@ class SqliteAppender:
                     error = _insert(db, written)
                     if error is None:
                         unmerged += sum(len(row["patients"]) for row in written)
-            # The loop asked for it, or this thread's own batches (the loop's rows when
-            # the database was locked, or every row without `inline`) added enough.
-            if _MERGE in jobs or _RESTART in jobs or unmerged >= self.merge_after:
-                _merge(db)
-                unmerged = 0
-            if _RESTART in jobs:
+            if not all(rows for rows, _, _ in batch):  # the loop's call to start the WAL over
                 _checkpoint(db, restart=True)
             # One wake-up of each waiting event loop per commit, not one per row.
             by_loop: dict[asyncio.AbstractEventLoop, list[list[asyncio.Future[None]]]] = {}
-            for _, loop, futures, _ in batch:
+            for _, loop, futures in batch:
                 by_loop.setdefault(loop, []).append(futures)
             for loop, handed in by_loop.items():
                 settled = [future for futures in handed for future in futures]
                 with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits
                     loop.call_soon_threadsafe(self._thread_done, loop, len(handed), settled, error)
+            # The rows this thread wrote (the loop's when the database was locked, or
+            # every row without `inline`) added enough links.
+            if unmerged >= self.merge_after:
+                _merge(db)
+                self.merges += 1
+                unmerged = 0
         _merge(db)  # nothing left pending by this process's rows (nor others' meanwhile)
+        self.merges += 1
         db.close()
 
 
@@ -389,19 +427,32 @@ def _insert(db: sqlite3.Connection, rows: list[dict[str, Any]]) -> BaseException
         return exc
 
 
-def _merge(db: sqlite3.Connection) -> None:
-    """Move every pending patient link into audit_patients, sorted, in one transaction.
+def _merge(db: sqlite3.Connection, chunk: int = _MERGE_CHUNK) -> None:
+    """In the thread: move the patient links pending now, `chunk` a transaction."""
+    end: int | None = None
+    more = True
+    while more:
+        try:
+            _begin(db)
+        except sqlite3.Error as exc:
+            log.error("audit patient links could not be moved (%s)", type(exc).__name__)
+            return
+        end, more = _move(db, end, chunk)
 
-    Links appended by other processes meanwhile wait for the next merge. On an
-    error they all stay where they are, and a patient's trail still reads them."""
+
+def _move(db: sqlite3.Connection, end: int | None, chunk: int) -> tuple[int | None, bool]:
+    """In the transaction `db` has begun: move the next `chunk` pending links into
+    audit_patients, sorted, up to `end` (the last one pending when the merge began;
+    None: now), and commit. The end, and whether links up to it are left.
+
+    Links appended meanwhile wait for the next merge. A chunk that fails stays
+    where it is, and a patient's trail still reads it."""
     try:
-        _begin(db)
-    except sqlite3.Error as exc:
-        log.error("audit patient links could not be moved (%s)", type(exc).__name__)
-        return
-    try:
-        top = db.execute(_PENDING_TOP).fetchone()[0]
-        if top is not None:
+        if end is None:
+            end = db.execute(_PENDING_TOP).fetchone()[0]
+        top = db.execute(_CHUNK_TOP, (chunk,)).fetchone()[0]
+        if top is not None and end is not None:
+            top = min(top, end)
             db.execute(_MOVE, (top,))
             db.execute(_MOVED, (top,))
         db.execute("COMMIT")
@@ -409,6 +460,8 @@ def _merge(db: sqlite3.Connection) -> None:
         log.error("audit patient links could not be moved (%s)", type(exc).__name__)
         with contextlib.suppress(sqlite3.Error):
             db.execute("ROLLBACK")
+        return end, False
+    return end, top is not None and end is not None and top < end
 
 
 def _checkpoint(db: sqlite3.Connection, *, restart: bool) -> None:

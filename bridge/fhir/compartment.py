@@ -40,18 +40,25 @@ class Compartment:
         return False
 
     def owners(self, resource: dict[str, Any]) -> set[str]:
-        """The ids of every owner whose compartment holds `resource`."""
+        """The ids of every owner whose compartment holds `resource`.
+
+        Called for every resource a request answers (the audit trail's patients):
+        a path whose first element the resource lacks costs one lookup."""
         paths = self.members.get(str(resource.get("resourceType")))
         found: set[str] = set()
         if paths is None:
             return found
-        prefix = f"{self.code}/"
+        prefix = self.code + "/"
         for path in paths:
-            if path == ("id",):
-                if isinstance(resource.get("id"), str):
-                    found.add(resource["id"])
+            value = resource.get(path[0])
+            if value is None:
                 continue
-            for ref in _values(resource, path):
+            if path == ("id",):
+                if isinstance(value, str):
+                    found.add(value)
+                continue
+            refs = value if isinstance(value, list) else [value]
+            for ref in _walk(refs, path[1:]) if len(path) > 1 else refs:
                 if isinstance(ref, dict):
                     target = ref.get("reference")
                     if isinstance(target, str) and target.startswith(prefix):
@@ -60,7 +67,10 @@ class Compartment:
 
 
 def _values(node: Any, path: tuple[str, ...]) -> list[Any]:
-    current = [node]
+    return _walk([node], path)
+
+
+def _walk(current: list[Any], path: tuple[str, ...]) -> list[Any]:
     for name in path:
         nxt: list[Any] = []
         for item in current:

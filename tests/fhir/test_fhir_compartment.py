@@ -34,3 +34,42 @@ def test_compartment_membership_follows_the_definition(
     resource: dict[str, object], inside: bool
 ) -> None:
     assert patient_compartment().contains(resource, "p1") is inside
+
+
+@pytest.mark.parametrize(
+    ("resource", "owners"),
+    [
+        (
+            {
+                "resourceType": "Patient",
+                "id": "p1",
+                "link": [{"other": {"reference": "Patient/p2"}}],
+            },
+            {"p1", "p2"},
+        ),
+        ({"resourceType": "Patient", "id": 7}, set()),
+        ({"resourceType": "Observation", "subject": {"reference": "Patient/p1"}}, {"p1"}),
+        (
+            {"resourceType": "Observation", "subject": [{"reference": "Patient/p1"}, "x", None]},
+            {"p1"},
+        ),
+        ({"resourceType": "Observation", "performer": [{"reference": "Practitioner/d1"}]}, set()),
+        ({"resourceType": "Observation", "subject": {"reference": 5}}, set()),
+        ({"resourceType": "Observation", "subject": "Patient/p1"}, set()),
+        (
+            {
+                "resourceType": "Appointment",
+                "participant": [
+                    {"actor": {"reference": "Patient/p1"}},
+                    {"type": []},
+                    {"actor": {"reference": "Patient/p3"}},
+                ],
+            },
+            {"p1", "p3"},
+        ),
+        ({"resourceType": ["Patient"], "id": "p1"}, set()),
+        ({}, set()),
+    ],
+)
+def test_owners_are_the_patients_a_resource_references(resource: dict, owners: set) -> None:
+    assert patient_compartment().owners(resource) == owners

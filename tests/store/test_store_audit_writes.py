@@ -294,6 +294,27 @@ def _migrate(direction: str, revision: str) -> Any:
     return run
 
 
+async def _one_event_with_links(conn: Any, table: str) -> None:
+    """Event 1, linked to P1 and P2 in `table` (as an older schema or the appender left it)."""
+    await conn.execute(
+        text(
+            "INSERT INTO audit_events (id, recorded, interaction, status, body) "
+            "VALUES ('e1', 10.0, 'search-type', 200, '{}')"
+        )
+    )
+    await conn.execute(
+        text(
+            f"INSERT INTO {table} (patient, event_seq, recorded) "
+            "VALUES ('P1', 1, 10.0), ('P2', 1, 10.0)"
+        )
+    )
+
+
+async def _links_in_order(conn: Any) -> list[Any]:
+    query = "SELECT patient, event_seq, recorded FROM audit_patients ORDER BY patient"
+    return list((await conn.execute(text(query))).all())
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_the_upgrade_keeps_every_patient_link(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
@@ -308,26 +329,11 @@ def test_the_upgrade_keeps_every_patient_link(
         engine = create_async_engine(async_url(url))
         async with engine.begin() as conn:
             await conn.run_sync(_migrate("upgrade", "0002"))
-            await conn.execute(
-                text(
-                    "INSERT INTO audit_events (id, recorded, interaction, status, body) "
-                    "VALUES ('e1', 10.0, 'search-type', 200, '{}')"
-                )
-            )
-            await conn.execute(
-                text(
-                    "INSERT INTO audit_patients (patient, event_seq, recorded) "
-                    "VALUES ('P1', 1, 10.0), ('P2', 1, 10.0)"
-                )
-            )
+            await _one_event_with_links(conn, "audit_patients")
         async with engine.begin() as conn:
             await conn.run_sync(_migrate("upgrade", "head"))
         async with engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    text("SELECT patient, event_seq, recorded FROM audit_patients ORDER BY patient")
-                )
-            ).all()
+            rows = await _links_in_order(conn)
             if backend == "postgresql":  # named as a fresh table would be
                 names = (
                     await conn.execute(
@@ -567,27 +573,11 @@ def test_the_downgrade_keeps_the_links_not_moved_yet(
         store = await Store.open(url)
         await store.close()
         engine = create_async_engine(async_url(url))
-
         async with engine.begin() as conn:
-            await conn.execute(
-                text(
-                    "INSERT INTO audit_events (id, recorded, interaction, status, body) "
-                    "VALUES ('e1', 10.0, 'search-type', 200, '{}')"
-                )
-            )
-            await conn.execute(
-                text(
-                    "INSERT INTO audit_patients_pending (patient, event_seq, recorded) "
-                    "VALUES ('P1', 1, 10.0), ('P2', 1, 10.0)"
-                )
-            )
+            await _one_event_with_links(conn, "audit_patients_pending")
             await conn.run_sync(_migrate("downgrade", "0003"))
         async with engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    text("SELECT patient, event_seq, recorded FROM audit_patients ORDER BY patient")
-                )
-            ).all()
+            rows = await _links_in_order(conn)
         await engine.dispose()
         store = await Store.open(url)  # and up again
         await store.close()

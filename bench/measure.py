@@ -150,7 +150,7 @@ class Bench:
         cpu = f"  cpu {result['gateway_cpu_us']:.0f} µs/req" if gateways else ""
         calls = f"  calls/req {result['legacy_calls_per_req']:.2f}" if backend else ""
         self.log(
-            f"  {label:<58} {result['rps']:>9.1f} req/s  p50 {result['p50_ms']:.2f} ms  "
+            f"  {label:<58} {result['rps']:>9.1f} req/s  p50 {result['p50_ms']:.3f} ms  "
             f"p99 {result['p99_ms']:.2f} ms{cpu}{calls}{flag}"
         )
         return result

@@ -30,6 +30,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from bridge.app import create_app
     from bridge.logs import configure_logging
+    from bridge.server import HttpProtocol
     from bridge.settings import load_settings, share_with_workers
 
     settings = load_settings(
@@ -48,7 +49,7 @@ def _serve(args: argparse.Namespace) -> int:
         "log_config": None,
         "access_log": False,
         "loop": "uvloop",
-        "http": "httptools",
+        "http": HttpProtocol,  # httptools, one write per answer
         "timeout_graceful_shutdown": 10,
         # No "server: uvicorn" on every answer: it tells attackers what to look up.
         "server_header": False,

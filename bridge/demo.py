@@ -134,6 +134,7 @@ def run_demo(*, host: str, port: int, mock_port: int) -> int:
 
     from bridge.app import create_app
     from bridge.logs import configure_logging
+    from bridge.server import HttpProtocol
     from bridge.settings import AdminSettings, AuthSettings, Settings, StoreSettings, SystemRef
 
     if not _is_loopback(host):
@@ -216,7 +217,7 @@ Press Ctrl+C to stop.
             log_config=None,
             access_log=False,
             loop="uvloop",
-            http="httptools",
+            http=HttpProtocol,
         )
     finally:
         _forget_key(key_file)

@@ -1,0 +1,195 @@
+"""The HTTP protocol of `bridge serve`: an answer's head and body leave in one write."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+from uvicorn.config import Config
+from uvicorn.server import ServerState
+
+from bridge.server import HttpProtocol, _JoinedWrites
+
+
+def _in_a_loop(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    @functools.wraps(test)
+    def run(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(test(*args, **kwargs))
+
+    return run
+
+
+REQUEST = b"GET /x HTTP/1.1\r\nHost: gateway\r\n\r\n"
+
+
+class _Transport(asyncio.Transport):
+    """What the socket would have sent, one entry per system call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closing = False
+        self.aborted = False
+
+    def write(self, data: Any) -> None:
+        assert not self.closing, "a write after close"
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def abort(self) -> None:
+        self.closing = self.aborted = True
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8080)}.get(
+            name, default
+        )
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def _serve(app: Any, request: bytes = REQUEST) -> _Transport:
+    """One request through HttpProtocol on a recording transport; its writes."""
+    config = Config(app=app, http=HttpProtocol, lifespan="off", log_config=None)
+    config.load()
+    state = ServerState()
+    protocol = HttpProtocol(config, state, {}, _loop=asyncio.get_running_loop())
+    transport = _Transport()
+    protocol.connection_made(transport)
+    protocol.data_received(request)
+    while state.tasks:
+        await asyncio.gather(*state.tasks)
+    await asyncio.sleep(0)  # a turn of the loop: what is held goes out at its end
+    protocol.connection_lost(None)
+    return transport
+
+
+async def _json_app(scope: Any, receive: Any, send: Any) -> None:
+    body = b'{"resourceType":"Patient"}'
+    headers = [(b"content-type", b"application/fhir+json"), (b"content-length", b"26")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+@_in_a_loop
+async def test_an_answer_leaves_in_one_write() -> None:
+    transport = await _serve(_json_app)
+    assert len(transport.writes) == 1
+    head, _, body = transport.writes[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"content-length: 26" in head
+    assert body == b'{"resourceType":"Patient"}'
+
+
+@_in_a_loop
+async def test_a_streamed_answer_keeps_its_order_and_loses_nothing() -> None:
+    release = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"one,", "more_body": True})
+        await send({"type": "http.response.body", "body": b"two,", "more_body": True})
+        asyncio.get_running_loop().call_later(0.01, release.set)
+        await release.wait()  # the loop turns over with "two," held: it goes out
+        await send({"type": "http.response.body", "body": b"three", "more_body": False})
+
+    transport = await _serve(app)
+    raw = b"".join(transport.writes)
+    assert raw.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert raw.endswith(b"4\r\none,\r\n4\r\ntwo,\r\n5\r\nthree\r\n0\r\n\r\n")
+    # Head and first chunk together, the second chunk at the end of its turn, the rest.
+    assert len(transport.writes) == 3
+    assert transport.writes[1] == b"4\r\ntwo,\r\n"
+
+
+@_in_a_loop
+async def test_an_answer_the_app_fails_to_give_is_a_500_in_one_write() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise RuntimeError("boom")
+
+    transport = await _serve(app)
+    assert len(transport.writes) == 1
+    assert transport.writes[0].startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+
+
+@_in_a_loop
+async def test_a_bad_request_is_answered_before_the_connection_closes() -> None:
+    transport = await _serve(_json_app, b"NOT HTTP AT ALL\r\n\r\n")
+    assert transport.closing
+    assert b"".join(transport.writes).startswith(b"HTTP/1.1 400 Bad Request\r\n")
+
+
+@_in_a_loop
+async def test_a_held_write_goes_out_at_the_end_of_the_turn() -> None:
+    inner = _Transport()
+    joined = _JoinedWrites(inner, asyncio.get_running_loop())
+    joined.write(b"head")
+    assert inner.writes == []
+    assert joined.get_write_buffer_size() == 4
+    await asyncio.sleep(0)
+    assert inner.writes == [b"head"]
+    joined.write(b"")  # nothing to hold
+    await asyncio.sleep(0)
+    assert inner.writes == [b"head"]
+
+
+@_in_a_loop
+async def test_closing_sends_what_is_held_first_and_aborting_drops_it() -> None:
+    inner = _Transport()
+    joined = _JoinedWrites(inner, asyncio.get_running_loop())
+    joined.writelines([b"a", b"b"])
+    joined.close()
+    assert inner.writes == [b"ab"]
+    assert inner.closing
+    await asyncio.sleep(0)  # the end-of-turn flush finds nothing left
+    assert inner.writes == [b"ab"]
+
+    inner = _Transport()
+    joined = _JoinedWrites(inner, asyncio.get_running_loop())
+    joined.write(b"a")
+    joined.abort()
+    await asyncio.sleep(0)
+    assert inner.writes == []
+    assert inner.aborted
+
+
+@_in_a_loop
+async def test_a_write_held_when_the_peer_went_away_is_dropped() -> None:
+    inner = _Transport()
+    joined = _JoinedWrites(inner, asyncio.get_running_loop())
+    joined.write(b"a")
+    inner.closing = True  # the connection was lost meanwhile
+    await asyncio.sleep(0)
+    assert inner.writes == []
+
+
+@_in_a_loop
+async def test_other_calls_reach_the_transport() -> None:
+    inner = _Transport()
+    joined = _JoinedWrites(inner, asyncio.get_running_loop())
+    assert joined.get_extra_info("peername") == ("127.0.0.1", 50000)
+    assert joined.is_closing() is False
+
+
+@pytest.mark.parametrize("data", [bytearray(b"body"), memoryview(b"body")])
+@_in_a_loop
+async def test_buffers_of_any_kind_are_joined(data: Any) -> None:
+    inner = _Transport()
+    joined = _JoinedWrites(inner, asyncio.get_running_loop())
+    joined.write(data)
+    joined.write(data)
+    assert inner.writes == [b"bodybody"]

@@ -22,6 +22,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 __all__ = ["HttpProtocol"]
 
+_COPY_LIMIT = 64 * 1024  # bytes: below it, joining two writes costs less than a writev
+
 
 class _JoinedWrites:
     """A transport that holds a write back until the next one (or the end of the
@@ -42,7 +44,10 @@ class _JoinedWrites:
                 self._loop.call_soon(self._flush)
             return
         self._held = None
-        self._transport.write(held + data)
+        if len(data) < _COPY_LIMIT:
+            self._transport.write(held + data)
+        else:  # a large body is not copied: both go out in one writev
+            self._transport.writelines((held, data))
 
     def writelines(self, list_of_data: Any) -> None:
         self.write(b"".join(list_of_data))

@@ -193,3 +193,18 @@ async def test_buffers_of_any_kind_are_joined(data: Any) -> None:
     joined.write(data)
     joined.write(data)
     assert inner.writes == [b"bodybody"]
+
+
+@_in_a_loop
+async def test_a_large_body_goes_out_with_the_head_without_a_copy() -> None:
+    inner = _Transport()
+    sent: list[tuple[bytes, ...]] = []
+    inner.writelines = lambda data: sent.append(tuple(data))  # type: ignore[method-assign]
+    joined = _JoinedWrites(inner, asyncio.get_running_loop())
+    body = b"x" * (1 << 20)
+    joined.write(b"head")
+    joined.write(body)
+    assert inner.writes == []
+    assert len(sent) == 1
+    assert sent[0][0] == b"head"
+    assert sent[0][1] is body

@@ -4,11 +4,14 @@ uvicorn writes an answer's status line and headers as soon as the app sends
 `http.response.start`, and its body with a second write when the app sends
 `http.response.body`. Each write is a system call, and on a connection with
 TCP_NODELAY (as uvicorn sets) each is a segment the client reads on its own.
-Here a connection's transport holds a write back until the next one, and sends
-both with one system call: the head of an answer goes out with its body. A write
-that no other follows within the same turn of the event loop goes out at its end,
-so nothing waits longer than that, and closing the connection sends what is held
-first. Everything else about the protocol is uvicorn's.
+
+Here an answer's head waits for the app's next message, and goes out with the
+first part of the body in one system call. Everything else is written as the app
+sends it: once the app's `send` of a body message returns, nothing of the answer
+is held back. A head the app does not follow at once (it awaits something first)
+goes out at the end of the loop's turn; closing the connection, and the client's
+end of stream, send what is held first. Everything else about the protocol is
+uvicorn's.
 
     uvicorn.run(app, http=HttpProtocol, loop="uvloop")
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 __all__ = ["HttpProtocol"]
@@ -26,8 +30,9 @@ _COPY_LIMIT = 64 * 1024  # bytes: below it, joining two writes costs less than a
 
 
 class _JoinedWrites:
-    """A transport that holds a write back until the next one (or the end of the
-    loop's turn) and sends them together; every other call goes to `transport`."""
+    """A transport that holds a write back until the next one (or `flush`, or the
+    end of the loop's turn) and sends both together; every other call goes to
+    `transport`."""
 
     __slots__ = ("_held", "_loop", "_transport")
 
@@ -41,7 +46,7 @@ class _JoinedWrites:
         if held is None:
             if data:
                 self._held = bytes(data)
-                self._loop.call_soon(self._flush)
+                self._loop.call_soon(self.flush)
             return
         self._held = None
         if len(data) < _COPY_LIMIT:
@@ -52,7 +57,8 @@ class _JoinedWrites:
     def writelines(self, list_of_data: Any) -> None:
         self.write(b"".join(list_of_data))
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Send what is held now (unless the connection is gone)."""
         held = self._held
         if held is not None:
             self._held = None
@@ -60,12 +66,16 @@ class _JoinedWrites:
                 self._transport.write(held)
 
     def write_eof(self) -> None:
-        self._flush()
-        self._transport.write_eof()
+        try:
+            self.flush()
+        finally:
+            self._transport.write_eof()
 
     def close(self) -> None:
-        self._flush()
-        self._transport.close()
+        try:
+            self.flush()
+        finally:
+            self._transport.close()
 
     def abort(self) -> None:
         self._held = None
@@ -79,7 +89,33 @@ class _JoinedWrites:
 
 
 class HttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol on a transport that joins an answer's writes."""
+    """uvicorn's httptools protocol, writing an answer's head with its body."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._joined: _JoinedWrites | None = None
+        self._asgi: ASGIApp = self.app
+        self.app = self._app  # what uvicorn runs for each request on this connection
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(_JoinedWrites(transport, self.loop))  # type: ignore[arg-type]
+        self._joined = _JoinedWrites(transport, self.loop)
+        super().connection_made(self._joined)  # type: ignore[arg-type]
+
+    def eof_received(self) -> None:
+        # Once this returns, the transport closes itself (not through _JoinedWrites).
+        if self._joined is not None:
+            self._joined.flush()
+        super().eof_received()
+
+    async def _app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        joined = self._joined
+        assert joined is not None
+
+        async def send_head_with_body(message: Message) -> None:
+            try:
+                await send(message)
+            finally:
+                if message["type"] != "http.response.start":
+                    joined.flush()
+
+        await self._asgi(scope, receive, send_head_with_body)

@@ -62,13 +62,18 @@ class _Transport(asyncio.Transport):
         pass
 
 
-async def _serve(app: Any, request: bytes = REQUEST) -> _Transport:
-    """One request through HttpProtocol on a recording transport; its writes."""
+async def _serve(
+    app: Any, request: bytes = REQUEST, made: list[_Transport] | None = None
+) -> _Transport:
+    """One request through HttpProtocol on a recording transport (also put in
+    `made`, for the app to look at); its writes."""
     config = Config(app=app, http=HttpProtocol, lifespan="off", log_config=None)
     config.load()
     state = ServerState()
     protocol = HttpProtocol(config, state, {}, _loop=asyncio.get_running_loop())
     transport = _Transport()
+    if made is not None:
+        made.append(transport)
     protocol.connection_made(transport)
     protocol.data_received(request)
     while state.tasks:
@@ -104,16 +109,51 @@ async def test_a_streamed_answer_keeps_its_order_and_loses_nothing() -> None:
         await send({"type": "http.response.body", "body": b"one,", "more_body": True})
         await send({"type": "http.response.body", "body": b"two,", "more_body": True})
         asyncio.get_running_loop().call_later(0.01, release.set)
-        await release.wait()  # the loop turns over with "two," held: it goes out
+        await release.wait()
         await send({"type": "http.response.body", "body": b"three", "more_body": False})
 
     transport = await _serve(app)
     raw = b"".join(transport.writes)
     assert raw.startswith(b"HTTP/1.1 200 OK\r\n")
     assert raw.endswith(b"4\r\none,\r\n4\r\ntwo,\r\n5\r\nthree\r\n0\r\n\r\n")
-    # Head and first chunk together, the second chunk at the end of its turn, the rest.
+    # The head with the first chunk; then each chunk as it is sent.
     assert len(transport.writes) == 3
     assert transport.writes[1] == b"4\r\ntwo,\r\n"
+
+
+@_in_a_loop
+async def test_nothing_is_held_once_the_app_has_sent_a_body_message() -> None:
+    made: list[_Transport] = []
+    seen: list[list[bytes]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        seen.append(list(made[0].writes))  # the head waits for the body
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        seen.append(list(made[0].writes))  # a HEAD answer: the head alone, now
+
+    await _serve(app, b"HEAD /x HTTP/1.1\r\nHost: gateway\r\n\r\n", made)
+    assert seen[0] == []
+    assert len(seen[1]) == 1
+    assert seen[1][0].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert seen[1][0].endswith(b"\r\n\r\n")
+
+
+@_in_a_loop
+async def test_a_head_the_app_does_not_follow_at_once_goes_out_at_the_end_of_the_turn() -> None:
+    made: list[_Transport] = []
+    seen: list[list[bytes]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await asyncio.sleep(0.01)
+        seen.append(list(made[0].writes))
+        await send({"type": "http.response.body", "body": b"late"})
+
+    transport = await _serve(app, made=made)
+    assert len(seen[0]) == 1
+    assert seen[0][0].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert transport.writes[1:] == [b"4\r\nlate\r\n0\r\n\r\n"]
 
 
 @_in_a_loop

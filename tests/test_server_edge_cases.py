@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
-import ipaddress
 import socket
 import ssl
 import threading
@@ -28,6 +26,7 @@ from uvicorn.config import Config
 from uvicorn.server import ServerState
 
 from bridge.server import HttpProtocol
+from tests.support import self_signed_certificate
 
 HEAD = b"HEAD /x HTTP/1.1\r\nHost: gateway\r\n\r\n"
 
@@ -142,44 +141,6 @@ def _read_to_eof(sock: socket.socket) -> bytes:
     return data
 
 
-def _certificate(folder: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
 @pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
 def test_an_answer_reaches_a_client_that_half_closes(tls: bool, tmp_path: Path) -> None:
     """A HEAD answer's head is a write no other follows: held to the end of the turn.
@@ -195,7 +156,7 @@ def test_an_answer_reaches_a_client_that_half_closes(tls: bool, tmp_path: Path) 
     options: dict[str, Any] = {}
     context: ssl.SSLContext | None = None
     if tls:
-        cert, key = _certificate(tmp_path)
+        cert, key = self_signed_certificate(tmp_path)
         options = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
         context = ssl.create_default_context(cafile=str(cert))
     with (

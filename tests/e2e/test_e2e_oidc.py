@@ -25,7 +25,7 @@ from joserfc.jwk import RSAKey
 
 from bridge.mock import MockHospital
 from tests.oidc.provider import OidcProvider, running_provider
-from tests.support import Gateway, free_port, start_gateway
+from tests.support import Gateway, free_port, self_signed_certificate, start_gateway
 
 pytestmark = pytest.mark.e2e
 
@@ -285,50 +285,10 @@ def test_oidc_revoked_opaque_token_is_served_from_the_cache_meanwhile(
 # -- TLS to the provider: verified, against a configured CA bundle -----------------------
 
 
-def _self_signed(folder: Path) -> tuple[Path, Path]:
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    cert_path, key_path = folder / "idp-cert.pem", folder / "idp-key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
 def test_oidc_https_provider_needs_its_ca_bundle(
     mock_hospital_server: MockHospital, tmp_path: Path
 ) -> None:
-    cert, key = _self_signed(tmp_path / "tls")
+    cert, key = self_signed_certificate(tmp_path / "tls")
     with running_provider(tmp_path / "https", tls=(cert, key)) as secure:
         assert secure.issuer.startswith("https://")
         trusted = oidc_auth(secure.issuer, ca_file=str(cert))

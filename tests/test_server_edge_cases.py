@@ -27,6 +27,7 @@ from uvicorn.server import ServerState
 
 from bridge.server import HttpProtocol
 from tests.support import self_signed_certificate
+from tests.test_server import _Transport
 
 HEAD = b"HEAD /x HTTP/1.1\r\nHost: gateway\r\n\r\n"
 
@@ -37,38 +38,13 @@ async def _head_answer(send: Any) -> None:
     await send({"type": "http.response.body", "body": b""})  # HEAD: nothing is written
 
 
-class _UvloopTransport(asyncio.Transport):
+class _UvloopTransport(_Transport):
     """Writes as uvloop's TCP transport takes them: once it is closed with nothing
     left to send, it drops every later write."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.writes: list[bytes] = []
-        self.closing = False
 
     def write(self, data: Any) -> None:
         if not self.closing:
             self.writes.append(bytes(data))
-
-    def writelines(self, list_of_data: Any) -> None:
-        self.write(b"".join(list_of_data))
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.closing = True
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8080)}.get(
-            name, default
-        )
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
 
 def test_an_answer_is_sent_when_the_peer_half_closes_before_the_turn_ends() -> None:

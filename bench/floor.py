@@ -31,7 +31,9 @@ REFERENCE_US = 30.0  # the floor on the machine the targets were set on (DESIGN.
 
 
 def serve(host: str, port: int) -> None:
-    """The trivial app, with the uvicorn options `bridge serve` uses (bridge/cli.py)."""
+    """The trivial app, with the uvicorn options `bridge serve` uses (bridge/cli.py),
+    but uvicorn's own httptools protocol: the one the targets' reference figure was
+    measured with (`bridge serve` runs bridge/server.py's, one write per answer)."""
     import uvicorn
     from starlette.applications import Starlette
     from starlette.requests import Request

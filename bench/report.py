@@ -326,8 +326,9 @@ def _floor_section(result: dict[str, Any]) -> list[str]:
     said = floor.summary(rows) or "no request completed at 50 connections: no speed factor"
     lines += [
         f"{said[0].upper()}{said[1:]}. The floor is Starlette with one route answering a "
-        "small JSON, on uvicorn (uvloop, httptools) with the options `bridge serve` uses "
-        "(bench/floor.py), driven as the gateway is in windows of the same length. "
+        "small JSON, on uvicorn (uvloop, uvicorn's own httptools protocol) with the other "
+        "options `bridge serve` uses (bench/floor.py), driven as the gateway is in windows "
+        "of the same length. "
         "The targets' column *at reference speed* divides this run's CPU and time figures "
         "by the speed factor and multiplies req/s by it; *result* judges the figure as "
         "measured here.",

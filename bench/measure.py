@@ -190,7 +190,11 @@ class Bench:
             gateways.append(gateway)
             if workers == 1:  # start-up figures: one process, nothing forked
                 self.gateway_starts.append(
-                    {"backend": backend.name, "ready_s": round(gateway.ready_seconds, 3)}
+                    {
+                        "backend": backend.name,
+                        "ready_s": round(gateway.ready_seconds, 3),
+                        "wsdl_cache": "cold" if gateway.wsdl_cache_cold else "warm",
+                    }
                 )
             self.log(
                 f"  gateway pid {gateway.pid} on :{gateway.port} ({workers} worker"

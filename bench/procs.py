@@ -293,6 +293,7 @@ class Gateway:
     log_path: Path
     ready_seconds: float = 0.0
     workers: int = 1
+    wsdl_cache_cold: bool = True  # no compiled WSDL in the cache when it started
 
     @property
     def pid(self) -> int:
@@ -342,11 +343,15 @@ def start_gateway(
         "log_level": "info",
         # Every feature on: the audit trail commits one AuditEvent per request here.
         "store": {"url": f"sqlite:///{run_dir / f'{name}-{port}-store.db'}"},
+        # The run's own WSDL cache: its first gateway reads the WSDLs with zeep, the
+        # others start warm, as a restarted gateway and every worker does.
+        "wsdl_cache_dir": str(run_dir / "wsdl-cache"),
     }
     if workers > 1:
         config["workers"] = workers
     config_path = run_dir / f"{name}-{port}.yaml"
     config_path.write_text(json.dumps(config, indent=1))  # JSON is YAML
+    cold = not any((run_dir / "wsdl-cache").glob("*.json"))
     log_path = run_dir / f"{name}-{port}.log"
     with log_path.open("wb") as log:
         started = time.perf_counter()
@@ -357,7 +362,7 @@ def start_gateway(
             cwd=SOURCE,
             env=_env(),
         )
-    gateway = Gateway(process, port, log_path, workers=workers)
+    gateway = Gateway(process, port, log_path, workers=workers, wsdl_cache_cold=cold)
     deadline = started + 60
     try:
         while True:

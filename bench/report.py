@@ -460,6 +460,11 @@ def markdown(result: dict[str, Any]) -> str:
             f"{startup['ready_median_s']:.2f} s median, {startup['ready_max_s']:.2f} s worst "
             f"over {len(startup['ready_s'])} starts ({', '.join(map(str, startup['ready_s']))})"
             + (
+                f", the first with the WSDL cache cold ({', '.join(map(str, cold))} s)"
+                if (cold := startup.get("ready_cold_s"))
+                else ""
+            )
+            + (
                 f"; {startup['ready_max_s'] / speed:.2f} s worst at reference speed."
                 if speed
                 else "."

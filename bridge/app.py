@@ -159,7 +159,9 @@ def compile_systems(settings: Settings) -> list[CompiledSystem]:
     env = environment()
     systems = []
     for ref in settings.systems:
-        system = compile_system(ref.path, env, endpoint=ref.endpoint)
+        system = compile_system(
+            ref.path, env, endpoint=ref.endpoint, wsdl_cache=settings.wsdl_cache_dir
+        )
         if ref.origin:
             path = urlsplit(system.endpoint).path
             system = dataclasses.replace(system, endpoint=ref.origin.rstrip("/") + path)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -300,6 +300,13 @@ class Settings(BaseSettings):
     reload_mappings: bool = Field(
         False, description="Watch the mapping folders and swap in clean edits while serving."
     )
+    wsdl_cache_dir: Path | None = Field(
+        default_factory=lambda: _user_cache_dir(),
+        description="Where what zeep read of each WSDL is kept between starts, checked "
+        "against the SHA-256 of every document it came from; empty or 'off': read every "
+        "WSDL with zeep at each start. Default: $XDG_CACHE_HOME or ~/.cache, under "
+        "fhir-soap-bridge/wsdl.",
+    )
     workers: int = Field(1, ge=1, le=32, description="Gateway processes sharing the port.")
     tls: Tls = Field(default_factory=lambda: Tls())
     cors_origins: list[str] = Field(
@@ -310,6 +317,13 @@ class Settings(BaseSettings):
     audit: AuditSettings = Field(default_factory=lambda: AuditSettings())
     idempotency: IdempotencySettings = Field(default_factory=lambda: IdempotencySettings())
     async_writes: AsyncWriteSettings = Field(default_factory=lambda: AsyncWriteSettings())
+
+    @field_validator("wsdl_cache_dir", mode="before")
+    @classmethod
+    def _cache_off(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in ("", "off", "none"):
+            return None
+        return value
 
     @classmethod
     def settings_customise_sources(
@@ -404,6 +418,16 @@ def load_worker_settings() -> Settings:
     """Settings in a worker process started by `share_with_workers`."""
     path = os.environ.get(_CONFIG_VARIABLE)
     return load_settings(Path(path) if path else None)
+
+
+def _user_cache_dir() -> Path | None:
+    """The user's cache folder for compiled WSDLs (None when there is no home)."""
+    base = os.environ.get("XDG_CACHE_HOME")
+    try:
+        root = Path(base) if base else Path.home() / ".cache"
+    except (KeyError, RuntimeError):  # no HOME and no passwd entry
+        return None
+    return root / "fhir-soap-bridge" / "wsdl"
 
 
 def environment() -> Mapping[str, str]:

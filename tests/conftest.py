@@ -7,6 +7,9 @@ ports, and talk HTTP to them.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +17,23 @@ import pytest
 
 from bridge.mock import MockHospital
 from tests.support import Gateway, check_fhir, start_gateway
+
+_WSDL_CACHE = pytest.StashKey[str]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The WSDLs this run compiles are cached in a folder of its own (the gateways it
+    # starts inherit it), never in the user's cache.
+    if "BRIDGE_WSDL_CACHE_DIR" not in os.environ:
+        os.environ["BRIDGE_WSDL_CACHE_DIR"] = tempfile.mkdtemp(prefix="bridge-wsdl-cache-")
+        config.stash[_WSDL_CACHE] = os.environ["BRIDGE_WSDL_CACHE_DIR"]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    folder = config.stash.get(_WSDL_CACHE, None)
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
+        os.environ.pop("BRIDGE_WSDL_CACHE_DIR", None)
 
 
 @pytest.fixture(scope="session")

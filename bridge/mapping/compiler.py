@@ -41,10 +41,17 @@ _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.\-/,]*)(?:\|([^{}]*))?\}")
 
 
 class _Compiler(ResourceCompiler):
-    def __init__(self, folder: Path, env: Mapping[str, str], endpoint: str | None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        env: Mapping[str, str],
+        endpoint: str | None,
+        wsdl_cache: Path | None = None,
+    ) -> None:
         self.folder = folder
         self.env = env
         self.endpoint_override = endpoint
+        self.wsdl_cache = wsdl_cache
         self.problems: list[Problem] = []
         self.session_fills: set[str] = set()  # request elements the session style fills
         self._write_record: ElementInfo | None = None  # for {record.PATH} in later write steps
@@ -277,7 +284,9 @@ class _Compiler(ResourceCompiler):
             )
         wsdl_path = (self.folder / spec.wsdl).resolve()
         try:
-            wsdl = load_wsdl(wsdl_path, str(Path(doc.display).parent / spec.wsdl))
+            wsdl = load_wsdl(
+                wsdl_path, str(Path(doc.display).parent / spec.wsdl), cache_dir=self.wsdl_cache
+            )
         except WsdlError as exc:
             line, col = doc.position(("wsdl",))
             raise MappingError(
@@ -543,10 +552,16 @@ class _Compiler(ResourceCompiler):
 
 
 def compile_system(
-    folder: Path, env: Mapping[str, str], *, endpoint: str | None = None
+    folder: Path,
+    env: Mapping[str, str],
+    *,
+    endpoint: str | None = None,
+    wsdl_cache: Path | None = None,
 ) -> CompiledSystem:
-    """Load, check and compile one system folder. Raises MappingError listing every problem."""
-    return _Compiler(folder, env, endpoint).system()
+    """Load, check and compile one system folder. Raises MappingError listing every problem.
+
+    `wsdl_cache`: a folder where what zeep read of the WSDL is kept between starts."""
+    return _Compiler(folder, env, endpoint, wsdl_cache).system()
 
 
 def _find_path(base: ElementInfo, path: str) -> ElementInfo | None:

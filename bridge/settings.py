@@ -422,12 +422,13 @@ def load_worker_settings() -> Settings:
 
 def _user_cache_dir() -> Path | None:
     """The user's cache folder for compiled WSDLs (None when there is no home)."""
-    base = os.environ.get("XDG_CACHE_HOME")
+    base = os.environ.get("XDG_CACHE_HOME", "")
     try:
-        root = Path(base) if base else Path.home() / ".cache"
+        # A relative XDG_CACHE_HOME is ignored, as the XDG spec says.
+        root = Path(base) if os.path.isabs(base) else Path.home() / ".cache"
     except (KeyError, RuntimeError):  # no HOME and no passwd entry
         return None
-    return root / "fhir-soap-bridge" / "wsdl"
+    return root / "fhir-soap-bridge" / "wsdl" if root.is_absolute() else None
 
 
 def environment() -> Mapping[str, str]:

@@ -6,11 +6,15 @@ touches zeep; it uses the plain `OperationInfo` records built here.
 
 With a cache folder, what zeep read is kept there as JSON, with the SHA-256 of
 every document zeep loaded for it (the WSDL and each schema it imports or
-includes). A later start whose documents, zeep and this module are unchanged
-takes the records from the cache and never imports zeep: ~10 MB less memory
-per process and ~0.1 s less start-up. A WSDL that loads anything over the
-network is never cached. A cache that cannot be read or written is passed
-over, never an error: the WSDL is then read with zeep, as without a cache.
+includes). A later start whose documents, zeep, lxml, Python and this module
+are unchanged takes the records from the cache and never imports zeep: ~12 MB
+less memory per process and ~0.1 s less start-up. It hashes every recorded
+document again and follows each import and include as zeep would (symbolic
+links included): a schema link pointed at a new release is read again. A WSDL
+that loads anything over the network is never cached. Only this user's own
+entries, in a folder nobody else may write to, are trusted. A cache that cannot
+be read, written or decoded is passed over, never an error: the WSDL is then
+read with zeep, as without a cache.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import importlib.util
 import json
 import logging
 import os
+import stat
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,7 +127,7 @@ def load_wsdl(
     shown = display or str(path)
     if not path.is_file():
         raise WsdlError(Problem(shown, 1, 1, "WSDL file not found"))
-    entry = _entry(cache_dir, path) if cache_dir is not None else None
+    entry = _entry(cache_dir, path) if cache_dir is not None and _own(cache_dir) else None
     if entry is not None:
         cached = _from_cache(entry, path)
         if cached is not None:
@@ -156,7 +162,7 @@ def _read(path: Path, shown: str) -> tuple[ServiceDescription, list[tuple[Path, 
 
     try:
         settings = zeep.Settings(strict=False, forbid_dtd=True)
-        doc = Document(str(path), _Recording(), settings=settings)  # type: ignore[no-untyped-call, arg-type]
+        doc = Document(str(path.resolve()), _Recording(), settings=settings)  # type: ignore[no-untyped-call, arg-type]
     except (ZeepError, OSError, ValueError) as exc:
         raise WsdlError(Problem(shown, 1, 1, f"cannot read WSDL: {exc}")) from exc
 
@@ -202,26 +208,68 @@ def _entry(cache_dir: Path, path: Path) -> Path:
 @functools.cache
 def _reader_stamp() -> str:
     """What a cached description depends on besides the documents: this module's
-    code and the installed zeep (found, not imported)."""
-    spec = importlib.util.find_spec("zeep")
-    origin = spec.origin if spec is not None else None
+    code, the installed zeep (its wheel's RECORD, which lists a hash of every file;
+    found, not imported), lxml and Python."""
     zeep_stamp = "-"
-    if origin:
-        st = os.stat(origin)
-        zeep_stamp = f"{origin}:{st.st_size}:{st.st_mtime_ns}"
+    spec = importlib.util.find_spec("zeep")
+    if spec is not None and spec.origin:
+        package = Path(spec.origin).parent
+        records = sorted(package.parent.glob("zeep-*.dist-info/RECORD"))
+        if records:
+            zeep_stamp = hashlib.sha256(records[-1].read_bytes()).hexdigest()
+        else:  # not installed from a wheel: its own entry point, as installed
+            st = os.stat(spec.origin)
+            zeep_stamp = f"{spec.origin}:{st.st_size}:{st.st_mtime_ns}"
     code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
-    return f"{_FORMAT}:{code}:{zeep_stamp}"
+    lxml = ".".join(map(str, etree.LXML_VERSION))
+    return f"{_FORMAT}:{code}:{zeep_stamp}:{lxml}:{sys.version_info[0]}.{sys.version_info[1]}"
 
 
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def _own(folder: Path) -> bool:
+    """Whether `folder` may hold the cache: absent (it will be made for this user
+    alone), or a folder of this user that nobody else may write to."""
+    try:
+        st = os.stat(folder)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o022:
+        return True
+    log.warning("WSDL cache %s is not a folder of this user's own: not used", folder)
+    return False
+
+
+_XSD = "http://www.w3.org/2001/XMLSchema"
+_WSDL = "http://schemas.xmlsoap.org/wsdl/"
+_REFERENCES = (f"{{{_XSD}}}import", f"{{{_XSD}}}include", f"{{{_XSD}}}redefine")
+_WSDL_IMPORT = f"{{{_WSDL}}}import"
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+
+
+def _references(document: Path, content: bytes) -> list[Path] | None:
+    """The documents `document` imports or includes, resolved as zeep resolves a
+    relative location (the real path, symbolic links followed); None when one of
+    them is not a local file."""
+    found = []
+    root = etree.fromstring(content, parser=_PARSER)
+    for el in root.iter(*_REFERENCES, _WSDL_IMPORT):
+        location = el.get("location" if el.tag == _WSDL_IMPORT else "schemaLocation")
+        if not location:
+            continue
+        if urlsplit(location).scheme:
+            return None
+        found.append(Path(os.path.realpath(os.path.join(os.path.dirname(document), location))))
+    return found
 
 
 def _from_cache(entry: Path, path: Path) -> ServiceDescription | None:
     try:
-        with entry.open("rb") as file:
-            st = os.fstat(file.fileno())
-            if st.st_uid != os.getuid() or st.st_mode & 0o022:
+        # No symbolic link and nothing but a regular file (a FIFO would block).
+        fd = os.open(entry, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as file:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
                 # Another user could have written it, e.g. to point the gateway
                 # at an address of theirs: only this user's own entries count.
                 log.warning("WSDL cache entry %s is not this user's own: passed over", entry)
@@ -229,9 +277,18 @@ def _from_cache(entry: Path, path: Path) -> ServiceDescription | None:
             data = json.loads(file.read())
         if data["reader"] != _reader_stamp() or data["wsdl"] != str(path.resolve()):
             return None
-        for name, digest in data["documents"]:
-            if _digest(Path(name)) != digest:
+        documents = {Path(name): digest for name, digest in data["documents"]}
+        if path.resolve() not in documents:
+            return None
+        for document, digest in documents.items():
+            content = document.read_bytes()
+            if hashlib.sha256(content).hexdigest() != digest:
                 return None  # the WSDL or a schema it loads has changed
+            # Every document it names must be one recorded: a symbolic link
+            # pointed elsewhere since, or a new import, is read with zeep.
+            named = _references(document, content)
+            if named is None or any(n not in documents for n in named):
+                return None
         service = data["service"]
         return ServiceDescription(
             path=path,
@@ -241,7 +298,7 @@ def _from_cache(entry: Path, path: Path) -> ServiceDescription | None:
         )
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+    except Exception as exc:  # whatever is wrong with the cache, zeep reads the WSDL
         log.debug("WSDL cache entry %s passed over: %s", entry, type(exc).__name__)
         return None
 
@@ -268,7 +325,7 @@ def _to_cache(entry: Path, desc: ServiceDescription, documents: list[tuple[Path,
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-    except OSError as exc:  # a read-only or full disk: the next start reads with zeep
+    except Exception as exc:  # a read-only or full disk: the next start reads with zeep
         log.debug("WSDL cache not written to %s: %s", entry.parent, type(exc).__name__)
 
 

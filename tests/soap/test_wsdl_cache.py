@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +130,40 @@ def test_a_changed_wsdl_is_read_again(tmp_path: Path) -> None:
     assert after.operations["GetPatient"].soap_action != before.operations["GetPatient"].soap_action
 
 
+def test_a_symbolic_link_pointed_elsewhere_is_read_again(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    folder = tmp_path / "svc"
+    _service(folder)
+    (folder / "types.xsd").rename(folder / "v1.xsd")
+    (folder / "v2.xsd").write_text(TYPES.replace("@@EXTRA@@", EXTRA))
+    (folder / "types.xsd").symlink_to("v1.xsd")
+    path = folder / "service.wsdl"
+    assert [c.name for c in load_wsdl(path, cache_dir=cache).operations["Echo"].input.children] == [
+        "Text"
+    ]
+    (folder / "types.xsd").unlink()
+    (folder / "types.xsd").symlink_to("v2.xsd")  # the "current release" link moves on
+    warm = load_wsdl(path, cache_dir=cache)
+    assert [c.name for c in warm.operations["Echo"].input.children] == ["Text", "Extra"]
+    assert warm == load_wsdl(path)
+
+
+def test_a_schema_folder_swapped_by_a_link_is_read_again(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    _service(tmp_path / "r1", location="schemas/types.xsd")
+    (tmp_path / "r1" / "schemas").mkdir()
+    (tmp_path / "r1" / "types.xsd").rename(tmp_path / "r1" / "schemas" / "types.xsd")
+    (tmp_path / "r2").mkdir()
+    (tmp_path / "r2" / "types.xsd").write_text(TYPES.replace("@@EXTRA@@", EXTRA))
+    path = tmp_path / "r1" / "service.wsdl"
+    (tmp_path / "r1" / "schemas").rename(tmp_path / "r1-schemas")
+    (tmp_path / "r1" / "schemas").symlink_to(tmp_path / "r1-schemas")
+    assert len(load_wsdl(path, cache_dir=cache).operations["Echo"].input.children) == 1
+    (tmp_path / "r1" / "schemas").unlink()
+    (tmp_path / "r1" / "schemas").symlink_to(tmp_path / "r2")
+    assert len(load_wsdl(path, cache_dir=cache).operations["Echo"].input.children) == 2
+
+
 def test_a_deleted_import_is_an_error_even_with_a_cache(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     path = _service(tmp_path / "svc")
@@ -147,6 +181,7 @@ def test_a_deleted_import_is_an_error_even_with_a_cache(tmp_path: Path) -> None:
         b"[]",
         b'{"reader": 1}',
         b"\xff\xfe",
+        b"[" * 200_000,  # deeper than the JSON parser goes
     ],
 )
 def test_a_damaged_entry_is_passed_over_and_written_anew(tmp_path: Path, damage: bytes) -> None:
@@ -172,6 +207,56 @@ def test_an_entry_of_another_reader_is_not_used(tmp_path: Path) -> None:
     data["service"]["operations"] = []
     entry.write_text(json.dumps(data))
     assert "GetPatient" in load_wsdl(EHR_WSDL, cache_dir=cache).operations
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        lambda d: d["service"]["operations"][0]["input"].update(max=float("inf")),
+        lambda d: d["service"].update(elements=[]),
+        lambda d: d.update(documents=[["/nonexistent/x.xsd", "0"]]),
+    ],
+    ids=["infinite", "wrong-shape", "missing-document"],
+)
+def test_an_entry_that_decodes_badly_is_passed_over(
+    tmp_path: Path, spoil: Callable[[dict[str, Any]], None]
+) -> None:
+    cache, entry, data = _warm(tmp_path)
+    spoil(data)
+    entry.write_text(json.dumps(data))
+    assert load_wsdl(EHR_WSDL, cache_dir=cache) == load_wsdl(EHR_WSDL)
+
+
+def test_an_element_nested_too_deep_to_decode_is_passed_over(tmp_path: Path) -> None:
+    cache, entry, data = _warm(tmp_path)
+    leaf = '{"name":"x","qname":"x","min":1,"max":1,"type":"t","complex":true,"children":['
+    deep = leaf * 5_000 + "]}" * 5_000  # within JSON's nesting, past the decoder's recursion
+    data["service"]["operations"][0]["input"] = "@@DEEP@@"
+    entry.write_text(json.dumps(data).replace('"@@DEEP@@"', deep))
+    assert load_wsdl(EHR_WSDL, cache_dir=cache) == load_wsdl(EHR_WSDL)
+
+
+def test_a_fifo_in_place_of_an_entry_does_not_block(tmp_path: Path) -> None:
+    cache, entry, _ = _warm(tmp_path)
+    entry.unlink()
+    os.mkfifo(entry)
+    loaded: list[ServiceDescription] = []
+    thread = threading.Thread(target=lambda: loaded.append(load_wsdl(EHR_WSDL, cache_dir=cache)))
+    thread.start()
+    thread.join(timeout=20)
+    assert not thread.is_alive(), "load_wsdl blocked on a FIFO"
+    assert loaded == [load_wsdl(EHR_WSDL)]
+
+
+def test_a_cache_folder_others_may_write_to_is_not_used(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    assert load_wsdl(EHR_WSDL, cache_dir=shared) == load_wsdl(EHR_WSDL)
+    assert _entries(shared) == []
+    assert "not a folder of this user's own" in caplog.text
 
 
 def test_an_entry_others_may_write_is_not_trusted(
@@ -270,3 +355,7 @@ def test_the_setting_defaults_to_the_user_cache_and_can_be_turned_off(
         assert Settings().wsdl_cache_dir is None
     monkeypatch.setenv("BRIDGE_WSDL_CACHE_DIR", str(tmp_path / "here"))
     assert Settings().wsdl_cache_dir == tmp_path / "here"
+    monkeypatch.delenv("BRIDGE_WSDL_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")  # ignored, as XDG says
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert Settings().wsdl_cache_dir == tmp_path / "home" / ".cache" / "fhir-soap-bridge" / "wsdl"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bench import floor
+from bench import floor, wakeup
 
 DASH = "-"
 START = "<!-- bench:latest:start -->"
@@ -345,6 +345,9 @@ def _floor_section(result: dict[str, Any]) -> list[str]:
             f"| {_f(row['p50_ms'])} | {_f(row['p99_ms'])} | {_f(row['cpu_us'], 0)} "
             f"| {_f(row['foreign_cores'])} | {row['tool']} |"
         )
+    woken = wakeup.summary(result["wakeup"]) if result.get("wakeup") else None
+    if woken:
+        lines += ["", woken]
     return lines
 
 

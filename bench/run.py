@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import floor, procs, profile, report
+from bench import floor, procs, profile, report, wakeup
 from bench.drivers import Load, Python, Wrk, pick
 from bench.measure import FULL, QUICK, Backend, Bench
 from bench.scenarios import (
@@ -84,6 +84,17 @@ def run_floor(bench: Bench, result: dict[str, Any], *, again: bool = False) -> N
         print(f"  the floor failed: {result['floor_error']}")
         return
     print(f"  {floor.summary(result['floor']) or 'no floor at 50 connections: no speed factor'}")
+    # What a wake-up across cores costs here: a separate process, as it forks.
+    with contextlib.suppress(Exception):  # context for the figures, never a reason to stop
+        done = subprocess.run(
+            [sys.executable, str(procs.BENCH / "wakeup.py"), "--json", "-n", "5000"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        result["wakeup"] = json.loads(done.stdout)
+        print(f"  {wakeup.summary(result['wakeup']) or result['wakeup']}")
 
 
 def run_mock(bench: Bench, stack: contextlib.ExitStack, issuer: Any, key: str) -> None:

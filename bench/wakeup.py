@@ -16,6 +16,7 @@ deliver); that cost lands in every figure at one connection, the gateway's
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import time
@@ -72,21 +73,49 @@ def _in_process(n: int) -> float:
         return (time.process_time() - cpu) / n * 1e6
 
 
+def measure(n: int) -> dict[str, float]:
+    """The three cases: sender CPU µs (and wall µs) per round trip."""
+    cpus = sorted(os.sched_getaffinity(0))
+    out = {"in_process_cpu_us": _in_process(n)}
+    out["same_core_cpu_us"], out["same_core_wall_us"] = _round_trips(n, cpus[0], cpus[0])
+    if len(cpus) > 1:
+        out["cross_core_cpu_us"], out["cross_core_wall_us"] = _round_trips(n, cpus[0], cpus[1])
+    return {k: round(v, 1) for k, v in out.items()}
+
+
+def summary(found: dict[str, float]) -> str | None:
+    """One sentence for the report, or None without two cores."""
+    if "cross_core_cpu_us" not in found:
+        return None
+    ratio = found["cross_core_cpu_us"] / found["same_core_cpu_us"]
+    return (
+        f"Waking a process on the other core costs {found['cross_core_cpu_us']:.1f} µs of the "
+        f"sender's CPU per loopback round trip, {ratio:.1f}x the same exchange on one core "
+        f"({found['same_core_cpu_us']:.1f} µs; bench/wakeup.py). A read at one connection pays "
+        "it at least twice (the backend, the client), the floor once."
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-n", type=int, default=20000, help="round trips per case")
+    parser.add_argument("--json", action="store_true", help="one JSON object, for bench/run.py")
     args = parser.parse_args()
+    found = measure(args.n)
+    if args.json:
+        print(json.dumps(found))
+        return
     cpus = sorted(os.sched_getaffinity(0))
     print(f"{args.n} round trips of {len(_DATA)} bytes; cores {cpus}")
     print("| case | sender CPU µs | wall µs | CPU vs same core |")
     print("|---|---:|---:|---:|")
-    print(f"| one process, a socket pair | {_in_process(args.n):.1f} | - | - |")
-    same_cpu, same_wall = _round_trips(args.n, cpus[0], cpus[0])
-    print(f"| two processes, one core | {same_cpu:.1f} | {same_wall:.1f} | 1.00x |")
-    if len(cpus) > 1:
-        cross_cpu, cross_wall = _round_trips(args.n, cpus[0], cpus[1])
-        ratio = cross_cpu / same_cpu
-        print(f"| two processes, two cores | {cross_cpu:.1f} | {cross_wall:.1f} | {ratio:.2f}x |")
+    print(f"| one process, a socket pair | {found['in_process_cpu_us']:.1f} | - | - |")
+    same = found["same_core_cpu_us"]
+    print(f"| two processes, one core | {same:.1f} | {found['same_core_wall_us']:.1f} | 1.00x |")
+    if "cross_core_cpu_us" in found:
+        cross = found["cross_core_cpu_us"]
+        wall = found["cross_core_wall_us"]
+        print(f"| two processes, two cores | {cross:.1f} | {wall:.1f} | {cross / same:.2f}x |")
 
 
 if __name__ == "__main__":

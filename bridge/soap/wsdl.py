@@ -14,7 +14,8 @@ links included): a schema link pointed at a new release is read again. A WSDL
 that loads anything over the network is never cached. Only this user's own
 entries, in a folder nobody else may write to, are trusted. A cache that cannot
 be read, written or decoded is passed over, never an error: the WSDL is then
-read with zeep, as without a cache.
+read with zeep, as without a cache. A write drops the entries of WSDLs that are
+gone.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import os
 import stat
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -327,6 +329,33 @@ def _to_cache(entry: Path, desc: ServiceDescription, documents: list[tuple[Path,
             raise
     except Exception as exc:  # a read-only or full disk: the next start reads with zeep
         log.debug("WSDL cache not written to %s: %s", entry.parent, type(exc).__name__)
+        return
+    _prune(entry.parent)
+
+
+_LEFTOVER_SECONDS = 3600
+
+
+def _prune(folder: Path) -> None:
+    """Drop the entries of WSDLs that are gone (a checkout deleted, a system moved)
+    and temporary files a crashed writer left; after a write, so on cold starts only."""
+    now = time.time()
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        entry = folder / name
+        try:
+            if name.startswith(".wsdl-") and name.endswith(".tmp"):
+                if now - entry.stat().st_mtime > _LEFTOVER_SECONDS:
+                    entry.unlink()
+            elif len(name) == 37 and name.endswith(".json"):
+                wsdl = json.loads(entry.read_bytes()).get("wsdl")
+                if isinstance(wsdl, str) and not os.path.exists(wsdl):
+                    entry.unlink()
+        except Exception:  # noqa: S112 - another process's entry, or unreadable: left alone
+            continue
 
 
 def _encode_element(e: ElementInfo) -> dict[str, Any]:

@@ -164,6 +164,24 @@ def test_a_schema_folder_swapped_by_a_link_is_read_again(tmp_path: Path) -> None
     assert len(load_wsdl(path, cache_dir=cache).operations["Echo"].input.children) == 2
 
 
+def test_entries_of_wsdls_that_are_gone_are_pruned_on_the_next_write(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    gone = _service(tmp_path / "old-checkout")
+    load_wsdl(gone, cache_dir=cache)
+    (old,) = _entries(cache)
+    leftover = cache / ".wsdl-crashed.tmp"
+    leftover.write_text("{")
+    os.utime(leftover, (1, 1))  # long ago
+    fresh = cache / ".wsdl-writing.tmp"
+    fresh.write_text("{")  # another process writing now
+    for file in (tmp_path / "old-checkout").iterdir():
+        file.unlink()
+    load_wsdl(EHR_WSDL, cache_dir=cache)  # a cold load writes, then prunes
+    assert not old.exists() and not leftover.exists()
+    assert fresh.exists()
+    assert len(_entries(cache)) == 1
+
+
 def test_a_deleted_import_is_an_error_even_with_a_cache(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     path = _service(tmp_path / "svc")

@@ -140,24 +140,22 @@ def load_wsdl(
     return desc
 
 
-def _read(path: Path, shown: str) -> tuple[ServiceDescription, list[tuple[Path, str]] | None]:
-    """The description as zeep reads it, and the local documents zeep loaded for it
-    with the SHA-256 of what it read (None when it loaded any over the network: such
-    a description is not cached)."""
+def _read(path: Path, shown: str) -> tuple[ServiceDescription, list[tuple[str, bytes]] | None]:
+    """The description as zeep reads it, and each local document zeep loaded for it:
+    the location as zeep loaded it, and what it read (None when it loaded any over
+    the network: such a description is not cached)."""
     import zeep  # imported here: start-up cost only for processes that read WSDLs
     from zeep.exceptions import Error as ZeepError
     from zeep.wsdl import Document
 
-    documents: list[tuple[Path, str]] | None = []
+    documents: list[tuple[str, bytes]] | None = []
 
     class _Recording(zeep.Transport):
         def load(self, url: str) -> bytes:
             nonlocal documents
             content: bytes = super().load(url)  # type: ignore[no-untyped-call]
-            parts = urlsplit(url)
-            if documents is not None and parts.scheme in ("", "file"):
-                where = Path(parts.path if parts.scheme else url).resolve()
-                documents.append((where, hashlib.sha256(content).hexdigest()))
+            if documents is not None and not urlsplit(url).scheme:
+                documents.append((url, content))
             else:
                 documents = None
             return content
@@ -165,7 +163,8 @@ def _read(path: Path, shown: str) -> tuple[ServiceDescription, list[tuple[Path, 
     try:
         settings = zeep.Settings(strict=False, forbid_dtd=True)
         doc = Document(str(path.resolve()), _Recording(), settings=settings)  # type: ignore[no-untyped-call, arg-type]
-    except (ZeepError, OSError, ValueError) as exc:
+    except (ZeepError, OSError, ValueError, NotImplementedError) as exc:
+        # NotImplementedError: what zeep does not support, e.g. an include without a location
         raise WsdlError(Problem(shown, 1, 1, f"cannot read WSDL: {exc}")) from exc
 
     desc = ServiceDescription(path=path)
@@ -242,6 +241,20 @@ def _own(folder: Path) -> bool:
     return False
 
 
+def _read_own(entry: Path) -> bytes | None:
+    """An entry's bytes if it is a regular file of this user's own that nobody else
+    may write; None otherwise. Never follows a link, never blocks (on a FIFO, say)."""
+    fd = os.open(entry, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as file:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+            # Another user could have written it, e.g. to point the gateway at an
+            # address of theirs: only this user's own entries count.
+            log.warning("WSDL cache entry %s is not this user's own: passed over", entry)
+            return None
+        return file.read()
+
+
 _XSD = "http://www.w3.org/2001/XMLSchema"
 _WSDL = "http://schemas.xmlsoap.org/wsdl/"
 _REFERENCES = (f"{{{_XSD}}}import", f"{{{_XSD}}}include", f"{{{_XSD}}}redefine")
@@ -249,48 +262,39 @@ _WSDL_IMPORT = f"{{{_WSDL}}}import"
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
 
 
-def _references(document: Path, content: bytes) -> list[Path] | None:
-    """The documents `document` imports or includes, resolved as zeep resolves a
-    relative location (the real path, symbolic links followed); None when one of
-    them is not a local file."""
+def _references(location: str, content: bytes) -> list[str]:
+    """What the document zeep loaded from `location` imports or includes, each
+    where zeep would load it from (zeep.loader.absolute_location): an absolute
+    location or a URL as written, a relative one joined to the document's own
+    location with symbolic links resolved. A link pointed elsewhere since the
+    description was cached changes this list."""
     found = []
     root = etree.fromstring(content, parser=_PARSER)
     for el in root.iter(*_REFERENCES, _WSDL_IMPORT):
-        location = el.get("location" if el.tag == _WSDL_IMPORT else "schemaLocation")
-        if not location:
-            continue
-        if urlsplit(location).scheme:
-            return None
-        found.append(Path(os.path.realpath(os.path.join(os.path.dirname(document), location))))
+        named = el.get("location" if el.tag == _WSDL_IMPORT else "schemaLocation")
+        if not named or named == location or urlsplit(named).scheme or os.path.isabs(named):
+            found.append(named or "")
+        else:
+            found.append(os.path.realpath(os.path.join(os.path.dirname(location), named)))
     return found
 
 
 def _from_cache(entry: Path, path: Path) -> ServiceDescription | None:
     try:
-        # No symbolic link and nothing but a regular file (a FIFO would block).
-        fd = os.open(entry, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
-        with os.fdopen(fd, "rb") as file:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
-                # Another user could have written it, e.g. to point the gateway
-                # at an address of theirs: only this user's own entries count.
-                log.warning("WSDL cache entry %s is not this user's own: passed over", entry)
-                return None
-            data = json.loads(file.read())
-        if data["reader"] != _reader_stamp() or data["wsdl"] != str(path.resolve()):
+        raw = _read_own(entry)
+        if raw is None:
             return None
-        documents = {Path(name): digest for name, digest in data["documents"]}
-        if path.resolve() not in documents:
+        data = json.loads(raw)
+        documents = data["documents"]
+        if data["reader"] != _reader_stamp() or documents[0][0] != str(path.resolve()):
             return None
-        for document, digest in documents.items():
-            content = document.read_bytes()
+        for location, digest, references in documents:
+            # Read where zeep would read it (through any link), as zeep would parse it.
+            content = Path(location).read_bytes()
             if hashlib.sha256(content).hexdigest() != digest:
                 return None  # the WSDL or a schema it loads has changed
-            # Every document it names must be one recorded: a symbolic link
-            # pointed elsewhere since, or a new import, is read with zeep.
-            named = _references(document, content)
-            if named is None or any(n not in documents for n in named):
-                return None
+            if _references(location, content) != references:
+                return None  # an import added or dropped, or a link pointed elsewhere
         service = data["service"]
         return ServiceDescription(
             path=path,
@@ -305,12 +309,15 @@ def _from_cache(entry: Path, path: Path) -> ServiceDescription | None:
         return None
 
 
-def _to_cache(entry: Path, desc: ServiceDescription, documents: list[tuple[Path, str]]) -> None:
+def _to_cache(entry: Path, desc: ServiceDescription, documents: list[tuple[str, bytes]]) -> None:
     try:
+        recorded = {}
+        for location, content in documents:
+            digest = hashlib.sha256(content).hexdigest()
+            recorded[(location, digest)] = [location, digest, _references(location, content)]
         data = {
             "reader": _reader_stamp(),
-            "wsdl": str(desc.path.resolve()),
-            "documents": [[str(p), digest] for p, digest in dict.fromkeys(documents)],
+            "documents": list(recorded.values()),  # the WSDL first
             "service": {
                 "address": desc.address,
                 "operations": [_encode_operation(o) for o in desc.operations.values()],
@@ -318,6 +325,8 @@ def _to_cache(entry: Path, desc: ServiceDescription, documents: list[tuple[Path,
             },
         }
         entry.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not _own(entry.parent):  # made by someone else meanwhile
+            return
         # Written whole, then renamed: a reader never sees half an entry.
         fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=".wsdl-", suffix=".tmp")
         try:
@@ -348,12 +357,16 @@ def _prune(folder: Path) -> None:
         entry = folder / name
         try:
             if name.startswith(".wsdl-") and name.endswith(".tmp"):
-                if now - entry.stat().st_mtime > _LEFTOVER_SECONDS:
+                if now - entry.lstat().st_mtime > _LEFTOVER_SECONDS:
                     entry.unlink()
             elif len(name) == 37 and name.endswith(".json"):
-                wsdl = json.loads(entry.read_bytes()).get("wsdl")
-                if isinstance(wsdl, str) and not os.path.exists(wsdl):
-                    entry.unlink()
+                raw = _read_own(entry)
+                wsdl = json.loads(raw)["documents"][0][0] if raw is not None else None
+                if isinstance(wsdl, str):
+                    try:
+                        os.stat(wsdl)
+                    except FileNotFoundError:  # gone, not merely out of sight
+                        entry.unlink()
         except Exception:  # noqa: S112 - another process's entry, or unreadable: left alone
             continue
 

@@ -107,7 +107,7 @@ def test_an_imported_schema_is_recorded_and_a_change_to_it_is_read_again(
     first = load_wsdl(path, cache_dir=cache)
     assert [c.name for c in first.operations["Echo"].input.children] == ["Text"]
     (entry,) = _entries(cache)
-    recorded = [Path(name).name for name, _ in json.loads(entry.read_text())["documents"]]
+    recorded = [Path(name).name for name, _, _ in json.loads(entry.read_text())["documents"]]
     assert recorded == ["service.wsdl", "types.xsd"]
 
     _service(tmp_path / "svc", extra=EXTRA)  # the schema changes, the WSDL does not
@@ -182,6 +182,70 @@ def test_entries_of_wsdls_that_are_gone_are_pruned_on_the_next_write(tmp_path: P
     assert len(_entries(cache)) == 1
 
 
+def _part(name: str, extra: str = "") -> str:
+    """A schema of urn:types defining one element `name` (Text, and `extra`)."""
+    return TYPES.replace(
+        TYPES[TYPES.index("  <xs:element") : TYPES.index("</xs:schema>")],
+        f'  <xs:element name="{name}"><xs:complexType><xs:sequence>\n'
+        f'    <xs:element name="Text" type="xs:string"/>{extra}\n'
+        "  </xs:sequence></xs:complexType></xs:element>\n",
+    )
+
+
+def _including(*locations: str) -> str:
+    """A schema of urn:types that includes `locations` and defines EchoResponse."""
+    includes = "".join(f'<xs:include schemaLocation="{loc}"/>' for loc in locations)
+    return _part("EchoResponse").replace("<xs:element", includes + "<xs:element", 1)
+
+
+@pytest.mark.filterwarnings("ignore:The wsdl:")  # zeep, on the release without Echo
+def test_a_link_pointed_at_a_schema_already_recorded_is_read_again(tmp_path: Path) -> None:
+    # Both releases are loaded (as "current" and "next"); "current" moves on to "next".
+    cache = tmp_path / "cache"
+    folder = tmp_path / "svc"
+    path = _service(folder)
+    (folder / "types.xsd").write_text(_including("current.xsd", "next.xsd"))
+    (folder / "echo-1.xsd").write_text(_part("Echo"))
+    (folder / "echo-2.xsd").write_text(_part("EchoNext", EXTRA))
+    (folder / "current.xsd").symlink_to("echo-1.xsd")
+    (folder / "next.xsd").symlink_to("echo-2.xsd")
+    assert "Echo" in load_wsdl(path, cache_dir=cache).elements
+    (folder / "current.xsd").unlink()
+    (folder / "current.xsd").symlink_to("echo-2.xsd")
+    with pytest.raises(KeyError):  # no Echo any more: zeep drops the operation
+        _ = load_wsdl(path).operations["Echo"]
+    assert load_wsdl(path, cache_dir=cache) == load_wsdl(path)
+
+
+def test_an_absolute_location_through_links_resolves_as_zeep_does(tmp_path: Path) -> None:
+    # zeep keeps an absolute location as written: the schema's own relative includes
+    # are then found beside the link, not beside its target.
+    cache = tmp_path / "cache"
+    schemas = tmp_path / "schemas"
+    for release, extra in (("v1", ""), ("v2", EXTRA)):
+        (schemas / release).mkdir(parents=True)
+        (schemas / release / "types.xsd").write_text(_including("common.xsd"))
+        (schemas / release / "common.xsd").write_text(_part("Echo", extra))
+    (schemas / "types.xsd").symlink_to("v1/types.xsd")
+    (schemas / "common.xsd").symlink_to("v1/common.xsd")
+    path = _service(tmp_path / "svc", location=str(schemas / "types.xsd"))
+    first = load_wsdl(path, cache_dir=cache)
+    assert [c.name for c in first.operations["Echo"].input.children] == ["Text"]
+    (schemas / "common.xsd").unlink()
+    (schemas / "common.xsd").symlink_to("v2/common.xsd")  # a patch release of one file
+    warm = load_wsdl(path, cache_dir=cache)
+    assert [c.name for c in warm.operations["Echo"].input.children] == ["Text", "Extra"]
+    assert warm == load_wsdl(path)
+
+
+def test_an_include_without_a_location_is_a_wsdl_error(tmp_path: Path) -> None:
+    path = _service(tmp_path / "svc")
+    path.write_text(path.read_text().replace('schemaLocation="types.xsd"', ""))
+    path.write_text(path.read_text().replace("<xs:import", "<xs:include"))
+    with pytest.raises(wsdl_module.WsdlError, match="cannot read WSDL"):
+        load_wsdl(path, cache_dir=tmp_path / "cache")
+
+
 def test_a_deleted_import_is_an_error_even_with_a_cache(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     path = _service(tmp_path / "svc")
@@ -232,7 +296,7 @@ def test_an_entry_of_another_reader_is_not_used(tmp_path: Path) -> None:
     [
         lambda d: d["service"]["operations"][0]["input"].update(max=float("inf")),
         lambda d: d["service"].update(elements=[]),
-        lambda d: d.update(documents=[["/nonexistent/x.xsd", "0"]]),
+        lambda d: d["documents"].append(["/nonexistent/x.xsd", "0", []]),
     ],
     ids=["infinite", "wrong-shape", "missing-document"],
 )
@@ -264,6 +328,17 @@ def test_a_fifo_in_place_of_an_entry_does_not_block(tmp_path: Path) -> None:
     thread.join(timeout=20)
     assert not thread.is_alive(), "load_wsdl blocked on a FIFO"
     assert loaded == [load_wsdl(EHR_WSDL)]
+
+
+def test_a_fifo_among_the_entries_does_not_block_pruning(tmp_path: Path) -> None:
+    cache, _, _ = _warm(tmp_path)
+    os.mkfifo(cache / ("0" * 32 + ".json"))  # where another WSDL's entry would be
+    path = _service(tmp_path / "svc")
+    thread = threading.Thread(target=lambda: load_wsdl(path, cache_dir=cache))
+    thread.start()  # a cold load: it writes, then prunes
+    thread.join(timeout=20)
+    assert not thread.is_alive(), "pruning blocked on a FIFO"
+    assert len(_entries(cache)) == 3  # both entries, and the FIFO left alone
 
 
 def test_a_cache_folder_others_may_write_to_is_not_used(

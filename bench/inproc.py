@@ -12,6 +12,16 @@ uvicorn's share of a served request (~60-80 µs here) is not in these figures.
     python bench/inproc.py read -n 20000 -c 50
     python bench/inproc.py read --profile out.raw   # py-spy on this process, then a summary
     python bench/inproc.py read -n 5000 --pyinstrument read.html   # the call tree, inclusive
+    python bench/inproc.py read -n 1000 --instructions   # instructions per request (valgrind)
+    python bench/inproc.py read --instructions --source /tmp/base   # the same, another tree
+
+CPU time on a shared VM varies by 10-30% from one run to the next, more than
+most changes to the hot path save. `--instructions` counts the instructions
+the process executes per request instead (valgrind's callgrind, switched on
+for the measured requests only; every thread of the process, the appender's
+too): the same code gives the same count within ~1%, on any host. It does not
+see the kernel's side of a system call, so a change that saves system calls
+is measured with CPU time (`bench/quick.py`), not here.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import json
 import logging
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -182,10 +193,17 @@ async def _run(args: argparse.Namespace) -> None:
                 commits0 = appender.commits if appender is not None else 0
                 handed0 = appender.handed_to_thread if appender is not None else 0
                 retries0 = appender.retries if appender is not None else 0
+                if args.under_callgrind:
+                    _callgrind("--zero")
+                    _callgrind("--instr=on")
                 cpu, wall = time.process_time(), time.perf_counter()
                 per = max(1, n // c)
                 await asyncio.gather(*(client(per) for _ in range(c)))
                 cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+                instructions = None
+                if args.under_callgrind:
+                    _callgrind("--instr=off")
+                    instructions = _dumped_instructions(Path(args.under_callgrind))
                 if tree is not None:
                     tree.stop()
                     Path(args.pyinstrument).write_text(tree.output_html())
@@ -196,11 +214,19 @@ async def _run(args: argparse.Namespace) -> None:
                     profiler.disable()
                     pstats.Stats(profiler).sort_stats("tottime").print_stats(args.cprofile)
                 done = per * c
-                print(
-                    f"{name:7s} c{c:<3d} {done:6d} requests  {cpu / done * 1e6:8.1f} µs CPU/req  "
-                    f"{done / wall:8.0f} req/s (wall, this process only)",
-                    flush=True,
-                )
+                if instructions is not None:
+                    print(
+                        f"{name:7s} c{c:<3d} {done:6d} requests  "
+                        f"{instructions / done / 1000:8.1f} k instructions/req (callgrind)",
+                        flush=True,
+                    )
+                else:
+                    print(
+                        f"{name:7s} c{c:<3d} {done:6d} requests  "
+                        f"{cpu / done * 1e6:8.1f} µs CPU/req  "
+                        f"{done / wall:8.0f} req/s (wall, this process only)",
+                        flush=True,
+                    )
                 appender = _appender()
                 if appender is not None:
                     commits = appender.commits - commits0
@@ -223,6 +249,48 @@ async def _run(args: argparse.Namespace) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _callgrind(*command: str) -> None:
+    """Tell the callgrind this process runs under to do something, and wait until it has."""
+    subprocess.run(
+        ["callgrind_control", *command, str(os.getpid())], check=True, capture_output=True
+    )
+
+
+def _dumped_instructions(out: Path) -> int:
+    """The instructions counted since the last zeroing, from a fresh dump."""
+    before = set(out.parent.glob(out.name + "*"))
+    _callgrind("--dump")
+    (dump,) = set(out.parent.glob(out.name + "*")) - before
+    for line in dump.read_text().splitlines():
+        if line.startswith("totals:"):
+            return int(line.split()[1])
+    raise SystemExit(f"{dump}: no totals line")
+
+
+def _under_callgrind(argv: list[str]) -> int:
+    """Run this script again under valgrind's callgrind, its instrumentation off
+    until the measured requests start."""
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        raise SystemExit("--instructions needs valgrind (Debian: apt-get install valgrind)")
+    with tempfile.TemporaryDirectory(prefix="bench-callgrind-") as folder:
+        out = Path(folder) / "callgrind.out"
+        command = [
+            "valgrind",
+            "--tool=callgrind",
+            "--instr-atstart=no",
+            f"--callgrind-out-file={out}",
+            sys.executable,
+            str(Path(__file__).resolve()),
+            *(a for a in argv if a != "--instructions"),
+            "--under-callgrind",
+            str(out),
+        ]
+        done = subprocess.run(command, stderr=subprocess.PIPE, text=True)
+        if done.returncode:
+            sys.stderr.write(done.stderr)
+        return done.returncode
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("scenarios", nargs="*", choices=["read", "search", "batch"])
@@ -240,7 +308,18 @@ def main(argv: list[str] | None = None) -> int:
         metavar="HTML",
         help="pyinstrument: print the call tree (inclusive times) and write it as HTML",
     )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count instructions per request under valgrind's callgrind, not CPU time",
+    )
+    parser.add_argument("--under-callgrind", metavar="OUT", help=argparse.SUPPRESS)
+    parser.add_argument("--source", type=Path, help="run bridge from this tree (a snapshot)")
     args = parser.parse_args(argv)
+    if args.instructions:
+        return _under_callgrind(sys.argv[1:] if argv is None else argv)
+    if args.source:
+        procs.use_source(args.source)
     with contextlib.suppress(ImportError):
         import uvloop
 

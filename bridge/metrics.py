@@ -27,7 +27,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from bridge.middleware.status import STATUS, noting
 
 __all__ = ["Metrics", "MetricsMiddleware"]
 
@@ -262,17 +264,11 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500
-
-        async def record(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        state, send = noting(scope, send)
         try:
-            await self.app(scope, receive, record)
+            await self.app(scope, receive, send)
         finally:
+            status = state[STATUS]
             parts = [p for p in scope["path"].split("/") if p]
             resource = parts[1] if len(parts) > 1 and parts[1][:1].isupper() else "-"
             last = parts[-1] if parts else ""

@@ -19,9 +19,10 @@ import logging
 import time
 
 import orjson
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bridge.logs import JsonFormatter
+from bridge.middleware.status import STATUS, noting
 
 log = logging.getLogger("bridge.access")
 
@@ -103,25 +104,18 @@ class AccessLogMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500
-
-        async def record(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        state, send = noting(scope, send)
         try:
-            await self.app(scope, receive, record)
+            await self.app(scope, receive, send)
         finally:
             if log.isEnabledFor(logging.INFO):
                 route = scope.get("route")
                 fields: dict[str, object] = {
-                    "request_id": scope.get("state", {}).get("request_id", "-"),
+                    "request_id": state.get("request_id", "-"),
                     "method": scope["method"],
                     "route": getattr(route, "path", "-"),
                     "resource": scope.get("path_params", {}).get("rtype", "-"),
-                    "status": status,
+                    "status": state[STATUS],
                     "ms": round((time.perf_counter() - started) * 1000, 2),
                 }
                 handler = _direct_handler()

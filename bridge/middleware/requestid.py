@@ -1,12 +1,17 @@
-"""A request id on every request and response (`X-Request-ID`)."""
+"""A request id on every request and response (`X-Request-ID`).
+
+The outermost of the layers that report an answer's status, so its `send`
+also notes that status for the ones inside (`bridge/middleware/status.py`).
+"""
 
 from __future__ import annotations
 
 import os
 import re
 
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bridge.middleware.status import STATUS
 
 _SAFE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _POOL = bytearray()  # random bytes from the OS, taken a few at a time
@@ -41,11 +46,17 @@ class RequestIdMiddleware:
                 break
         # A client's id is kept when it is safe to log; otherwise a fresh one.
         request_id = incoming if _SAFE.match(incoming) else random_bytes(8).hex()
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        state.setdefault(STATUS, 500)
+        header = (b"x-request-id", request_id.encode("latin-1"))
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                MutableHeaders(scope=message)["X-Request-ID"] = request_id
+                state[STATUS] = message["status"]
+                headers = [h for h in message.get("headers", ()) if h[0].lower() != header[0]]
+                headers.append(header)
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_id)

@@ -19,9 +19,11 @@ CPU time on a shared VM varies by 10-30% from one run to the next, more than
 most changes to the hot path save. `--instructions` counts the instructions
 the process executes per request instead (valgrind's callgrind, switched on
 for the measured requests only; every thread of the process, the appender's
-too): the same code gives the same count within ~1%, on any host. It does not
-see the kernel's side of a system call, so a change that saves system calls
-is measured with CPU time (`bench/quick.py`), not here.
+too): the same code gives the same count within ~1-2%, on any host (what
+varies is the gateway's periodic work, which runs by the clock, and at 50
+connections how many requests share an audit commit; `-c 1` repeats best).
+It does not see the kernel's side of a system call, so a change that saves
+system calls is measured with CPU time (`bench/quick.py`), not here.
 """
 
 from __future__ import annotations

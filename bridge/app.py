@@ -23,7 +23,6 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from bridge.asyncwrites import (
     AsyncWrites,
@@ -81,7 +80,7 @@ from bridge.middleware import (
 )
 from bridge.privacy import Privacy
 from bridge.reload import MappingReloader
-from bridge.routing import IndexedRouter
+from bridge.routing import IndexedRouter, route
 from bridge.settings import Settings, environment
 from bridge.soap.backend import Backend
 from bridge.soap.tls import ClientTls
@@ -734,22 +733,22 @@ def create_app(
             base=base,
             max_body=settings.limits.max_body_bytes,
         ),
-        Route("/fhir/metadata", metadata, methods=["GET"]),
-        Route("/fhir/.well-known/smart-configuration", smart, methods=["GET"]),
+        route("/fhir/metadata", metadata, methods=["GET"]),
+        route("/fhir/.well-known/smart-configuration", smart, methods=["GET"]),
         *async_routes(lambda: runtime.get("async")),
-        Route("/fhir", taking_turns(idempotent(bundle)), methods=["POST"]),
-        Route("/fhir/", taking_turns(idempotent(bundle)), methods=["POST"]),
-        Route("/fhir/{rtype}/_search", search_post, methods=["POST"]),
-        Route("/fhir/{rtype}/{rid}/{op}", instance_operation, methods=["GET", "POST"]),
-        Route("/fhir/{rtype}/{rid}", read, methods=["GET"]),
-        Route("/fhir/{rtype}/{rid}", idempotent(update), methods=["PUT", "PATCH"]),
-        Route("/fhir/{rtype}/{rid}", delete, methods=["DELETE"]),
-        Route("/fhir/{rtype}/{rid}", type_operation, methods=["POST"]),
-        Route("/fhir/{rtype}", search_get, methods=["GET"]),
-        Route("/fhir/{rtype}", idempotent(create), methods=["POST"]),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/metrics", metrics_page, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
+        route("/fhir", taking_turns(idempotent(bundle)), methods=["POST"]),
+        route("/fhir/", taking_turns(idempotent(bundle)), methods=["POST"]),
+        route("/fhir/{rtype}/_search", search_post, methods=["POST"]),
+        route("/fhir/{rtype}/{rid}/{op}", instance_operation, methods=["GET", "POST"]),
+        route("/fhir/{rtype}/{rid}", read, methods=["GET"]),
+        route("/fhir/{rtype}/{rid}", idempotent(update), methods=["PUT", "PATCH"]),
+        route("/fhir/{rtype}/{rid}", delete, methods=["DELETE"]),
+        route("/fhir/{rtype}/{rid}", type_operation, methods=["POST"]),
+        route("/fhir/{rtype}", search_get, methods=["GET"]),
+        route("/fhir/{rtype}", idempotent(create), methods=["POST"]),
+        route("/healthz", healthz, methods=["GET"]),
+        route("/metrics", metrics_page, methods=["GET"]),
+        route("/readyz", readyz, methods=["GET"]),
     ]
 
     metrics = Metrics(lambda: list(holder.current.backends.values()))

@@ -769,7 +769,10 @@ def create_app(
     observe_backends(holder.current)
     holder.on_swap = observe_backends
 
-    # Order, outermost first: request id, access log, limits, authentication.
+    # Order, outermost first: request id, access log, metrics, audit, limits,
+    # authentication, rate limit. The request id layer stays outside the access log
+    # and the metrics, with nothing between them: its `send` notes the answer's
+    # status for both (bridge/middleware/status.py).
     # Each route then authorizes its own interaction against the token's scopes.
     middleware = [
         *(

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from starlette._utils import get_route_path
+from starlette._utils import get_route_path, is_async_callable
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Route, Router
@@ -94,5 +94,10 @@ class Endpoint:
 
 
 def route(path: str, func: Callable[[Request], Awaitable[Response]], methods: list[str]) -> Route:
-    """`Route(path, func, methods=methods)`, the handler called through `Endpoint`."""
+    """`Route(path, func, methods=methods)`, the handler called through `Endpoint`.
+
+    Only for `async def` handlers: Starlette would run a plain function in a
+    thread, `Endpoint` cannot."""
+    if not is_async_callable(func):
+        raise TypeError(f"route {path}: the handler must be an async function")
     return Route(path, Endpoint(func), methods=methods, name=getattr(func, "__name__", None))

@@ -194,3 +194,58 @@ def test_on_the_gateways_own_routes_every_request_finds_the_same_route(tmp_path:
         assert chosen is _first_full(router.routes, scope), (method, path)
         found += chosen is not None
     assert found > 40
+
+
+def test_a_route_handler_raising_is_answered_by_the_apps_handlers_once() -> None:
+    from starlette.applications import Starlette
+
+    from bridge.routing import route
+
+    caught: list[Request] = []
+
+    async def failing(request: Request) -> PlainTextResponse:
+        raise KeyError("x")
+
+    async def handled(request: Request, exc: Exception) -> PlainTextResponse:
+        caught.append(request)
+        return PlainTextResponse("handled", status_code=409)
+
+    app = Starlette(
+        routes=[route("/fhir/{rtype}", failing, methods=["GET"])],
+        exception_handlers={KeyError: handled},
+    )
+
+    def call(method: str) -> tuple[int, bytes]:
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b""}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "method": method,
+            "path": "/fhir/Patient",
+            "root_path": "",
+            "query_string": b"",
+            "headers": [],
+        }
+        asyncio.run(app(scope, receive, send))
+        return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+    assert call("GET") == (409, b"handled")
+    assert call("HEAD")[0] == 409
+    assert call("POST")[0] == 405
+    assert len(caught) == 2
+
+
+def test_a_route_refuses_a_plain_function_as_handler() -> None:
+    from bridge.routing import route
+
+    def plain(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("")
+
+    with pytest.raises(TypeError, match="async function"):
+        route("/fhir/{rtype}", plain, methods=["GET"])  # type: ignore[arg-type]

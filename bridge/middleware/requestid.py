@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge.middleware.status import STATUS
 
-_SAFE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_SAFE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _POOL = bytearray()  # random bytes from the OS, taken a few at a time
 
 
@@ -45,7 +45,7 @@ class RequestIdMiddleware:
                 incoming = value.decode("latin-1")
                 break
         # A client's id is kept when it is safe to log; otherwise a fresh one.
-        request_id = incoming if _SAFE.match(incoming) else random_bytes(8).hex()
+        request_id = incoming if _SAFE.fullmatch(incoming) else random_bytes(8).hex()
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         state.setdefault(STATUS, 500)

@@ -144,3 +144,53 @@ def test_noting_twice_wraps_send_once() -> None:
     again_state, again = noting(scope, first)
     assert first is not send and again is first and again_state is state
     assert state[STATUS] == 500
+
+
+def test_an_answer_a_middle_layer_replaced_is_reported_as_sent(lines: io.StringIO) -> None:
+    """As the audit layer does when the trail cannot be written: the app's 200 is
+    swallowed and a 503 goes out instead."""
+
+    def replacing(app: Any) -> Any:
+        async def layer(scope: Scope, receive: Receive, send: Send) -> None:
+            async def swap(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    await _answering(503)(scope, receive, send)
+                    return
+                if message["type"] == "http.response.body" and message.get("body") == b"{}":
+                    return  # the swallowed answer's body
+                await send(message)
+
+            await app(scope, receive, swap)
+
+        return layer
+
+    metrics = Metrics(lambda: [])
+    app = RequestIdMiddleware(
+        AccessLogMiddleware(MetricsMiddleware(replacing(_answering(200)), metrics=metrics))
+    )
+    sent, _ = _serve(app)
+    assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [503]
+    (line,) = _logged(lines)
+    assert line["status"] == 503
+    assert 'status="503"} 1.0' in metrics.render().decode()
+
+
+def test_a_client_request_id_with_a_trailing_newline_is_replaced() -> None:
+    app = RequestIdMiddleware(_answering(200))
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    async def receive() -> Message:
+        return {"type": "http.request"}
+
+    scope: dict[str, Any] = {
+        "type": "http",
+        "method": "GET",
+        "path": "/fhir/Patient/7",
+        "headers": [(b"x-request-id", b"abc\n")],
+    }
+    asyncio.run(app(scope, receive, send))
+    assert scope["state"]["request_id"] != "abc\n"
+    assert len(scope["state"]["request_id"]) == 16

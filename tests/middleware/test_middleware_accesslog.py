@@ -3,38 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import io
-import logging
-from collections.abc import Iterator
 
 import orjson
-import pytest
 from starlette.types import Receive, Scope, Send
 
-from bridge.logs import JsonFormatter
 from bridge.middleware import AccessLogMiddleware, accesslog
-
-
-class _Counted(io.StringIO):
-    writes = 0
-
-    def write(self, text: str) -> int:
-        self.writes += 1
-        return super().write(text)
-
-
-@pytest.fixture
-def stream(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Counted]:
-    """The JSON stream handler `configure_logging` installs, as the only one."""
-    out = _Counted()
-    handler = logging.StreamHandler(out)
-    handler.setFormatter(JsonFormatter())
-    # pytest puts capturing handlers on the loggers: point the direct path at ours.
-    monkeypatch.setattr(accesslog, "_direct_handler", lambda: handler)
-    level = accesslog.log.level
-    accesslog.log.setLevel(logging.INFO)
-    yield out
-    accesslog.log.setLevel(level)
+from tests.middleware.support import CountedStream
 
 
 async def _ok(scope: Scope, receive: Receive, send: Send) -> None:
@@ -53,7 +27,7 @@ def _scope(n: int) -> Scope:
 
 
 def test_requests_served_together_are_logged_in_one_write_at_the_end_of_the_turn(
-    stream: _Counted,
+    stream: CountedStream,
 ) -> None:
     app = AccessLogMiddleware(_ok)
 
@@ -77,7 +51,9 @@ def test_requests_served_together_are_logged_in_one_write_at_the_end_of_the_turn
     assert {line["logger"] for line in lines} == {"bridge.access"}
 
 
-def test_lines_left_by_a_loop_that_stopped_go_out_with_the_next_loops(stream: _Counted) -> None:
+def test_lines_left_by_a_loop_that_stopped_go_out_with_the_next_loops(
+    stream: CountedStream,
+) -> None:
     app = AccessLogMiddleware(_ok)
 
     async def send(message: object) -> None:

@@ -5,30 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import logging
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
-import pytest
 from starlette.types import Message, Receive, Scope, Send
 
-from bridge.logs import JsonFormatter
 from bridge.metrics import Metrics, MetricsMiddleware
-from bridge.middleware import AccessLogMiddleware, RequestIdMiddleware, accesslog
+from bridge.middleware import AccessLogMiddleware, RequestIdMiddleware
 from bridge.middleware.status import STATUS, noting
-
-
-@pytest.fixture
-def lines(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
-    out = io.StringIO()
-    handler = logging.StreamHandler(out)
-    handler.setFormatter(JsonFormatter())
-    monkeypatch.setattr(accesslog, "_direct_handler", lambda: handler)
-    level = accesslog.log.level
-    accesslog.log.setLevel(logging.INFO)
-    yield out
-    accesslog.log.setLevel(level)
 
 
 def _answering(status: int, headers: list[tuple[bytes, bytes]] | None = None) -> Any:
@@ -89,36 +73,36 @@ def test_inside_the_request_id_layer_no_layer_wraps_send_again() -> None:
 
 
 def test_the_status_an_inner_layer_answered_is_what_the_log_and_metrics_report(
-    lines: io.StringIO,
+    stream: io.StringIO,
 ) -> None:
     metrics = Metrics(lambda: [])
     app = RequestIdMiddleware(
         AccessLogMiddleware(MetricsMiddleware(_answering(503), metrics=metrics))
     )
     _serve(app)
-    (line,) = _logged(lines)
+    (line,) = _logged(stream)
     assert line["status"] == 503
     text = metrics.render().decode()
     assert 'bridge_requests_total{interaction="read",resource="Patient",status="503"} 1.0' in text
 
 
-def test_a_layer_alone_notes_the_status_itself(lines: io.StringIO) -> None:
+def test_a_layer_alone_notes_the_status_itself(stream: io.StringIO) -> None:
     metrics = Metrics(lambda: [])
     _serve(AccessLogMiddleware(_answering(201)))
     _serve(MetricsMiddleware(_answering(202), metrics=metrics))
-    (line,) = _logged(lines)
+    (line,) = _logged(stream)
     assert line["status"] == 201
     assert 'status="202"} 1.0' in metrics.render().decode()
 
 
-def test_an_app_that_raised_before_answering_is_reported_as_500(lines: io.StringIO) -> None:
+def test_an_app_that_raised_before_answering_is_reported_as_500(stream: io.StringIO) -> None:
     metrics = Metrics(lambda: [])
     sent, state = _serve(
         RequestIdMiddleware(AccessLogMiddleware(MetricsMiddleware(_raising, metrics=metrics)))
     )
     assert sent == []
     assert state[STATUS] == 500
-    (line,) = _logged(lines)
+    (line,) = _logged(stream)
     assert line["status"] == 500
     assert 'status="500"} 1.0' in metrics.render().decode()
 
@@ -146,7 +130,7 @@ def test_noting_twice_wraps_send_once() -> None:
     assert state[STATUS] == 500
 
 
-def test_an_answer_a_middle_layer_replaced_is_reported_as_sent(lines: io.StringIO) -> None:
+def test_an_answer_a_middle_layer_replaced_is_reported_as_sent(stream: io.StringIO) -> None:
     """As the audit layer does when the trail cannot be written: the app's 200 is
     swallowed and a 503 goes out instead."""
 
@@ -170,7 +154,7 @@ def test_an_answer_a_middle_layer_replaced_is_reported_as_sent(lines: io.StringI
     )
     sent, _ = _serve(app)
     assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [503]
-    (line,) = _logged(lines)
+    (line,) = _logged(stream)
     assert line["status"] == 503
     assert 'status="503"} 1.0' in metrics.render().decode()
 

@@ -200,10 +200,20 @@ def _read(path: Path, shown: str) -> tuple[ServiceDescription, list[tuple[str, b
 _FORMAT = 1
 
 
+_ENTRY_HEX = 32  # an entry's name: this many hex digits of its WSDL's path, then .json
+
+
 def _entry(cache_dir: Path, path: Path) -> Path:
     """The cache file of one WSDL: named by its absolute path."""
-    name = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32]
+    name = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:_ENTRY_HEX]
     return cache_dir / f"{name}.json"
+
+
+def _is_entry(name: str) -> bool:
+    """Whether a file in the cache folder is named as `_entry` names one."""
+    stem, _, suffix = name.partition(".")
+    hexdigits = "0123456789abcdef"
+    return suffix == "json" and len(stem) == _ENTRY_HEX and all(c in hexdigits for c in stem)
 
 
 @functools.cache
@@ -359,7 +369,7 @@ def _prune(folder: Path) -> None:
             if name.startswith(".wsdl-") and name.endswith(".tmp"):
                 if now - entry.lstat().st_mtime > _LEFTOVER_SECONDS:
                     entry.unlink()
-            elif len(name) == 37 and name.endswith(".json"):
+            elif _is_entry(name):
                 raw = _read_own(entry)
                 wsdl = json.loads(raw)["documents"][0][0] if raw is not None else None
                 if isinstance(wsdl, str):

@@ -269,12 +269,28 @@ def _dumped_instructions(out: Path) -> int:
     raise SystemExit(f"{dump}: no totals line")
 
 
-def _under_callgrind(argv: list[str]) -> int:
+def _without(argv: list[str], flag: str, option: str) -> list[str]:
+    """`argv` without `flag` and without `option` and its value (as one or two words)."""
+    out: list[str] = []
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == option:
+            skip = True
+        elif a != flag and not a.startswith(option + "="):
+            out.append(a)
+    return out
+
+
+def _under_callgrind(argv: list[str], keep: str | None) -> int:
     """Run this script again under valgrind's callgrind, its instrumentation off
-    until the measured requests start."""
+    until the measured requests start; `keep`: a folder that keeps the dumps."""
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("--instructions needs valgrind (Debian: apt-get install valgrind)")
-    with tempfile.TemporaryDirectory(prefix="bench-callgrind-") as folder:
+    with contextlib.ExitStack() as stack:
+        folder = keep or stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-callgrind-"))
+        Path(folder).mkdir(parents=True, exist_ok=True)
         out = Path(folder) / "callgrind.out"
         command = [
             "valgrind",
@@ -283,7 +299,7 @@ def _under_callgrind(argv: list[str]) -> int:
             f"--callgrind-out-file={out}",
             sys.executable,
             str(Path(__file__).resolve()),
-            *(a for a in argv if a != "--instructions"),
+            *_without(argv, "--instructions", "--keep-dumps"),
             "--under-callgrind",
             str(out),
         ]
@@ -315,11 +331,16 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="count instructions per request under valgrind's callgrind, not CPU time",
     )
+    parser.add_argument(
+        "--keep-dumps",
+        metavar="DIR",
+        help="with --instructions: keep callgrind's dumps in DIR (callgrind_annotate reads them)",
+    )
     parser.add_argument("--under-callgrind", metavar="OUT", help=argparse.SUPPRESS)
     parser.add_argument("--source", type=Path, help="run bridge from this tree (a snapshot)")
     args = parser.parse_args(argv)
     if args.instructions:
-        return _under_callgrind(sys.argv[1:] if argv is None else argv)
+        return _under_callgrind(sys.argv[1:] if argv is None else argv, args.keep_dumps)
     if args.source:
         procs.use_source(args.source)
     with contextlib.suppress(ImportError):

@@ -388,18 +388,29 @@ class _Source(_Code):
             self.emit(depth + 1, f"{target}[{steps[0].name!r}] = [{value}]")
             self.emit(depth, "else:")
             self.emit(depth + 1, f"_set({target}, {self.name(steps, 'S')}, {value}, holes)")
+        elif len(steps) == 1 and steps[0].index is not None and steps[0].index > 0:
+            # `name[i]`: most often the item after the ones already there.
+            self.emit(depth, f"items = {target}.get({steps[0].name!r})")
+            self.emit(depth, f"if items is not None and len(items) == {steps[0].index}:")
+            self.emit(depth + 1, f"items.append({value})")
+            self.emit(depth, "else:")
+            self.emit(depth + 1, f"_set({target}, {self.name(steps, 'S')}, {value}, holes)")
         else:
             self.emit(depth, f"_set({target}, {self.name(steps, 'S')}, {value}, holes)")
 
     def ops(self, depth: int, ops: tuple[_Op, ...], target: str) -> None:
         for op in ops:
             if op.when is not None:
-                when = self.name(op.when, "W")
                 if op.when_child is not None:
                     found = f"texts.get({op.when_child!r})"
                 else:
                     found = f"_text(record, texts, {op.when.path!r})"
-                self.emit(depth, f"if {when}.test({found}):")
+                if op.when.exists is True:  # `CompiledWhen.test`, inline
+                    self.emit(depth, f"if (w := {found}) and not w.isspace():")
+                elif op.when.exists is False:
+                    self.emit(depth, f"if not (w := {found}) or w.isspace():")
+                else:
+                    self.emit(depth, f"if {self.name(op.when, 'W')}.test({found}):")
                 self.op(depth + 1, op, target)
             else:
                 self.op(depth, op, target)
@@ -422,7 +433,7 @@ class _Source(_Code):
                 self.emit(inner, "except TransformError as exc:")
                 self.emit(inner + 1, f"_dropped({f.where!r}, exc)")
                 self.emit(inner + 1, "v = None")
-                if not steps[-1].fresh:  # transforms may share what they return
+                if not (steps[-1].fresh or steps[-1].scalar):  # others may share theirs
                     self.emit(inner, "if type(v) is dict or type(v) is list:")
                     self.emit(inner + 1, "v = _copy(v) or None")
                 self.emit(inner, "if v is not None:")

@@ -52,6 +52,9 @@ class Transform:
     # True when `to_fhir` builds a new dict or list on every call, holding no None
     # and no empty containers: the resource keeps it as is, without a copy.
     fresh = False
+    # True when `to_fhir` never returns a dict or a list (text, a number, a boolean
+    # or None): the generated builder then skips the copy check.
+    scalar = False
 
     def to_fhir(self, value: Any) -> Any:
         raise NotImplementedError
@@ -70,6 +73,7 @@ _FHIR_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
 
 class DateTransform(Transform):
     name = "date"
+    scalar = True
 
     def __init__(self, fmt: str) -> None:
         pattern = re.escape(fmt)
@@ -129,6 +133,7 @@ class DateTimeTransform(Transform):
     """
 
     name = "datetime"
+    scalar = True
 
     def __init__(self, fmt: str, zone: str) -> None:
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -289,6 +294,7 @@ class SplitTransform(Transform):
     """
 
     name = "split"
+    scalar = True
 
     def __init__(self, separator: str, index: int) -> None:
         if not separator:
@@ -329,6 +335,7 @@ class RegexTransform(Transform):
     """The first group a regular expression finds in the legacy value (one way)."""
 
     name = "regex"
+    scalar = True
     invertible = False
 
     def __init__(self, pattern: str) -> None:
@@ -348,6 +355,7 @@ class CaseTransform(Transform):
     """Upper, lower or title case (one way: the original case is lost)."""
 
     name = "case"
+    scalar = True
     invertible = False
 
     def __init__(self, kind: str) -> None:
@@ -414,6 +422,7 @@ class TableTransform(Transform):
 
 class BooleanTransform(Transform):
     name = "boolean"
+    scalar = True
 
     def __init__(self, true: str, false: str) -> None:
         self.true = true
@@ -442,6 +451,7 @@ class TemplateTransform(Transform):
     """Wraps a value in fixed text, like a reference: `Patient/{}`."""
 
     name = "template"
+    scalar = True
 
     def __init__(self, template: str) -> None:
         if template.count("{}") != 1:
@@ -460,6 +470,7 @@ class TemplateTransform(Transform):
 
 class NumberTransform(Transform):
     name = "number"
+    scalar = True
 
     def __init__(self, kind: str) -> None:
         self.kind = kind

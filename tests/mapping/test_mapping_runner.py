@@ -148,6 +148,61 @@ def test_build_resource_keeps_non_ascii_text(patient) -> None:
     assert built["address"][0]["city"] == "San José"
 
 
+def _with(patient: Any, **texts: str | None) -> etree._Element:
+    """A copy of a golden record with some child elements' texts replaced (None: removed)."""
+    record = _record(patient, "patient_middle_name")
+    ns = etree.QName(record).namespace
+    for tag, text in texts.items():
+        child = record.find(f"{{{ns}}}{tag}")
+        if text is None:
+            if child is not None:
+                record.remove(child)
+            continue
+        if child is None:
+            child = etree.SubElement(record, f"{{{ns}}}{tag}")
+        child.text = text
+    return record
+
+
+@pytest.mark.parametrize(
+    ("name", "given"),
+    [
+        ("Doe^^Quinn", ["Quinn"]),  # a later item without the earlier ones: no hole left
+        ("Doe^Ann^Quinn", ["Ann", "Quinn"]),
+        ("Doe^ ^Quinn", ["Quinn"]),
+        ("Doe^Ann^", ["Ann"]),
+    ],
+)
+def test_build_resource_list_items_in_place_and_after_gaps(
+    patient, name: str, given: list[str]
+) -> None:
+    built = build_resource(patient, _with(patient, Name=name))
+    assert built["name"] == [{"use": "official", "family": "Doe", "given": given}]
+
+
+@pytest.mark.parametrize(
+    ("date", "flag", "deceased"),
+    [
+        (None, "Y", {"deceasedBoolean": True}),
+        ("   ", "Y", {"deceasedBoolean": True}),  # only blanks: absent, as `exists` says
+        ("", "N", {"deceasedBoolean": False}),
+        ("03/14/2021", "Y", {"deceasedDateTime": "2021-03-14"}),
+    ],
+)
+def test_build_resource_exists_conditions_treat_blank_text_as_absent(
+    patient, date: str | None, flag: str, deceased: dict[str, Any]
+) -> None:
+    built = build_resource(patient, _with(patient, DeceasedDate=date, DeceasedFlag=flag))
+    assert {k: v for k, v in built.items() if k.startswith("deceased")} == deceased
+
+
+def test_build_resource_exists_true_skips_a_blank_element(patient) -> None:
+    built = build_resource(patient, _with(patient, Phone=" \n "))
+    assert "telecom" not in built
+    built = build_resource(patient, _with(patient, City="\t"))
+    assert "address" not in built
+
+
 @pytest.mark.parametrize(
     ("name", "dob"),
     [("patient_malformed_dob", "1979-13-45"), ("patient_impossible_dob", "02/30/1980")],

@@ -382,25 +382,30 @@ class TableTransform(Transform):
         self.table = table
         self.shape = shape
         self.unmapped = unmapped
+        # Each local code's Coding, made once; every answer gets its own copy.
+        self._codings = {
+            local: {"system": e.system, "code": e.code, "display": e.display}
+            if e.display
+            else {"system": e.system, "code": e.code}
+            for local, e in table.by_local.items()
+        }
 
     def to_fhir(self, value: Any) -> Any:
-        local = str(value).strip()
-        entry = self.table.by_local.get(local)
-        if entry is None:
+        local = (value if type(value) is str else str(value)).strip()
+        coding = self._codings.get(local)
+        if coding is None:
             if self.unmapped == "text" and self.shape == "CodeableConcept":
                 return {"text": local}
             return None
-        coding = {"system": entry.system, "code": entry.code, "display": entry.display}
-        if not entry.display:
-            del coding["display"]
-        if self.shape == "code":
-            return entry.code
-        if self.shape == "Coding":
-            return coding
-        concept: dict[str, Any] = {"coding": [coding]}
-        if entry.display:
-            concept["text"] = entry.display
-        return concept
+        shape = self.shape
+        if shape == "code":
+            return coding["code"]
+        if shape == "Coding":
+            return coding.copy()
+        display = coding.get("display")
+        if display:
+            return {"coding": [coding.copy()], "text": display}
+        return {"coding": [coding.copy()]}
 
     def to_legacy(self, value: Any) -> Any:
         code = value

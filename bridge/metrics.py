@@ -6,12 +6,18 @@ re-logins; breaker state; retries, interactions out of time, and writes whose
 answer was lost (by what the lookup found). Label values are names from the
 mappings, never data.
 
-The per-request cost is one cached child per label set (`_child`); everything
-per system is read from the backends' own counters when /metrics is scraped.
+Requests and latencies are tallied in plain Python as they happen (`_Tally`)
+and added to prometheus_client's metrics in bulk: prometheus_client takes a
+lock for every increment (and writes a shared file with workers), so a read's
+counter and two observations cost ~1.3 µs in one process and ~3.8 µs with
+workers, against ~0.4 µs tallied. Everything per system is read from the
+backends' own counters when /metrics is scraped.
 
 With `bridge serve --workers N` every worker keeps its values in files the
 workers share (prometheus_client's multiprocess mode, set up by bridge/workers.py),
-so whichever worker answers /metrics shows the sum of all of them.
+so whichever worker answers /metrics shows the sum of all of them. A worker adds
+its tallies to those files at the end of every turn of its event loop, so the
+counts are there as the answers go out; one process adds them when scraped.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -176,6 +183,28 @@ def shared() -> bool:
     return bool(getattr(values.ValueClass, "_multiprocess", False))
 
 
+class _Tally:
+    """Requests counted and latencies observed since the last flush, by label set.
+
+    A histogram's tally is its sum, then its count in each bucket (`le` as
+    prometheus_client places it: the first bucket whose bound is not below the
+    value, the last one +Inf)."""
+
+    __slots__ = ("counted", "observed")
+
+    def __init__(self) -> None:
+        self.counted: dict[tuple[str, ...], int] = {}
+        self.observed: dict[tuple[Any, tuple[str, ...]], list[float]] = {}
+
+    def observe(self, metric: Any, labels: tuple[str, ...], seconds: float) -> None:
+        key = (metric, labels)
+        sums = self.observed.get(key)
+        if sums is None:
+            sums = self.observed[key] = [0.0] * (len(_BUCKETS) + 2)
+        sums[0] += seconds
+        sums[1 + bisect_left(_BUCKETS, seconds)] += 1
+
+
 class Metrics:
     def __init__(self, backends: Callable[[], Iterable[Any]]) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -217,6 +246,8 @@ class Metrics:
         )
         # labels() costs microseconds per call; the label sets are few and fixed.
         self._children: dict[tuple[str, ...], Any] = {}
+        self._tally = _Tally()
+        self._flush_due = False  # with workers: a flush is set for this turn of the loop
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (metric._name, *labels)
@@ -226,10 +257,45 @@ class Metrics:
         return child
 
     def request(self, resource: str, interaction: str, status: str, seconds: float) -> None:
-        self._child(self.requests, resource, interaction, status).inc()
-        self._child(self.latency, resource, interaction).observe(seconds)
+        """In the event loop's thread, as every tally."""
+        counted = self._tally.counted
+        key = (resource, interaction, status)
+        counted[key] = counted.get(key, 0) + 1
+        self._tally.observe(self.latency, (resource, interaction), seconds)
+        if self.shared is not None and not self._flush_due:
+            self._flush_soon()
+
+    def legacy_call(self, system: str, operation: str, outcome: str, seconds: float) -> None:
+        self._tally.observe(self.legacy, (system, operation, outcome), seconds)
+        if self.shared is not None and not self._flush_due:
+            self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop: now
+            self.flush()
+            return
+        self._flush_due = True
+        loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Add what was tallied since the last flush to prometheus_client's metrics."""
+        self._flush_due = False
+        tally, self._tally = self._tally, _Tally()
+        for labels, count in tally.counted.items():
+            self._child(self.requests, *labels).inc(count)
+        for (metric, labels), sums in tally.observed.items():
+            child = self._child(metric, *labels)
+            # A bulk observe: prometheus_client's Histogram keeps one value per bucket
+            # (not cumulative) and one sum (tests/test_metrics.py holds it to it).
+            child._sum.inc(sums[0])
+            for bucket, observed in zip(child._buckets, sums[1:], strict=True):
+                if observed:
+                    bucket.inc(observed)
 
     def render(self) -> bytes:
+        self.flush()
         if self.shared is None:
             return generate_latest(self.registry)
         self.shared.sync()
@@ -249,9 +315,6 @@ class Metrics:
         """The queue of asynchronous writes: its depth and when its oldest was accepted."""
         self.async_depth.set(depth)
         self.async_oldest.set(max(0.0, time.time() - oldest) if oldest is not None else 0)
-
-    def legacy_call(self, system: str, operation: str, outcome: str, seconds: float) -> None:
-        self._child(self.legacy, system, operation, outcome).observe(seconds)
 
 
 class MetricsMiddleware:

@@ -80,7 +80,7 @@ from bridge.middleware import (
 )
 from bridge.privacy import Privacy
 from bridge.reload import MappingReloader
-from bridge.routing import IndexedRouter, route
+from bridge.routing import App, IndexedRouter, route
 from bridge.settings import Settings, environment
 from bridge.soap.backend import Backend
 from bridge.soap.tls import ClientTls
@@ -899,7 +899,7 @@ def create_app(
             await runtime["budget"].close()  # gives back every session slot
             await store.close()
 
-    app = Starlette(
+    app = App(
         routes=routes,
         middleware=middleware,
         exception_handlers={

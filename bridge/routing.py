@@ -1,5 +1,6 @@
 """Starlette's router, trying a request only on the routes its path can match,
-and routes whose handlers Starlette calls with one exception wrapper, not two.
+and routes whose handlers Starlette calls with one exception wrapper, not two;
+that wrapper (`HandledErrors`) does not wrap `send` either.
 
 Starlette tries every route in order, one regular expression each; a FHIR read
 is the gateway's ~20th route. `IndexedRouter` makes the same choice (the first
@@ -14,12 +15,20 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette._utils import get_route_path, is_async_callable
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware.body_limit import RequestBodyLimitMiddleware
+from starlette.middleware.errors import ServerErrorMiddleware
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Route, Router
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["Endpoint", "IndexedRouter", "route"]
+from bridge.middleware.status import STARTED, noting
+
+__all__ = ["App", "Endpoint", "HandledErrors", "IndexedRouter", "route"]
 
 _Shape = tuple[int, str, str]
 _MAX_SHAPES = 4096  # paths of unknown shapes past this are not remembered
@@ -76,8 +85,9 @@ class Endpoint:
     """A handler `func(request) -> response` as an ASGI app.
 
     Starlette's `Route` wraps a function in `request_response`, which catches the
-    handler's exceptions with the app's handlers, and `ExceptionMiddleware`, just
-    outside the router, does the same again for everything inside it. Called
+    handler's exceptions with the app's handlers, and `ExceptionMiddleware` (here
+    `HandledErrors`), just outside the router, does the same again for everything
+    inside it. Called
     through this class, a handler's exceptions reach that middleware directly,
     which answers them with the same handlers; a request saves a coroutine frame,
     two closures and a wrapper around each message sent.
@@ -101,3 +111,70 @@ def route(path: str, func: Callable[[Request], Awaitable[Response]], methods: li
     if not is_async_callable(func):
         raise TypeError(f"route {path}: the handler must be an async function")
     return Route(path, Endpoint(func), methods=methods, name=getattr(func, "__name__", None))
+
+
+class HandledErrors(ExceptionMiddleware):
+    """Starlette's `ExceptionMiddleware` (the app's exception handlers, just outside
+    the router) without a wrapper around `send`.
+
+    Starlette's wraps every message sent to learn whether the answer has begun, and
+    makes a `Request` for every request. Here the layer outside that notes the
+    status marks it in the request's state (`STARTED`, bridge/middleware/status.py;
+    alone, this layer notes it itself), and a `Request` is made only for a
+    handler. Answers are the same: a handled exception raised after the answer
+    began is a RuntimeError, as in Starlette."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        state, send = noting(scope, send)
+        scope["starlette.exception_handlers"] = (self._exception_handlers, self._status_handlers)
+        try:
+            await self.app(scope, receive, send)
+        except Exception as exc:
+            handler = None
+            if isinstance(exc, HTTPException):
+                handler = self._status_handlers.get(exc.status_code)
+            if handler is None:
+                handler = next(
+                    (
+                        self._exception_handlers[c]
+                        for c in type(exc).__mro__
+                        if c in self._exception_handlers
+                    ),
+                    None,
+                )
+            if handler is None:
+                raise
+            if state.get(STARTED):
+                raise RuntimeError(
+                    "Caught handled exception, but response already started."
+                ) from exc
+            request = Request(scope, receive, send)
+            if is_async_callable(handler):
+                response = await handler(request, exc)  # type: ignore[arg-type]
+            else:
+                response = await run_in_threadpool(handler, request, exc)
+            if response is not None:
+                await response(scope, receive, send)
+            exc.__traceback__ = None  # a reused exception would gather tracebacks
+
+
+class App(Starlette):
+    """Starlette, with `HandledErrors` in place of its `ExceptionMiddleware`."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        server_error = None
+        handlers: dict[Any, Any] = {}
+        for key, value in self.exception_handlers.items():
+            if key in (500, Exception):
+                server_error = value  # ServerErrorMiddleware's, outermost
+            else:
+                handlers[key] = value
+        app: ASGIApp = HandledErrors(self.router, handlers=handlers, debug=self.debug)
+        for cls, args, kwargs in reversed(self.user_middleware):
+            app = cls(app, *args, **kwargs)
+        if self.max_body_size is not None:
+            app = RequestBodyLimitMiddleware(app, max_body_size=self.max_body_size)
+        return ServerErrorMiddleware(app, handler=server_error, debug=self.debug)

@@ -249,3 +249,149 @@ def test_a_route_refuses_a_plain_function_as_handler() -> None:
 
     with pytest.raises(TypeError, match="async function"):
         route("/fhir/{rtype}", plain, methods=["GET"])  # type: ignore[arg-type]
+
+
+def _exchange(app: Any, method: str, path: str) -> tuple[int | None, bytes, str | None]:
+    """(status, body, the exception the app raised, by name) of one request."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "root_path": "",
+        "query_string": b"",
+        "headers": [],
+    }
+    raised = None
+    try:
+        asyncio.run(app(scope, receive, send))
+    except Exception as exc:  # what the server would log
+        raised = type(exc).__name__
+    status = sent[0]["status"] if sent else None
+    return status, b"".join(m.get("body", b"") for m in sent[1:]), raised
+
+
+def _errors_app(cls: Any) -> Any:
+    from starlette.exceptions import HTTPException
+    from starlette.middleware import Middleware
+
+    from bridge.middleware import RequestIdMiddleware
+    from bridge.routing import route
+
+    async def conflict(request: Request) -> PlainTextResponse:
+        raise KeyError("x")
+
+    async def teapot(request: Request) -> PlainTextResponse:
+        raise HTTPException(418, "short and stout")
+
+    async def broken(request: Request) -> PlainTextResponse:
+        raise ZeroDivisionError
+
+    async def late(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        raise KeyError("after the answer began")
+
+    async def by_class(request: Request, exc: Exception) -> PlainTextResponse:
+        return PlainTextResponse(f"class {type(exc).__name__}", status_code=409)
+
+    def by_status(request: Request, exc: Exception) -> PlainTextResponse:  # a thread's
+        return PlainTextResponse("status 418", status_code=418)
+
+    async def server_error(request: Request, exc: Exception) -> PlainTextResponse:
+        return PlainTextResponse("server error", status_code=500)
+
+    return cls(
+        routes=[
+            route("/conflict", conflict, methods=["GET"]),
+            route("/teapot", teapot, methods=["GET"]),
+            route("/broken", broken, methods=["GET"]),
+            Mount("/late", app=late),
+        ],
+        middleware=[Middleware(RequestIdMiddleware)],
+        exception_handlers={KeyError: by_class, 418: by_status, Exception: server_error},
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/conflict"),
+        ("HEAD", "/conflict"),
+        ("GET", "/teapot"),
+        ("GET", "/broken"),
+        ("GET", "/late/x"),
+        ("GET", "/nowhere"),
+        ("POST", "/conflict"),
+    ],
+)
+def test_the_apps_exception_layer_answers_as_starlettes_does(method: str, path: str) -> None:
+    from starlette.applications import Starlette
+
+    from bridge.routing import App
+
+    ours = _exchange(_errors_app(App), method, path)
+    assert ours == _exchange(_errors_app(Starlette), method, path)
+    assert ours[0] is not None  # every request got an answer
+
+
+def test_the_apps_exception_layer_answers_each_case_as_expected() -> None:
+    from bridge.routing import App
+
+    app = _errors_app(App)
+    assert _exchange(app, "GET", "/conflict") == (409, b"class KeyError", None)
+    assert _exchange(app, "GET", "/teapot") == (418, b"status 418", None)
+    assert _exchange(app, "GET", "/broken") == (500, b"server error", "ZeroDivisionError")
+    # Begun, then a handled exception: the answer stands and the error is raised.
+    assert _exchange(app, "GET", "/late/x") == (200, b"", "RuntimeError")
+    assert _exchange(app, "GET", "/nowhere")[0] == 404
+    assert _exchange(app, "POST", "/conflict")[0] == 405
+
+
+def test_inside_a_layer_that_notes_the_status_sends_pass_unwrapped() -> None:
+    from starlette.middleware import Middleware
+
+    from bridge.middleware import RequestIdMiddleware
+    from bridge.middleware.status import STARTED
+    from bridge.routing import App
+
+    seen: dict[str, Any] = {}
+
+    class Spy:
+        def __init__(self, app: Any) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            seen["outside"] = send
+            await self.app(scope, receive, send)
+
+    async def raw(scope: Any, receive: Any, send: Any) -> None:
+        seen["inside"] = send
+        seen["before"] = scope["state"].get(STARTED)
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        seen["after"] = scope["state"].get(STARTED)
+        await send({"type": "http.response.body", "body": b""})
+
+    app = App(
+        routes=[Mount("/raw", app=raw)],
+        middleware=[Middleware(RequestIdMiddleware), Middleware(Spy)],
+    )
+    assert _exchange(app, "GET", "/raw/x")[0] == 204
+    assert seen["inside"] is seen["outside"]
+    assert (seen["before"], seen["after"]) == (None, True)
+
+    # Alone, the layer notes the answer's start itself.
+    alone = App(routes=[Mount("/late", app=_errors_app(App).routes[3].app)])
+    assert alone.exception_handlers == {}
+    alone.add_exception_handler(KeyError, _handled_409)
+    assert _exchange(alone, "GET", "/late/x") == (200, b"", "RuntimeError")
+
+
+async def _handled_409(request: Request, exc: Exception) -> PlainTextResponse:
+    return PlainTextResponse("handled", status_code=409)

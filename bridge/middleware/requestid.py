@@ -11,7 +11,7 @@ import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bridge.middleware.status import STATUS
+from bridge.middleware.status import STARTED, STATUS
 
 _SAFE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _POOL = bytearray()  # random bytes from the OS, taken a few at a time
@@ -54,6 +54,7 @@ class RequestIdMiddleware:
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 state[STATUS] = message["status"]
+                state[STARTED] = True
                 headers = [h for h in message.get("headers", ()) if h[0].lower() != header[0]]
                 headers.append(header)
                 message["headers"] = headers

@@ -8,6 +8,8 @@ note there when they are called, pass `send` on untouched, and read the status
 once the app below them has returned: by then the answer's first message has
 passed through the outer layer. A layer with no such layer outside it (alone
 in a test, or first in another order) notes the status itself, the same way.
+The same `send` marks that the answer has begun (`STARTED`), for the layer
+that answers exceptions (bridge/routing.py `HandledErrors`).
 
 A request the app raised on before answering keeps the 500 noted at the start:
 the server's error handler outside answers it so.
@@ -19,9 +21,10 @@ from typing import Any
 
 from starlette.types import Message, Scope, Send
 
-__all__ = ["STATUS", "noting"]
+__all__ = ["STARTED", "STATUS", "noting"]
 
 STATUS = "response_status"
+STARTED = "response_started"
 
 
 def noting(scope: Scope, send: Send) -> tuple[dict[str, Any], Send]:
@@ -35,6 +38,7 @@ def noting(scope: Scope, send: Send) -> tuple[dict[str, Any], Send]:
     async def note(message: Message) -> None:
         if message["type"] == "http.response.start":
             state[STATUS] = message["status"]
+            state[STARTED] = True
         await send(message)
 
     return state, note

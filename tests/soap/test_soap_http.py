@@ -172,3 +172,66 @@ def test_http_nothing_sent_when_the_connection_is_refused() -> None:
             await transport.close()
 
     assert isinstance(asyncio.run(call()), Unsent)
+
+
+async def _calls_on_one_connection(delays: list[float], timeouts: list[float]) -> list[object]:
+    """Call i is answered after delays[i] seconds and may wait timeouts[i]: the results,
+    the connections opened, and the seconds each call took by the loop's clock."""
+    connections = 0
+    answered = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections, answered
+        connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+                await asyncio.sleep(delays[answered])
+                answered += 1
+                writer.write(_ok())
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    transport = HttpTransport(connect_timeout=2.0, max_connections=1)
+    loop = asyncio.get_running_loop()
+    results: list[object] = []
+    took: list[float] = []
+    try:
+        for timeout in timeouts:
+            request = SoapRequest(
+                f"http://127.0.0.1:{port}/ehr", b"<call/>", {"SOAPAction": '"Op"'}, "Op", timeout
+            )
+            started = loop.time()
+            try:
+                results.append(await transport.send(request))
+            except Exception as exc:
+                results.append(exc)
+            took.append(loop.time() - started)
+    finally:
+        await transport.close()
+        server.close()
+        await server.wait_closed()
+    return [results, connections, took]
+
+
+def test_http_a_later_call_with_a_shorter_deadline_times_out_at_its_own() -> None:
+    # The first call's timer (10 s) is still armed when the second (0.3 s) begins.
+    results, connections, took = run(_calls_on_one_connection([0, 5], [10.0, 0.3]))
+    assert isinstance(results[0], SoapResponse)  # type: ignore[index]
+    assert isinstance(results[1], ReadTimeout)  # type: ignore[index]
+    assert connections == 1
+    assert took[1] < 3  # type: ignore[index]  # its own deadline, not the first call's 10 s
+
+
+def test_http_a_later_call_with_a_longer_deadline_outlives_the_first_ones_timer() -> None:
+    # The first call's timer (0.2 s) fires while the second (answered after 0.5 s,
+    # allowed 5 s) is under way: the second goes on, and so do the calls after it.
+    results, connections, _ = run(_calls_on_one_connection([0, 0.5, 0, 0], [0.2, 5.0, 0.2, 5.0]))
+    assert all(isinstance(r, SoapResponse) for r in results)  # type: ignore[union-attr]
+    assert connections == 1

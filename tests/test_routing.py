@@ -196,61 +196,6 @@ def test_on_the_gateways_own_routes_every_request_finds_the_same_route(tmp_path:
     assert found > 40
 
 
-def test_a_route_handler_raising_is_answered_by_the_apps_handlers_once() -> None:
-    from starlette.applications import Starlette
-
-    from bridge.routing import route
-
-    caught: list[Request] = []
-
-    async def failing(request: Request) -> PlainTextResponse:
-        raise KeyError("x")
-
-    async def handled(request: Request, exc: Exception) -> PlainTextResponse:
-        caught.append(request)
-        return PlainTextResponse("handled", status_code=409)
-
-    app = Starlette(
-        routes=[route("/fhir/{rtype}", failing, methods=["GET"])],
-        exception_handlers={KeyError: handled},
-    )
-
-    def call(method: str) -> tuple[int, bytes]:
-        sent: list[dict[str, Any]] = []
-
-        async def receive() -> dict[str, Any]:
-            return {"type": "http.request", "body": b""}
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
-
-        scope = {
-            "type": "http",
-            "method": method,
-            "path": "/fhir/Patient",
-            "root_path": "",
-            "query_string": b"",
-            "headers": [],
-        }
-        asyncio.run(app(scope, receive, send))
-        return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
-
-    assert call("GET") == (409, b"handled")
-    assert call("HEAD")[0] == 409
-    assert call("POST")[0] == 405
-    assert len(caught) == 2
-
-
-def test_a_route_refuses_a_plain_function_as_handler() -> None:
-    from bridge.routing import route
-
-    def plain(request: Request) -> PlainTextResponse:
-        return PlainTextResponse("")
-
-    with pytest.raises(TypeError, match="async function"):
-        route("/fhir/{rtype}", plain, methods=["GET"])  # type: ignore[arg-type]
-
-
 def _exchange(app: Any, method: str, path: str) -> tuple[int | None, bytes, str | None]:
     """(status, body, the exception the app raised, by name) of one request."""
     sent: list[dict[str, Any]] = []
@@ -276,6 +221,41 @@ def _exchange(app: Any, method: str, path: str) -> tuple[int | None, bytes, str 
         raised = type(exc).__name__
     status = sent[0]["status"] if sent else None
     return status, b"".join(m.get("body", b"") for m in sent[1:]), raised
+
+
+def test_a_route_handler_raising_is_answered_by_the_apps_handlers_once() -> None:
+    from starlette.applications import Starlette
+
+    from bridge.routing import route
+
+    caught: list[Request] = []
+
+    async def failing(request: Request) -> PlainTextResponse:
+        raise KeyError("x")
+
+    async def handled(request: Request, exc: Exception) -> PlainTextResponse:
+        caught.append(request)
+        return PlainTextResponse("handled", status_code=409)
+
+    app = Starlette(
+        routes=[route("/fhir/{rtype}", failing, methods=["GET"])],
+        exception_handlers={KeyError: handled},
+    )
+
+    assert _exchange(app, "GET", "/fhir/Patient") == (409, b"handled", None)
+    assert _exchange(app, "HEAD", "/fhir/Patient")[0] == 409
+    assert _exchange(app, "POST", "/fhir/Patient")[0] == 405
+    assert len(caught) == 2
+
+
+def test_a_route_refuses_a_plain_function_as_handler() -> None:
+    from bridge.routing import route
+
+    def plain(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("")
+
+    with pytest.raises(TypeError, match="async function"):
+        route("/fhir/{rtype}", plain, methods=["GET"])  # type: ignore[arg-type]
 
 
 def _errors_app(cls: Any) -> Any:

@@ -25,19 +25,22 @@ def _ok(body: bytes = XML, extra: bytes = b"") -> bytes:
     )
 
 
-async def _exchange(answer: Answer, calls: int = 1, **options: float) -> list[object]:
-    """Start a server answering with `answer`, make `calls` calls; results or errors."""
-    connections = 0
+class _Server:
+    """A raw HTTP/1.1 server's connection handler: every request read whole and
+    handed to `answer`, which writes the reply; counts the connections."""
 
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal connections
-        connections += 1
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+        self.connections = 0
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
                 body = await reader.readexactly(length)
-                await answer(head + body, writer)
+                await self.answer(head + body, writer)
                 if writer.is_closing():
                     return
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -45,7 +48,11 @@ async def _exchange(answer: Answer, calls: int = 1, **options: float) -> list[ob
         finally:
             writer.close()
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+
+async def _exchange(answer: Answer, calls: int = 1, **options: float) -> list[object]:
+    """Start a server answering with `answer`, make `calls` calls; results or errors."""
+    handler = _Server(answer)
+    server = await asyncio.start_server(handler.serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     transport = HttpTransport(
         connect_timeout=2.0,
@@ -70,7 +77,7 @@ async def _exchange(answer: Answer, calls: int = 1, **options: float) -> list[ob
         await transport.close()
         server.close()
         await server.wait_closed()
-    results.append(connections)
+    results.append(handler.connections)
     return results
 
 
@@ -177,26 +184,16 @@ def test_http_nothing_sent_when_the_connection_is_refused() -> None:
 async def _calls_on_one_connection(delays: list[float], timeouts: list[float]) -> list[object]:
     """Call i is answered after delays[i] seconds and may wait timeouts[i]: the results,
     the connections opened, and the seconds each call took by the loop's clock."""
-    connections = 0
     answered = 0
 
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal connections, answered
-        connections += 1
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
-                await reader.readexactly(length)
-                await asyncio.sleep(delays[answered])
-                answered += 1
-                writer.write(_ok())
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+    async def answer(request: bytes, writer: asyncio.StreamWriter) -> None:
+        nonlocal answered
+        await asyncio.sleep(delays[answered])
+        answered += 1
+        writer.write(_ok())
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    handler = _Server(answer)
+    server = await asyncio.start_server(handler.serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     transport = HttpTransport(connect_timeout=2.0, max_connections=1)
     loop = asyncio.get_running_loop()
@@ -217,7 +214,7 @@ async def _calls_on_one_connection(delays: list[float], timeouts: list[float]) -
         await transport.close()
         server.close()
         await server.wait_closed()
-    return [results, connections, took]
+    return [results, handler.connections, took]
 
 
 def test_http_a_later_call_with_a_shorter_deadline_times_out_at_its_own() -> None:

@@ -898,6 +898,7 @@ def create_app(
             await holder.close()  # logs every legacy session out
             await runtime["budget"].close()  # gives back every session slot
             await store.close()
+            metrics.flush()  # with workers: the last tallies reach the shared files
 
     app = App(
         routes=routes,

@@ -87,10 +87,9 @@ class Endpoint:
     Starlette's `Route` wraps a function in `request_response`, which catches the
     handler's exceptions with the app's handlers, and `ExceptionMiddleware` (here
     `HandledErrors`), just outside the router, does the same again for everything
-    inside it. Called
-    through this class, a handler's exceptions reach that middleware directly,
-    which answers them with the same handlers; a request saves a coroutine frame,
-    two closures and a wrapper around each message sent.
+    inside it. Called through this class, a handler's exceptions reach that
+    middleware directly, which answers them with the same handlers; a request
+    saves a coroutine frame, two closures and a wrapper around each message sent.
     """
 
     __slots__ = ("func",)

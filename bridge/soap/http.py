@@ -124,9 +124,7 @@ class _Connection(asyncio.Protocol):
                 self._complete()  # an answer delimited by the end of the connection
             else:
                 self._fail(ConnectionLost())
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self._disarm()
         self.origin.closed(self)
 
     # -- httptools callbacks ---------------------------------------------------
@@ -191,10 +189,14 @@ class _Connection(asyncio.Protocol):
         return waiter
 
     def _arm(self, at: float) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
+        self._disarm()
         self.timer_at = at
         self.timer = self.loop.call_later(at - time.monotonic(), self._timed_out)
+
+    def _disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
     def _timed_out(self) -> None:
         self.timer = None
@@ -225,9 +227,6 @@ class _Connection(asyncio.Protocol):
         waiter.set_result(SoapResponse(self.status, body, self.content_type, self.cookies or {}))
 
     def _fail(self, error: BaseException) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_exception(error)
@@ -235,9 +234,7 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.reusable = False
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self._disarm()
         if self.transport is not None and not self.closed:
             self.closed = True
             self.transport.abort()  # connection_lost follows and tells the origin

@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, urlsplit
 from bridge.errors import BackendError, FhirError, InvalidRequest, UnprocessableEntity
 from bridge.fhir.outcome import operation_outcome
 from bridge.fhir.validate import validate_resource
+from bridge.gateway.core import FAULTS
 from bridge.gateway.lookups import LOST, OutcomeUnknown, WriteNotApplied, found_records
 from bridge.gateway.steps import run_steps
 from bridge.gateway.writes import WriteInteractions
@@ -410,8 +411,9 @@ class BundleInteractions(WriteInteractions):
 
         deadline = served.backend.deadline()
         try:
-            async with self.faults(served):
-                ids = await served.backend.run(work, idempotent=False, deadline=deadline)
+            ids = await served.backend.run(work, idempotent=False, deadline=deadline)
+        except FAULTS as error:
+            self.faulted(served, error)
         except LOST as lost:
             ids = await self._lost_group(group, lost, deadline)
         if len(ids) != len(group):

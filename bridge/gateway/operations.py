@@ -15,6 +15,7 @@ from lxml import etree
 
 from bridge.errors import InvalidRequest, MethodNotAllowed, NotFound
 from bridge.gateway.bundles import BundleInteractions
+from bridge.gateway.core import FAULTS
 from bridge.gateway.lookups import LOST, OutcomeUnknown
 from bridge.gateway.steps import run_steps
 from bridge.mapping.compiled import CompiledOperation, RunContext
@@ -108,9 +109,10 @@ class OperationInteractions(BundleInteractions):
             return await run_steps(served.backend, session, op.steps, ctx)
 
         try:
-            async with self.faults(served):
-                # An operation that changes legacy data is a write: never rerun blindly.
-                replies = await served.backend.run(work, idempotent=not op.changes)
+            # An operation that changes legacy data is a write: never rerun blindly.
+            replies = await served.backend.run(work, idempotent=not op.changes)
+        except FAULTS as error:
+            self.faulted(served, error)
         except LOST:
             if not op.changes:
                 raise

@@ -12,7 +12,7 @@ from bridge.fhir.bundle import search_url, searchset
 from bridge.fhir.filter import matches
 from bridge.fhir.paging import PageState
 from bridge.fhir.search import ParamSpec, SearchQuery, parse_search
-from bridge.gateway.core import GatewayCore, Served
+from bridge.gateway.core import FAULTS, GatewayCore, Served
 from bridge.gateway.search import fetch_page
 from bridge.mapping.compiled import CompiledSearch, RunContext
 from bridge.mapping.runner import BadValue, Criterion, NoMatch, build_resource, search_values
@@ -160,7 +160,7 @@ class SearchInteractions(GatewayCore):
 
         count = max(query.count, 1)
         try:
-            async with self.faults(served):
+            try:
                 page = await fetch_page(
                     served.backend,
                     search,
@@ -171,6 +171,8 @@ class SearchInteractions(GatewayCore):
                     accept,
                     filtered=bool(filters),
                 )
+            except FAULTS as error:
+                self.faulted(served, error)
         except MappedFault as fault:
             if not fault.empty_search:
                 raise

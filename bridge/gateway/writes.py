@@ -23,6 +23,7 @@ from bridge.errors import (
     UnprocessableEntity,
 )
 from bridge.fhir.validate import validate_resource
+from bridge.gateway.core import FAULTS
 from bridge.gateway.lookups import LOST, resolve_lost_write
 from bridge.gateway.searching import SearchInteractions
 from bridge.gateway.steps import run_steps
@@ -101,10 +102,9 @@ class WriteInteractions(SearchInteractions):
 
         deadline = served.backend.deadline()
         try:
-            async with self.faults(served):
-                result: str | None = await served.backend.run(
-                    work, idempotent=False, deadline=deadline
-                )
+            result: str | None = await served.backend.run(work, idempotent=False, deadline=deadline)
+        except FAULTS as error:
+            self.faulted(served, error)
         except LOST as lost:
             return await resolve_lost_write(
                 served,

@@ -32,8 +32,11 @@ class _ExternalResourceRefused(Exception):
 
 
 class _RefuseEverything(etree.Resolver):
-    # lxml passes a third argument (the parser context) that its stubs leave out.
-    def resolve(self, system_url: str, public_id: str, context: object = None) -> None:
+    # lxml passes a third argument (the parser context) that its stubs leave out, and
+    # None for an identifier the document does not give.
+    def resolve(
+        self, system_url: str | None, public_id: str | None, context: object = None
+    ) -> None:
         raise _ExternalResourceRefused()
 
 

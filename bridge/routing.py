@@ -1,6 +1,8 @@
 """Starlette's router, trying a request only on the routes its path can match,
 and routes whose handlers Starlette calls with one exception wrapper, not two;
-that wrapper (`HandledErrors`) does not wrap `send` either.
+that wrapper (`HandledErrors`) does not wrap `send` either, nor does the
+outermost layer (`ServerErrors`) when the first middleware marks the answer's
+start.
 
 Starlette tries every route in order, one regular expression each; a FHIR read
 is the gateway's ~20th route. `IndexedRouter` makes the same choice (the first
@@ -24,11 +26,11 @@ from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Route, Router
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, ExceptionHandler, Receive, Scope, Send
 
 from bridge.middleware.status import STARTED, noting
 
-__all__ = ["App", "Endpoint", "HandledErrors", "IndexedRouter", "route"]
+__all__ = ["App", "Endpoint", "HandledErrors", "IndexedRouter", "ServerErrors", "route"]
 
 _Shape = tuple[int, str, str]
 _MAX_SHAPES = 4096  # paths of unknown shapes past this are not remembered
@@ -160,8 +162,49 @@ class HandledErrors(ExceptionMiddleware):
             exc.__traceback__ = None  # a reused exception would gather tracebacks
 
 
+class ServerErrors(ServerErrorMiddleware):
+    """Starlette's `ServerErrorMiddleware` (a 500 for an exception no handler took,
+    then the exception raised again for the server to log), without a wrapper
+    around `send` when `marked`: the middleware just inside it marks the answer's
+    start in the request's state (`STARTED`; a class with `marks_started`, the
+    request id layer), where this layer reads it."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        handler: ExceptionHandler | None = None,
+        debug: bool = False,
+        *,
+        marked: bool = False,
+    ) -> None:
+        super().__init__(app, handler=handler, debug=debug)
+        self.marked = marked
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self.marked or scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        try:
+            await self.app(scope, receive, send)
+        except Exception as exc:
+            request = Request(scope)
+            if self.debug:
+                response = await run_in_threadpool(self.debug_response, request, exc)
+            elif self.handler is None:
+                response = self.error_response(request, exc)
+            elif is_async_callable(self.handler):
+                response = await self.handler(request, exc)  # type: ignore[assignment, arg-type]
+            else:
+                response = await run_in_threadpool(self.handler, request, exc)  # type: ignore[arg-type]
+            if not state.get(STARTED):
+                await response(scope, receive, send)
+            raise exc
+
+
 class App(Starlette):
-    """Starlette, with `HandledErrors` in place of its `ExceptionMiddleware`."""
+    """Starlette, with `HandledErrors` in place of its `ExceptionMiddleware`, and
+    `ServerErrors` in place of its `ServerErrorMiddleware`."""
 
     def build_middleware_stack(self) -> ASGIApp:
         server_error = None
@@ -176,4 +219,8 @@ class App(Starlette):
             app = cls(app, *args, **kwargs)
         if self.max_body_size is not None:
             app = RequestBodyLimitMiddleware(app, max_body_size=self.max_body_size)
-        return ServerErrorMiddleware(app, handler=server_error, debug=self.debug)
+        # Every answer passes through the first middleware's `send` (when nothing
+        # sits between it and this layer): where that marks the start, so is read.
+        first = self.user_middleware[0].cls if self.user_middleware else None
+        marked = self.max_body_size is None and getattr(first, "marks_started", False) is True
+        return ServerErrors(app, handler=server_error, debug=self.debug, marked=marked)

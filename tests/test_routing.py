@@ -278,6 +278,10 @@ def _errors_app(cls: Any) -> Any:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         raise KeyError("after the answer began")
 
+    async def late_broken(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        raise ZeroDivisionError
+
     async def by_class(request: Request, exc: Exception) -> PlainTextResponse:
         return PlainTextResponse(f"class {type(exc).__name__}", status_code=409)
 
@@ -293,6 +297,7 @@ def _errors_app(cls: Any) -> Any:
             route("/teapot", teapot, methods=["GET"]),
             route("/broken", broken, methods=["GET"]),
             Mount("/late", app=late),
+            Mount("/late-broken", app=late_broken),
         ],
         middleware=[Middleware(RequestIdMiddleware)],
         exception_handlers={KeyError: by_class, 418: by_status, Exception: server_error},
@@ -307,6 +312,7 @@ def _errors_app(cls: Any) -> Any:
         ("GET", "/teapot"),
         ("GET", "/broken"),
         ("GET", "/late/x"),
+        ("GET", "/late-broken/x"),
         ("GET", "/nowhere"),
         ("POST", "/conflict"),
     ],
@@ -330,6 +336,8 @@ def test_the_apps_exception_layer_answers_each_case_as_expected() -> None:
     assert _exchange(app, "GET", "/broken") == (500, b"server error", "ZeroDivisionError")
     # Begun, then a handled exception: the answer stands and the error is raised.
     assert _exchange(app, "GET", "/late/x") == (200, b"", "RuntimeError")
+    # Begun, then an unhandled exception: no second answer, the error is raised.
+    assert _exchange(app, "GET", "/late-broken/x") == (200, b"", "ZeroDivisionError")
     assert _exchange(app, "GET", "/nowhere")[0] == 404
     assert _exchange(app, "POST", "/conflict")[0] == 405
 
@@ -375,3 +383,53 @@ def test_inside_a_layer_that_notes_the_status_sends_pass_unwrapped() -> None:
 
 async def _handled_409(request: Request, exc: Exception) -> PlainTextResponse:
     return PlainTextResponse("handled", status_code=409)
+
+
+def test_the_server_error_layer_reads_the_mark_only_where_the_first_layer_makes_it() -> None:
+    from starlette.middleware import Middleware
+
+    from bridge.middleware import RequestIdMiddleware
+    from bridge.routing import App, ServerErrors
+
+    seen: list[Any] = []
+
+    class Marking:
+        marks_started = True
+
+        def __init__(self, app: Any) -> None:
+            self.app = RequestIdMiddleware(app)
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            seen.append(send)
+            await self.app(scope, receive, send)
+
+    class NotMarking(Marking):
+        marks_started = False
+
+    broken = _errors_app(App).routes[2]
+    cases = [
+        ([Middleware(Marking)], None, True),
+        ([Middleware(RequestIdMiddleware)], None, True),
+        ([Middleware(NotMarking)], None, False),
+        ([Middleware(Marking)], 1024, False),  # the body limit layer sits between
+        ([], None, False),
+    ]
+    for middleware, max_body_size, marked in cases:
+        app = App(
+            routes=[broken],
+            middleware=middleware,
+            exception_handlers={Exception: _server_error},
+            max_body_size=max_body_size,
+        )
+        stack = app.build_middleware_stack()
+        assert isinstance(stack, ServerErrors)
+        assert stack.marked is marked
+        # Either way the broken handler is answered once, with the app's 500.
+        assert _exchange(app, "GET", "/broken") == (500, b"server error", "ZeroDivisionError")
+    # Marked, the server's own `send` reaches the first layer; else Starlette's wrapper.
+    assert seen[0].__qualname__ == "_exchange.<locals>.send"
+    assert seen[1].__qualname__ == "ServerErrorMiddleware.__call__.<locals>._send"
+
+
+async def _server_error(request: Request, exc: Exception) -> PlainTextResponse:
+    return PlainTextResponse("server error", status_code=500)

@@ -32,6 +32,10 @@ os.register_at_fork(after_in_child=_POOL.clear)
 
 
 class RequestIdMiddleware:
+    # Its `send` marks the answer's start (`STARTED`) for every answer that passes
+    # through it: first in the app's middleware, the server error layer reads it.
+    marks_started = True
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 

@@ -8,8 +8,9 @@ note there when they are called, pass `send` on untouched, and read the status
 once the app below them has returned: by then the answer's first message has
 passed through the outer layer. A layer with no such layer outside it (alone
 in a test, or first in another order) notes the status itself, the same way.
-The same `send` marks that the answer has begun (`STARTED`), for the layer
-that answers exceptions (bridge/routing.py `HandledErrors`).
+The same `send` marks that the answer has begun (`STARTED`), for the layers
+that answer exceptions (bridge/routing.py: `HandledErrors` inside, and
+`ServerErrors` outside when the request id layer is the first middleware).
 
 A request the app raised on before answering keeps the 500 noted at the start:
 the server's error handler outside answers it so.

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 __all__ = ["HttpProtocol"]
@@ -89,13 +88,16 @@ class _JoinedWrites:
 
 
 class HttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, writing an answer's head with its body."""
+    """uvicorn's httptools protocol, writing an answer's head with its body.
+
+    uvicorn writes every body message the app sends (an empty one too), which
+    sends the held head with it; a HEAD answer has no body to write, and goes
+    out as it completes (`on_response_complete`). No wrapper around the app's
+    `send` is needed for either."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._joined: _JoinedWrites | None = None
-        self._asgi: ASGIApp = self.app
-        self.app = self._app  # what uvicorn runs for each request on this connection
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._joined = _JoinedWrites(transport, self.loop)
@@ -107,15 +109,7 @@ class HttpProtocol(HttpToolsProtocol):
             self._joined.flush()
         super().eof_received()
 
-    async def _app(self, scope: Scope, receive: Receive, send: Send) -> None:
-        joined = self._joined
-        assert joined is not None
-
-        async def send_head_with_body(message: Message) -> None:
-            try:
-                await send(message)
-            finally:
-                if message["type"] != "http.response.start":
-                    joined.flush()
-
-        await self._asgi(scope, receive, send_head_with_body)
+    def on_response_complete(self) -> None:
+        if self._joined is not None:
+            self._joined.flush()
+        super().on_response_complete()

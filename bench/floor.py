@@ -32,8 +32,10 @@ REFERENCE_US = 30.0  # the floor on the machine the targets were set on (DESIGN.
 
 def serve(host: str, port: int) -> None:
     """The trivial app, with the uvicorn options `bridge serve` uses (bridge/cli.py),
-    but uvicorn's own httptools protocol: the one the targets' reference figure was
-    measured with (`bridge serve` runs bridge/server.py's, one write per answer)."""
+    but uvicorn's own httptools protocol and its proxy headers from 127.0.0.1: as the
+    targets' reference figure was measured (`bridge serve` runs bridge/server.py's
+    protocol, one write per answer, and reads proxy headers only from
+    `trusted_proxies`)."""
     import uvicorn
     from starlette.applications import Starlette
     from starlette.requests import Request

@@ -30,7 +30,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from bridge.app import create_app
     from bridge.logs import configure_logging
-    from bridge.server import HttpProtocol
+    from bridge.server import HttpProtocol, client_address_options
     from bridge.settings import load_settings, share_with_workers
 
     settings = load_settings(
@@ -44,6 +44,7 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level)
     options: dict[str, Any] = {
         **_tls_options(settings),
+        **client_address_options(settings.trusted_proxies),
         "host": settings.host,
         "port": settings.port,
         "log_config": None,

@@ -134,7 +134,7 @@ def run_demo(*, host: str, port: int, mock_port: int) -> int:
 
     from bridge.app import create_app
     from bridge.logs import configure_logging
-    from bridge.server import HttpProtocol
+    from bridge.server import HttpProtocol, client_address_options
     from bridge.settings import AdminSettings, AuthSettings, Settings, StoreSettings, SystemRef
 
     if not _is_loopback(host):
@@ -218,6 +218,7 @@ Press Ctrl+C to stop.
             access_log=False,
             loop="uvloop",
             http=HttpProtocol,
+            **client_address_options(settings.trusted_proxies),
         )
     finally:
         _forget_key(key_file)

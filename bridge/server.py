@@ -23,7 +23,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["HttpProtocol"]
+__all__ = ["HttpProtocol", "client_address_options"]
 
 _COPY_LIMIT = 64 * 1024  # bytes: below it, joining two writes costs less than a writev
 
@@ -113,3 +113,14 @@ class HttpProtocol(HttpToolsProtocol):
         if self._joined is not None:
             self._joined.flush()
         super().on_response_complete()
+
+
+def client_address_options(trusted_proxies: list[str]) -> dict[str, Any]:
+    """uvicorn's options for the client address a request reports (`scope["client"]`,
+    which the audit trail and the rate limits use): the peer's, or with trusted proxies
+    listed, what their `X-Forwarded-For` says (and `X-Forwarded-Proto` the scheme).
+    Without proxies no layer reads those headers: a client cannot claim another
+    address."""
+    if not trusted_proxies:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": list(trusted_proxies)}

@@ -7,6 +7,7 @@ file given to `bridge serve --config` (YAML or TOML), then these defaults.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -312,11 +313,31 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(
         default_factory=list, description="Browser origins allowed to call (SMART web apps)."
     )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses or networks (e.g. 10.0.0.0/8) of the reverse proxies in "
+        "front of the gateway: from them X-Forwarded-For and X-Forwarded-Proto are "
+        "believed, so the audit trail and the rate limits see the client's own address. "
+        "Empty (the default): every client is the connection's peer, whatever the headers "
+        "say.",
+    )
     store: StoreSettings = Field(default_factory=lambda: StoreSettings())
     admin: AdminSettings = Field(default_factory=lambda: AdminSettings())
     audit: AuditSettings = Field(default_factory=lambda: AuditSettings())
     idempotency: IdempotencySettings = Field(default_factory=lambda: IdempotencySettings())
     async_writes: AsyncWriteSettings = Field(default_factory=lambda: AsyncWriteSettings())
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{item!r} is not an IP address or network; write e.g. 10.0.0.7 or 10.0.0.0/8"
+                ) from None
+        return value
 
     @field_validator("wsdl_cache_dir", mode="before")
     @classmethod

@@ -267,3 +267,37 @@ def test_a_large_streamed_answer_under_write_flow_control_arrives_whole() -> Non
         assert paused.wait(30)
         raw = _read_to_eof(sock)
     assert _dechunk(raw) == b"".join(sent)
+
+
+@pytest.mark.parametrize(
+    ("trusted", "client"),
+    [
+        ([], "127.0.0.1"),  # the default: headers are not believed
+        (["10.0.0.0/8"], "127.0.0.1"),  # the peer is not a proxy listed
+        (["127.0.0.1"], "203.0.113.9"),
+        (["127.0.0.0/8", "10.0.0.7"], "203.0.113.9"),
+    ],
+)
+def test_the_client_address_is_the_peer_unless_it_is_a_trusted_proxy(
+    trusted: list[str], client: str
+) -> None:
+    from bridge.server import client_address_options
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        body = f"{scope['client'][0]} {scope['scheme']}".encode()
+        headers = [(b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    request = (
+        b"GET /x HTTP/1.1\r\nHost: gateway\r\nX-Forwarded-For: 203.0.113.9\r\n"
+        b"X-Forwarded-Proto: https\r\nConnection: close\r\n\r\n"
+    )
+    with (
+        _server(app, **client_address_options(trusted)) as port,
+        socket.create_connection(("127.0.0.1", port), timeout=10) as sock,
+    ):
+        sock.sendall(request)
+        raw = _read_to_eof(sock)
+    scheme = "https" if client != "127.0.0.1" else "http"
+    assert raw.endswith(f"\r\n\r\n{client} {scheme}".encode())

@@ -87,3 +87,19 @@ def test_the_audit_group_commit_is_a_few_milliseconds_at_most(tmp_path: Path) ->
     (problem,) = caught.value.problems
     assert problem.line == 2
     assert problem.message.startswith("audit.group_commit: Input should be less than or equal")
+
+
+def test_trusted_proxies_are_addresses_or_networks(tmp_path: Path) -> None:
+    assert load_settings().trusted_proxies == []  # by default no header is believed
+    config = tmp_path / "gateway.yaml"
+    config.write_text("trusted_proxies: [10.0.0.7, 10.1.0.0/16, '::1']\n")
+    assert load_settings(config).trusted_proxies == ["10.0.0.7", "10.1.0.0/16", "::1"]
+    config.write_text("trusted_proxies:\n  - 10.0.0.7\n  - ingress.local\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config)
+    (problem,) = caught.value.problems
+    assert problem.file.endswith("gateway.yaml")
+    assert "trusted_proxies" in problem.message
+    assert "'ingress.local' is not an IP address or network; write e.g. 10.0.0.7" in (
+        problem.message
+    )

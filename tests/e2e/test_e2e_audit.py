@@ -209,3 +209,21 @@ def test_audit_events_are_forwarded_to_a_sink(tmp_path: Path, mock_hospital: Moc
     (event,) = [e for e in received if _request_id(e) == "sink-1"]
     assert event["resourceType"] == "AuditEvent"
     assert "Patient/100005" in [e.get("what", {}).get("reference") for e in event["entity"]]
+
+
+def test_a_forwarded_address_is_recorded_only_from_a_trusted_proxy(
+    gateway: Gateway, mock_hospital_server: MockHospital, tmp_path: Path
+) -> None:
+    """By default the client's address is the connection's peer: a client cannot
+    put another address in the trail with X-Forwarded-For. With the proxy's
+    address in `trusted_proxies`, the address it forwards is the client's."""
+    extra = {"trusted_proxies": ["127.0.0.1"]}
+    with start_gateway(tmp_path, mock_hospital_server.ehr_url, extra=extra) as proxied:
+        for gw, address in ((gateway, "127.0.0.1"), (proxied, "203.0.113.9")):
+            rid = f"fwd-{uuid.uuid4().hex[:8]}"
+            headers = {"X-Request-ID": rid, "X-Forwarded-For": "203.0.113.9"}
+            reply = gw.client("user/Patient.rs").get("/Patient/100002", headers=headers)
+            assert reply.status_code == 200
+            (event,) = [e for e in _events(gw, patient="100002") if _request_id(e) == rid]
+            networks = [a["network"] for a in event["agent"] if "network" in a]
+            assert networks == [{"address": address, "type": "2"}]

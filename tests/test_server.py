@@ -248,3 +248,56 @@ async def test_a_large_body_goes_out_with_the_head_without_a_copy() -> None:
     assert len(sent) == 1
     assert sent[0][0] == b"head"
     assert sent[0][1] is body
+
+
+@_in_a_loop
+async def test_one_keep_alive_timer_a_connection_closes_it_once_idle_long_enough() -> None:
+    config = Config(app=_json_app, http=HttpProtocol, lifespan="off", log_config=None)
+    config.load()
+    state = ServerState()
+    loop = asyncio.get_running_loop()
+    protocol = HttpProtocol(config, state, {}, _loop=loop)
+    transport = _Transport()
+    protocol.connection_made(transport)
+
+    async def answered() -> None:
+        protocol.data_received(REQUEST)
+        while state.tasks:
+            await asyncio.gather(*state.tasks)
+
+    await answered()
+    timer = protocol.timeout_keep_alive_task
+    assert timer is not None  # idle: the timer runs
+    for _ in range(3):  # later answers keep that timer: none made, none cancelled
+        await answered()
+        assert protocol.timeout_keep_alive_task is timer
+        assert not timer.cancelled()
+    protocol.data_received(b"GET /x HTTP/1.1\r\n")  # a request under way: busy
+    protocol._keep_alive_due()  # the timer fires while busy: no timer until idle again
+    assert protocol.timeout_keep_alive_task is None
+    protocol.data_received(b"Host: gateway\r\n\r\n")
+    while state.tasks:
+        await asyncio.gather(*state.tasks)
+    timer = protocol.timeout_keep_alive_task
+    assert timer is not None
+    # Fired before the connection was idle for the whole timeout: it waits out the rest.
+    protocol._keep_alive_due()
+    assert protocol.timeout_keep_alive_task not in (None, timer)
+    assert not transport.closing
+    # Idle for the whole timeout: closed.
+    protocol._idle_since = loop.time() - config.timeout_keep_alive
+    protocol._keep_alive_due()
+    assert transport.closing
+    assert len(transport.writes) == 5  # every answer went out
+
+    # A connection lost while idle leaves no timer behind.
+    protocol = HttpProtocol(config, state, {}, _loop=loop)
+    protocol.connection_made(_Transport())
+    protocol.data_received(REQUEST)
+    while state.tasks:
+        await asyncio.gather(*state.tasks)
+    timer = protocol.timeout_keep_alive_task
+    assert timer is not None
+    protocol.connection_lost(None)
+    assert timer.cancelled()
+    assert protocol.timeout_keep_alive_task is None

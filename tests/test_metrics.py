@@ -8,7 +8,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.exposition import generate_latest
 
-from bridge.metrics import _BUCKETS, Metrics, _SharedPool
+from bridge.metrics import _BUCKETS, FLUSH_AFTER, Metrics, _SharedPool
 
 # Below the first bound, on bounds (a value equal to a bound is in that bucket),
 # between bounds, past the last one (+Inf).
@@ -95,22 +95,37 @@ def _count(metrics: Metrics) -> float:
     return 0.0
 
 
-def test_with_workers_the_tallies_reach_the_shared_metrics_at_the_end_of_the_turn() -> None:
+def test_with_workers_the_tallies_reach_the_shared_metrics_within_the_flush_delay() -> None:
     metrics = Metrics(lambda: [])
     metrics.shared = _SharedPool(lambda: [])  # as in a worker of `bridge serve --workers N`
     seen: list[float] = []
+    flushes: list[int] = []  # one entry a flush
+    flush = metrics.flush
+
+    def counted_flush() -> None:
+        flushes.append(1)
+        flush()
+
+    metrics.flush = counted_flush  # type: ignore[method-assign]
 
     async def main() -> None:
         for _ in range(3):
             metrics.request("Patient", "read", "200", 0.002)
         seen.append(_count(metrics))  # not yet: the turn goes on
         await asyncio.sleep(0)
-        seen.append(_count(metrics))
+        seen.append(_count(metrics))  # not yet: later turns may add theirs
+        metrics.request("Patient", "read", "200", 0.002)
+        for _ in range(1000):  # the timer's delay, at most a second
+            if flushes:
+                break
+            await asyncio.sleep(0.001)
+        seen.append(_count(metrics))  # one flush for all four
         metrics.legacy_call("hospital", "GetPatient", "ok", 0.001)
-        await asyncio.sleep(0)
+        await asyncio.sleep(FLUSH_AFTER * 3)
 
     asyncio.run(main())
-    assert seen == [0.0, 3.0]
+    assert seen == [0.0, 0.0, 4.0]
+    assert len(flushes) == 2
     text = generate_latest(metrics.registry).decode()
     labels = 'operation="GetPatient",outcome="ok",system="hospital"'
     assert f"bridge_legacy_call_seconds_count{{{labels}}} 1.0" in text

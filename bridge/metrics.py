@@ -17,9 +17,9 @@ With `bridge serve --workers N` every worker keeps its values in files the
 workers share (prometheus_client's multiprocess mode, set up by bridge/workers.py),
 so whichever worker answers /metrics shows the sum of all of them. A worker adds
 its tallies to those files within `FLUSH_AFTER` (10 ms) of the first of them, on
-a timer: a flush writes ~5 values at ~1.4 µs each, which every turn of the loop
-paid when it flushed at the end of each turn (1-7 µs a request with two
-workers, by how many requests a turn holds). One process adds them when scraped.
+a timer: a flush writes ~5 values at ~1.4 µs each, which at the end of every
+turn of the loop would cost 1-7 µs a request with two workers (by how many
+requests a turn holds). One process adds them when scraped.
 """
 
 from __future__ import annotations

@@ -101,12 +101,23 @@ class Session:
         self.slot = None
 
 
-@dataclass(eq=False)
-class _Waiter:
-    """One interaction waiting for a session: any, or (while `want`) that one only."""
+# A wait whose end is this close (seconds) when the pool's timer fires ends then:
+# uvloop's timers count whole milliseconds and may fire that much early.
+_EARLY = 0.002
 
-    future: asyncio.Future[Session]
+
+@dataclass(eq=False, slots=True)
+class _Waiter:
+    """One interaction waiting for a session: any, or (while `want`) that one only.
+
+    Its future gets the session handed to it, or None when the wait is over
+    (`ends`, loop time); `want` lapses at `want_ends`, after which any will do."""
+
+    future: asyncio.Future[Session | None]
     want: str | None
+    ends: float
+    want_ends: float
+    queued: bool = True
 
 
 class SessionPool:
@@ -141,6 +152,11 @@ class SessionPool:
         # How long an interaction waits for the one session that holds its legacy
         # cursor (resuming there beats replaying the search elsewhere) before any will do.
         self.prefer_wait = 2.0
+        # One timer for every waiter's end (`_expire`), due at the nearest of them (or
+        # before: it finds out then), not a timer and a wake-up future per wait.
+        self._expiry: asyncio.TimerHandle | None = None
+        self._expiry_at = 0.0
+        self._expiry_loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def cap(self) -> int:
@@ -202,62 +218,78 @@ class SessionPool:
                 return self._fresh(session)
         self.waits += 1
         loop = asyncio.get_running_loop()
-        waiter = _Waiter(loop.create_future(), prefer if picky else None)
-        self._waiters.append(waiter)
         limit = self.wait_timeout if timeout is None else min(timeout, self.wait_timeout)
-        ends = loop.time() + limit
+        now = loop.time()
+        ends = now + limit
+        future: asyncio.Future[Session | None] = loop.create_future()
+        if picky:
+            waiter = _Waiter(future, prefer, ends, min(now + self.prefer_wait, ends))
+        else:
+            waiter = _Waiter(future, None, ends, ends)
+        self._waiters.append(waiter)
+        self._expire_at(loop, waiter.want_ends)
         try:
-            if picky:
-                session = await self._await(waiter, min(self.prefer_wait, limit))
-                if session is None:
-                    # Its session stayed busy: any session will do now, from the same
-                    # place in the queue.
-                    waiter.want = None
-                    session = self._take_now(None)
-            else:
-                session = None
-            if session is None:
-                session = await self._await(waiter, ends - loop.time())
-            if session is None:
-                self.timeouts += 1
-                raise PoolExhausted(retry_after=1)
-            return self._fresh(session)
+            session = await future
         except BaseException:
-            # Cancelled, or gave up: a session handed over just then goes back.
-            future = waiter.future
+            # Cancelled: a session handed over just then goes back.
             if future.done() and not future.cancelled():
-                self._put_back(future.result())
+                handed = future.result()
+                if handed is not None:
+                    self._put_back(handed)
             future.cancel()
             raise
         finally:
-            if waiter in self._waiters:
+            if waiter.queued:
+                waiter.queued = False
                 self._waiters.remove(waiter)
+        if session is None:
+            self.timeouts += 1
+            raise PoolExhausted(retry_after=1)
+        return self._fresh(session)
 
-    async def _await(self, waiter: _Waiter, wait: float) -> Session | None:
-        """The session handed to `waiter` within `wait` seconds, else None."""
-        future = waiter.future
-        if future.done():
-            return future.result()
-        # A wake-up of this wait's own (cancelling it leaves the waiter's future alone,
-        # which a later wait may still get): one future and one timer, where
-        # wait_for(shield(...)) made four objects and a task switch more per wait.
-        loop = asyncio.get_running_loop()
-        wake: asyncio.Future[None] = loop.create_future()
+    def _expire_at(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        """See that the pool's timer fires by `when` (loop time)."""
+        expiry = self._expiry
+        if expiry is not None:
+            if self._expiry_loop is loop and self._expiry_at <= when:
+                return
+            expiry.cancel()
+        self._expiry_at = when
+        self._expiry_loop = loop
+        self._expiry = loop.call_at(when, self._expire, loop)
 
-        def settle(_: object) -> None:
-            if not wake.done():
-                wake.set_result(None)
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The pool's timer: waits that are over end with None; a `want` that lapsed
+        gives way to any session (one free now, else the next released); then the
+        timer is set for the nearest end left."""
+        self._expiry = None
+        now = loop.time() + _EARLY
+        nearest: float | None = None
+        for waiter in list(self._waiters):
+            if waiter.future.done():
+                continue
+            if waiter.ends <= now:
+                self._hand(waiter, None)
+                continue
+            if waiter.want is not None:
+                if waiter.want_ends > now:
+                    due = waiter.want_ends
+                    nearest = due if nearest is None else min(nearest, due)
+                    continue
+                waiter.want = None  # its session stayed busy: any will do now
+                session = self._take_now(None)
+                if session is not None:
+                    self._hand(waiter, session)
+                    continue
+            nearest = waiter.ends if nearest is None else min(nearest, waiter.ends)
+        if nearest is not None:
+            self._expire_at(loop, nearest)
 
-        future.add_done_callback(settle)
-        timer = loop.call_later(max(wait, 0.0), settle, None)
-        try:
-            await wake
-        finally:
-            timer.cancel()
-            future.remove_done_callback(settle)
-        if future.done() and not future.cancelled():
-            return future.result()  # handed over (perhaps just as the wait ended): take it
-        return None
+    def _hand(self, waiter: _Waiter, session: Session | None) -> None:
+        """End `waiter`'s wait with `session` (None: the wait is over); it leaves the queue."""
+        waiter.queued = False
+        self._waiters.remove(waiter)
+        waiter.future.set_result(session)
 
     def _fresh(self, session: Session) -> Session:
         now = self._clock()
@@ -271,8 +303,7 @@ class SessionPool:
             if waiter.future.done():
                 continue
             if waiter.want is None or waiter.want == session.key:
-                self._waiters.remove(waiter)
-                waiter.future.set_result(session)
+                self._hand(waiter, session)
                 return
         self._idle.append(session)
 

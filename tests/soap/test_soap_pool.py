@@ -278,6 +278,69 @@ def test_pool_lease_releases_on_error() -> None:
     asyncio.run(main())
 
 
+def test_pool_a_shorter_wait_ends_first_and_the_longer_one_keeps_its_place() -> None:
+    async def main() -> None:
+        pool = make_pool(max_size=1, wait_timeout=5)
+        holder = await pool.acquire()
+        patient = asyncio.create_task(pool.acquire())
+        await settle()
+        # Arrive later, give up sooner: the pool's one timer is brought forward, and
+        # set again for the next end once the first is over.
+        sooner = asyncio.create_task(pool.acquire(timeout=0.1))
+        with pytest.raises(PoolExhausted):
+            await asyncio.wait_for(pool.acquire(timeout=0.02), 1)
+        assert not sooner.done()
+        with pytest.raises(PoolExhausted):
+            await asyncio.wait_for(sooner, 1)
+        assert pool.timeouts == 2
+        assert not patient.done()
+
+        pool.release(holder)
+        assert await asyncio.wait_for(patient, 1) is holder
+        assert list(pool._waiters) == []
+
+    asyncio.run(main())
+
+
+def test_pool_many_waits_end_together_and_leave_no_waiter_behind() -> None:
+    async def main() -> None:
+        pool = make_pool(max_size=1, wait_timeout=0.02)
+        holder = await pool.acquire()
+        waits = [asyncio.create_task(pool.acquire()) for _ in range(20)]
+        results = await asyncio.wait_for(asyncio.gather(*waits, return_exceptions=True), 1)
+        assert all(isinstance(r, PoolExhausted) for r in results)
+        assert pool.timeouts == 20
+        assert list(pool._waiters) == []
+        pool.release(holder)
+        assert pool.in_use == 0
+
+    asyncio.run(main())
+
+
+def test_pool_waits_on_a_second_event_loop_end_on_time() -> None:
+    pool = make_pool(max_size=1, wait_timeout=0.2)
+
+    async def main() -> None:
+        holder = await pool.acquire()
+        waiter = asyncio.create_task(pool.acquire())
+        await settle()
+        pool.release(holder)
+        pool.release(await waiter)  # served: the pool's timer is still set, on this loop
+
+    asyncio.run(main())
+    pool.wait_timeout = 0.3  # ends after that timer would have fired
+
+    async def later() -> None:
+        # That loop is closed and its timer never fires: this loop needs its own.
+        holder = await pool.acquire()
+        with pytest.raises(PoolExhausted):
+            await asyncio.wait_for(pool.acquire(), 2)
+        pool.release(holder)
+
+    asyncio.run(later())
+    assert pool.timeouts == 1
+
+
 def test_pool_cancelled_waiter_does_not_leak_the_session_handed_to_it() -> None:
     async def main() -> None:
         pool = make_pool(max_size=1, wait_timeout=5)

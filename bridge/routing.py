@@ -80,10 +80,9 @@ class IndexedRouter(Router):
                     scope.setdefault("router", self)
                     scope["route"] = route
                     scope.update(child_scope)
-                    if type(route) is Route and (
-                        not route.methods or scope["method"] in route.methods
-                    ):
-                        # `Route.handle` for an allowed method, without its frame.
+                    if type(route) is Route:
+                        # A full match is of an allowed method, for which `Route.handle`
+                        # only calls the route's app: called here, without its frame.
                         await route.app(scope, receive, send)
                     else:
                         await route.handle(scope, receive, send)

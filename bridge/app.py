@@ -68,7 +68,7 @@ from bridge.fhir.response import FhirResponse
 from bridge.fhir.validate import prepare as prepare_validators
 from bridge.gateway import Gateway, WriteResult
 from bridge.idempotency import Idempotency
-from bridge.local import local_capabilities, local_routes
+from bridge.local import LOCAL_TYPES, local_capabilities, local_routes
 from bridge.mapping.compiled import CompiledSystem
 from bridge.mapping.compiler import compile_system
 from bridge.metrics import Metrics, MetricsMiddleware
@@ -753,6 +753,10 @@ def create_app(
 
     metrics = Metrics(lambda: list(holder.current.backends.values()))
 
+    def served(rtype: str) -> bool:
+        """A resource type the gateway serves now (a metrics label; others are "-")."""
+        return rtype in holder.current.routes or rtype in LOCAL_TYPES
+
     def observe_backends(gateway: Gateway) -> None:
         for backend in gateway.backends.values():
             name = backend.name
@@ -805,7 +809,7 @@ def create_app(
         ),
         Middleware(RequestIdMiddleware),
         Middleware(AccessLogMiddleware),
-        Middleware(MetricsMiddleware, metrics=metrics),
+        Middleware(MetricsMiddleware, metrics=metrics, served=served),
         # Outside limits and authentication: refused requests are audited too.
         Middleware(AuditMiddleware, trail=trail, render=_outcome_response),
         Middleware(LimitsMiddleware, limits=settings.limits, render=_outcome_response),

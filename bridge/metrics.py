@@ -324,9 +324,18 @@ class Metrics:
 
 
 class MetricsMiddleware:
-    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
+    """Counts and times every /fhir request by resource type, interaction and status.
+
+    The resource label is the path's type only when `served(type)` says the
+    gateway serves it, else "-": a label comes from a bounded set, whatever
+    paths clients (authenticated or not) make up."""
+
+    def __init__(
+        self, app: ASGIApp, *, metrics: Metrics, served: Callable[[str], bool] = lambda _: False
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self.served = served
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith("/fhir"):
@@ -339,7 +348,7 @@ class MetricsMiddleware:
         finally:
             status = state[STATUS]
             parts = [p for p in scope["path"].split("/") if p]
-            resource = parts[1] if len(parts) > 1 and parts[1][:1].isupper() else "-"
+            resource = parts[1] if len(parts) > 1 and self.served(parts[1]) else "-"
             last = parts[-1] if parts else ""
             if last.startswith("$"):
                 interaction = "operation"

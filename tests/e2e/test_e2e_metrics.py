@@ -80,3 +80,20 @@ def test_metrics_say_whether_next_pages_resumed_their_cursor(gateway: Gateway) -
     assert client.get(nxt).status_code == 200
     assert pages("first page") == first + 1
     assert pages("resumed") == resumed + 1
+
+
+def test_a_made_up_resource_type_in_a_path_is_no_new_label(gateway: Gateway) -> None:
+    client = gateway.client()
+    for n in range(5):
+        assert client.get(f"/Madeup{n}/1").status_code == 404
+        # Without a token too: the metrics count refused requests.
+        reply = httpx.get(f"{gateway.base}/Unasked{n}/1", timeout=10)
+        assert reply.status_code == 401
+    assert client.get("/AuditEvent/nonesuch").status_code in (403, 404)
+    text = _metrics(gateway)
+    assert "Madeup" not in text and "Unasked" not in text
+    for status in ("404", "401"):
+        unserved = {"resource": "-", "interaction": "read", "status": status}
+        assert _value(text, "bridge_requests_total", **unserved) >= 5
+    # The gateway's own types keep theirs.
+    assert 'resource="AuditEvent"' in text

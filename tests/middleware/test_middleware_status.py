@@ -77,7 +77,9 @@ def test_the_status_an_inner_layer_answered_is_what_the_log_and_metrics_report(
 ) -> None:
     metrics = Metrics(lambda: [])
     app = RequestIdMiddleware(
-        AccessLogMiddleware(MetricsMiddleware(_answering(503), metrics=metrics))
+        AccessLogMiddleware(
+            MetricsMiddleware(_answering(503), metrics=metrics, served={"Patient"}.__contains__)
+        )
     )
     _serve(app)
     (line,) = _logged(stream)

@@ -9,6 +9,7 @@ this process: the audit appender's too) is divided by the requests answered.
 uvicorn's share of a served request (~60-80 µs here) is not in these figures.
 
     python bench/inproc.py                      # read, search page of 50, batch of 100
+    python bench/inproc.py create -c 50          # one Observation create (a wearable reading)
     python bench/inproc.py read -n 20000 -c 50
     python bench/inproc.py read --profile out.raw   # py-spy on this process, then a summary
     python bench/inproc.py read -n 5000 --pyinstrument read.html   # the call tree, inclusive
@@ -48,7 +49,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH]
 sys.path.insert(0, str(BENCH.parent))
 
 from bench import procs  # noqa: E402
-from bench.record import batch  # noqa: E402
+from bench.record import batch, observation  # noqa: E402
 
 META = json.loads((BENCH / "fixtures" / "recorded.json").read_text())
 
@@ -145,10 +146,12 @@ async def _run(args: argparse.Namespace) -> None:
         ]
         post = [*auth, (b"content-type", b"application/fhir+json")]
         bundle = json.dumps(batch(META["read_id"], 100)).encode()
+        reading = json.dumps(observation(META["read_id"])).encode()
         scenarios = {
             "read": ("GET", f"/fhir/Patient/{META['read_id']}", b"", auth, b""),
             "search": ("GET", "/fhir/Patient", META["search"].encode(), auth, b""),
             "batch": ("POST", "/fhir", b"", post, bundle),
+            "create": ("POST", "/fhir/Observation", b"", post, reading),
         }
         async with app.router.lifespan_context(app):
             if args.gc_freeze:
@@ -159,7 +162,7 @@ async def _run(args: argparse.Namespace) -> None:
                 if args.gc_threshold:
                     gc.set_threshold(args.gc_threshold, 10, 10)
             for name in args.scenarios or ["read", "search", "batch"]:
-                n = args.n or {"read": 20000, "search": 600, "batch": 60}[name]
+                n = args.n or {"read": 20000, "search": 600, "batch": 60, "create": 5000}[name]
                 c = args.c
 
                 async def client(
@@ -311,7 +314,7 @@ def _under_callgrind(argv: list[str], keep: str | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("scenarios", nargs="*", choices=["read", "search", "batch"])
+    parser.add_argument("scenarios", nargs="*", choices=["read", "search", "batch", "create"])
     parser.add_argument("-n", type=int, default=0, help="requests (default per scenario)")
     parser.add_argument("-c", type=int, default=50, help="concurrent clients")
     parser.add_argument("--profile", help="py-spy raw output file (then: bench/profile.py FILE)")

@@ -12,6 +12,7 @@ cryptography) counts as own time of the Python function that called them.
 
 from __future__ import annotations
 
+import argparse
 import re
 import subprocess
 import sys
@@ -150,11 +151,17 @@ def markdown(summary: dict[str, Any], title: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    raw = Path(args[0])
-    source = Path(args[1]) if len(args) > 1 else Path(__file__).resolve().parent.parent
-    summary = summarize(raw, source)
-    print(markdown(summary, raw.name))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("profile", type=Path, help="a py-spy raw profile (--format raw)")
+    parser.add_argument(
+        "source", type=Path, nargs="?", help="the tree the gateway ran from (default: this one)"
+    )
+    args = parser.parse_args(argv)
+    if not args.profile.is_file():
+        parser.error(f"no profile at {args.profile}: record one with py-spy --format raw")
+    source = args.source or Path(__file__).resolve().parent.parent
+    summary = summarize(args.profile, source)
+    print(markdown(summary, args.profile.name))
     return 0
 
 

@@ -330,9 +330,7 @@ class MetricsMiddleware:
     gateway serves it, else "-": a label comes from a bounded set, whatever
     paths clients (authenticated or not) make up."""
 
-    def __init__(
-        self, app: ASGIApp, *, metrics: Metrics, served: Callable[[str], bool] = lambda _: False
-    ) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, served: Callable[[str], bool]) -> None:
         self.app = app
         self.metrics = metrics
         self.served = served

@@ -117,6 +117,7 @@ class _Waiter:
     want: str | None
     ends: float
     want_ends: float
+    picky: bool = False  # waiting for one session until `want_ends`
     queued: bool = True
 
 
@@ -223,7 +224,7 @@ class SessionPool:
         ends = now + limit
         future: asyncio.Future[Session | None] = loop.create_future()
         if picky:
-            waiter = _Waiter(future, prefer, ends, min(now + self.prefer_wait, ends))
+            waiter = _Waiter(future, prefer, ends, min(now + self.prefer_wait, ends), picky=True)
         else:
             waiter = _Waiter(future, None, ends, ends)
         self._waiters.append(waiter)
@@ -259,29 +260,29 @@ class SessionPool:
         self._expiry = loop.call_at(when, self._expire, loop)
 
     def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The pool's timer: waits that are over end with None; a `want` that lapsed
-        gives way to any session (one free now, else the next released); then the
-        timer is set for the nearest end left."""
+        """The pool's timer: a wait for one session that is over gives way to any
+        session (one free now, else the next released), even when the whole wait
+        ends with it; waits that are over end with None; then the timer is set
+        for the nearest end left. Waits of another event loop are that loop's
+        (the pool serves one loop at a time)."""
         self._expiry = None
         now = loop.time() + _EARLY
         nearest: float | None = None
         for waiter in list(self._waiters):
-            if waiter.future.done():
+            if waiter.future.done() or waiter.future.get_loop() is not loop:
                 continue
-            if waiter.ends <= now:
-                self._hand(waiter, None)
-                continue
-            if waiter.want is not None:
-                if waiter.want_ends > now:
-                    due = waiter.want_ends
-                    nearest = due if nearest is None else min(nearest, due)
-                    continue
-                waiter.want = None  # its session stayed busy: any will do now
+            if waiter.picky and waiter.want_ends <= now:
+                waiter.picky = False
+                waiter.want = None  # its session stayed busy (or left): any will do now
                 session = self._take_now(None)
                 if session is not None:
                     self._hand(waiter, session)
                     continue
-            nearest = waiter.ends if nearest is None else min(nearest, waiter.ends)
+            if waiter.ends <= now:
+                self._hand(waiter, None)
+                continue
+            due = waiter.want_ends if waiter.picky else waiter.ends
+            nearest = due if nearest is None else min(nearest, due)
         if nearest is not None:
             self._expire_at(loop, nearest)
 

@@ -14,6 +14,8 @@ from bridge.metrics import Metrics, MetricsMiddleware
 from bridge.middleware import AccessLogMiddleware, RequestIdMiddleware
 from bridge.middleware.status import STATUS, noting
 
+_SERVED = {"Patient"}.__contains__  # the resource types the metrics label
+
 
 def _answering(status: int, headers: list[tuple[bytes, bytes]] | None = None) -> Any:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -63,7 +65,7 @@ def test_inside_the_request_id_layer_no_layer_wraps_send_again() -> None:
     metrics = Metrics(lambda: [])
     inner = spy(_answering(404))
     app = RequestIdMiddleware(
-        spy(AccessLogMiddleware(spy(MetricsMiddleware(inner, metrics=metrics))))
+        spy(AccessLogMiddleware(spy(MetricsMiddleware(inner, metrics=metrics, served=_SERVED))))
     )
     sent, state = _serve(app)
     outer_send, below_log, below_metrics = seen
@@ -77,9 +79,7 @@ def test_the_status_an_inner_layer_answered_is_what_the_log_and_metrics_report(
 ) -> None:
     metrics = Metrics(lambda: [])
     app = RequestIdMiddleware(
-        AccessLogMiddleware(
-            MetricsMiddleware(_answering(503), metrics=metrics, served={"Patient"}.__contains__)
-        )
+        AccessLogMiddleware(MetricsMiddleware(_answering(503), metrics=metrics, served=_SERVED))
     )
     _serve(app)
     (line,) = _logged(stream)
@@ -91,7 +91,7 @@ def test_the_status_an_inner_layer_answered_is_what_the_log_and_metrics_report(
 def test_a_layer_alone_notes_the_status_itself(stream: io.StringIO) -> None:
     metrics = Metrics(lambda: [])
     _serve(AccessLogMiddleware(_answering(201)))
-    _serve(MetricsMiddleware(_answering(202), metrics=metrics))
+    _serve(MetricsMiddleware(_answering(202), metrics=metrics, served=_SERVED))
     (line,) = _logged(stream)
     assert line["status"] == 201
     assert 'status="202"} 1.0' in metrics.render().decode()
@@ -100,7 +100,9 @@ def test_a_layer_alone_notes_the_status_itself(stream: io.StringIO) -> None:
 def test_an_app_that_raised_before_answering_is_reported_as_500(stream: io.StringIO) -> None:
     metrics = Metrics(lambda: [])
     sent, state = _serve(
-        RequestIdMiddleware(AccessLogMiddleware(MetricsMiddleware(_raising, metrics=metrics)))
+        RequestIdMiddleware(
+            AccessLogMiddleware(MetricsMiddleware(_raising, metrics=metrics, served=_SERVED))
+        )
     )
     assert sent == []
     assert state[STATUS] == 500
@@ -152,7 +154,9 @@ def test_an_answer_a_middle_layer_replaced_is_reported_as_sent(stream: io.String
 
     metrics = Metrics(lambda: [])
     app = RequestIdMiddleware(
-        AccessLogMiddleware(MetricsMiddleware(replacing(_answering(200)), metrics=metrics))
+        AccessLogMiddleware(
+            MetricsMiddleware(replacing(_answering(200)), metrics=metrics, served=_SERVED)
+        )
     )
     sent, _ = _serve(app)
     assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [503]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -45,6 +48,40 @@ def test_quadratic_blowup_is_refused() -> None:
 @pytest.mark.parametrize("name", ["xxe_file.xml", "xxe_parameter_entity.xml"])
 def test_external_entities_are_refused(name: str, secret_file: Path) -> None:
     _refused(fixture(name, FILE_URL=secret_file.as_uri()))
+
+
+def test_an_answer_cut_inside_its_doctype_opens_no_file(tmp_path: Path) -> None:
+    # libxml2 reads an internal subset it has not seen the end of only when the
+    # parse ends: the refusing resolver must be in place then too. The entity is a
+    # FIFO: opening it blocks until a writer comes, with the GIL held, so the
+    # parse runs in a process of its own that a blocked open cannot take down
+    # with the test run.
+    fifo = tmp_path / "entity.fifo"
+    os.mkfifo(fifo)
+    data = fixture("xxe_parameter_entity.xml", FILE_URL=fifo.as_uri())
+    answer = tmp_path / "answer.xml"
+    answer.write_bytes(data[: data.index(b"%remote;") + len(b"%remote;")])
+    script = (
+        "import sys\n"
+        "from bridge.errors import BackendError\n"
+        "from bridge.soap.xml import parse_envelope\n"
+        "try:\n"
+        "    parse_envelope(open(sys.argv[1], 'rb').read(), 'GetPatient', None)\n"
+        "except BackendError as exc:\n"
+        "    print(exc)\n"
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(answer)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=Path(__file__).resolve().parents[2],
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("the parser opened the file the answer's DOCTYPE named")
+    assert "external DTD or entity" in done.stdout, done.stderr[-2000:]
 
 
 @pytest.mark.parametrize("url", ["secret.dtd", "http://127.0.0.1:9/evil.dtd"])

@@ -286,12 +286,12 @@ def test_pool_a_shorter_wait_ends_first_and_the_longer_one_keeps_its_place() -> 
         await settle()
         # Arrive later, give up sooner: the pool's one timer is brought forward, and
         # set again for the next end once the first is over.
-        sooner = asyncio.create_task(pool.acquire(timeout=0.1))
+        sooner = asyncio.create_task(pool.acquire(timeout=1.0))
         with pytest.raises(PoolExhausted):
-            await asyncio.wait_for(pool.acquire(timeout=0.02), 1)
+            await asyncio.wait_for(pool.acquire(timeout=0.02), 3)
         assert not sooner.done()
         with pytest.raises(PoolExhausted):
-            await asyncio.wait_for(sooner, 1)
+            await asyncio.wait_for(sooner, 3)
         assert pool.timeouts == 2
         assert not patient.done()
 
@@ -300,6 +300,38 @@ def test_pool_a_shorter_wait_ends_first_and_the_longer_one_keeps_its_place() -> 
         assert list(pool._waiters) == []
 
     asyncio.run(main())
+
+
+def test_a_wait_for_a_busy_session_no_longer_than_the_preference_still_takes_a_free_one() -> None:
+    async def main() -> tuple[Session, Session]:
+        pool = make_pool(max_size=2, wait_timeout=0.05)  # the whole wait within prefer_wait
+        busy = await pool.acquire()
+        busy.token = "T1"
+        free = await pool.acquire()
+        pool.release(free)
+        got = await asyncio.wait_for(pool.acquire(prefer=busy.key), 3)
+        return got, free
+
+    got, free = asyncio.run(main())
+    assert got is free
+
+
+def test_a_wait_whose_session_left_takes_a_free_one_when_its_preference_lapses() -> None:
+    async def main() -> tuple[Session, Session]:
+        pool = make_pool(max_size=2, wait_timeout=5)
+        wanted = await pool.acquire()
+        wanted.token = "T1"
+        free = await pool.acquire()
+        pool.release(free)
+        pool.prefer_wait = 0.05
+        pool.soft_max = 1  # no new session may replace the one that leaves
+        waiter = asyncio.create_task(pool.acquire(prefer=wanted.key))
+        await settle()
+        pool.release(wanted, discard=True)  # it leaves: any session will do now
+        return await asyncio.wait_for(waiter, 3), free
+
+    got, free = asyncio.run(main())
+    assert got is free
 
 
 def test_pool_many_waits_end_together_and_leave_no_waiter_behind() -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -185,36 +183,6 @@ def test_parse_envelope_external_dtd_is_refused() -> None:
 
     with pytest.raises(BackendError):
         parse_envelope(data, "GetPatient", None)
-
-
-def test_an_answer_after_one_that_failed_to_parse_parses_whole() -> None:
-    # Answers are fed to one parser per thread: a failure must leave nothing behind.
-    for bad in (b"<s:Envelope", b"<a><b></a>", fixture("xxe.xml"), b"", b"\xff\xfe<\x00a\x00"):
-        with pytest.raises(BackendError):
-            parse_envelope(bad, "GetPatient", VENDOR_CODE)
-        element = parse_envelope(fixture("get_patient_response.xml"), "GetPatient", VENDOR_CODE)
-        assert element.findtext(f"{{{TNS}}}Patient/{{{TNS}}}MRN") == "100001"
-
-
-def test_answers_parsed_on_several_threads_at_once_stay_apart() -> None:
-    answers = [
-        fixture("get_patient_response.xml").replace(b"100001", str(100000 + n).encode())
-        for n in range(8)
-    ]
-    start = threading.Barrier(len(answers))
-
-    def parse(data: bytes) -> list[str | None]:
-        start.wait()
-        return [
-            parse_envelope(data, "GetPatient", VENDOR_CODE).findtext(
-                f"{{{TNS}}}Patient/{{{TNS}}}MRN"
-            )
-            for _ in range(200)
-        ]
-
-    with ThreadPoolExecutor(len(answers)) as pool:
-        found = list(pool.map(parse, answers))
-    assert found == [[str(100000 + n)] * 200 for n in range(8)]
 
 
 def test_parse_envelope_skips_a_comment_before_the_response() -> None:

@@ -932,9 +932,11 @@ def _settle_heap() -> None:
 
 def worker_app() -> Starlette:
     """The app of one worker process of `bridge serve --workers N`."""
+    from bridge import busypoll
     from bridge.logs import configure_logging
     from bridge.settings import load_worker_settings
 
     settings = load_worker_settings()
     configure_logging(settings.log_level)
+    busypoll.configure(settings.busy_poll)
     return create_app(settings)

@@ -28,6 +28,7 @@ __all__ = ["main"]
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from bridge import busypoll
     from bridge.app import create_app
     from bridge.logs import configure_logging
     from bridge.server import HttpProtocol, client_address_options
@@ -42,6 +43,7 @@ def _serve(args: argparse.Namespace) -> int:
         tls={"cert": args.tls_cert, "key": args.tls_key} if args.tls_cert else None,
     )
     configure_logging(settings.log_level)
+    busypoll.configure(settings.busy_poll)
     options: dict[str, Any] = {
         **_tls_options(settings),
         **client_address_options(settings.trusted_proxies),

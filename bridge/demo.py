@@ -132,6 +132,7 @@ def _is_loopback(host: str) -> bool:
 def run_demo(*, host: str, port: int, mock_port: int) -> int:
     import uvicorn
 
+    from bridge import busypoll
     from bridge.app import create_app
     from bridge.logs import configure_logging
     from bridge.server import HttpProtocol, client_address_options
@@ -167,6 +168,7 @@ def run_demo(*, host: str, port: int, mock_port: int) -> int:
             admin=AdminSettings(token=admin_token),
         )
         configure_logging("warning")
+        busypoll.configure(settings.busy_poll)
         app = create_app(settings)
         mrn, examples = _examples(base, mock_url)
         clinician = issuer.mint(scope="user/*.*", client_id="demo-clinician-app")

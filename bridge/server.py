@@ -23,6 +23,8 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from bridge import busypoll
+
 __all__ = ["HttpProtocol", "client_address_options"]
 
 _COPY_LIMIT = 64 * 1024  # bytes: below it, joining two writes costs less than a writev
@@ -128,6 +130,7 @@ class HttpProtocol(HttpToolsProtocol):
             self._start_asgi_task(cycle, app)
             return
         self._idle_since = self.loop.time()
+        busypoll.kick(self.loop)  # the client's next request may come within the window
         if self.timeout_keep_alive_task is None:
             self.timeout_keep_alive_task = self.loop.call_later(
                 self.timeout_keep_alive, self._keep_alive_due

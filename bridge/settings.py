@@ -309,6 +309,16 @@ class Settings(BaseSettings):
         "fhir-soap-bridge/wsdl.",
     )
     workers: int = Field(1, ge=1, le=32, description="Gateway processes sharing the port.")
+    busy_poll: float = Field(
+        0.00025,
+        ge=0,
+        le=0.001,
+        description="Seconds each gateway process keeps polling its connections after "
+        "activity (a legacy call sent, an answer written) before it sleeps: an event "
+        "that comes that soon costs no wake-up. The window that ends each stretch of "
+        "polling, spent for nothing, is capped at a tenth of each second per process "
+        "(bridge/busypoll.py). 0: sleep at once.",
+    )
     tls: Tls = Field(default_factory=lambda: Tls())
     cors_origins: list[str] = Field(
         default_factory=list, description="Browser origins allowed to call (SMART web apps)."

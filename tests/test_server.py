@@ -11,6 +11,7 @@ import pytest
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
+from bridge import busypoll
 from bridge.server import HttpProtocol, _JoinedWrites
 
 
@@ -301,3 +302,20 @@ async def test_one_keep_alive_timer_a_connection_closes_it_once_idle_long_enough
     protocol.connection_lost(None)
     assert timer.cancelled()
     assert protocol.timeout_keep_alive_task is None
+
+
+@pytest.mark.parametrize(("close", "stretches"), [(False, 1), (True, 0)])
+@_in_a_loop
+async def test_an_answer_on_a_connection_kept_alive_starts_polling(
+    close: bool, stretches: int
+) -> None:
+    # The client's next request may come within the window (bridge/busypoll.py); a
+    # connection that closes brings none.
+    request = REQUEST.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n") if close else REQUEST
+    busypoll.configure(0.0005)
+    try:
+        await _serve(_json_app, request)
+        poll = busypoll.current()
+        assert (poll.stretches if poll is not None else 0) == stretches
+    finally:
+        busypoll.configure(0)

@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from bridge import busypoll
 from bridge.errors import BackendError
 from bridge.soap.transport import (
     MAX_RESPONSE_BYTES,
@@ -186,6 +187,7 @@ class _Connection(asyncio.Protocol):
         if self.timer is None or expires < self.timer_at:
             self._arm(expires)
         self.transport.write(data)
+        busypoll.kick(self.loop)  # the answer may come within the polling window
         return waiter
 
     def _arm(self, at: float) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from bridge import busypoll
 from bridge.errors import BackendError
 from bridge.soap.http import HttpTransport
 from bridge.soap.transport import ConnectionLost, ReadTimeout, SoapRequest, SoapResponse, Unsent
@@ -232,3 +233,18 @@ def test_http_a_later_call_with_a_longer_deadline_outlives_the_first_ones_timer(
     results, connections, _ = run(_calls_on_one_connection([0, 0.5, 0, 0], [0.2, 5.0, 0.2, 5.0]))
     assert all(isinstance(r, SoapResponse) for r in results)  # type: ignore[union-attr]
     assert connections == 1
+
+
+def test_http_a_call_sent_starts_polling_for_its_answer() -> None:
+    # The legacy system's answer may come within the window (bridge/busypoll.py).
+    async def answer(request: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(_ok())
+
+    busypoll.configure(0.0005)
+    try:
+        *responses, _ = run(_exchange(answer, calls=2))
+        poll = busypoll.current()
+        assert poll is not None and poll.stretches >= 1
+    finally:
+        busypoll.configure(0)
+    assert all(isinstance(r, SoapResponse) and r.body == XML for r in responses)

@@ -1,0 +1,146 @@
+"""Polling before sleeping (bridge/busypoll.py): the window, its extension by
+activity, the budget for polling that finds nothing, and one loop at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+from pydantic import ValidationError
+
+from bridge import busypoll
+from bridge.busypoll import BUDGET, BusyPoll
+from bridge.settings import Settings
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(autouse=True)
+def _off_afterwards() -> Iterator[None]:
+    yield
+    busypoll.configure(0)
+
+
+async def _turns(n: int = 3) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+def test_a_kick_keeps_the_loop_polling_until_the_window_has_passed() -> None:
+    async def main() -> None:
+        clock = Clock()
+        poll = BusyPoll(asyncio.get_running_loop(), 0.001, clock)
+        poll.kick()
+        await _turns(5)
+        assert poll.polling  # the callback came back every turn
+        clock.now += 0.0009
+        await _turns()
+        assert poll.polling
+        clock.now += 0.0002
+        await _turns()
+        assert not poll.polling
+        assert poll.stretches == 1
+        assert poll.wasted_total == pytest.approx(0.001)
+
+    asyncio.run(main())
+
+
+def test_activity_within_the_window_extends_it_without_a_second_stretch() -> None:
+    async def main() -> None:
+        clock = Clock()
+        poll = BusyPoll(asyncio.get_running_loop(), 0.001, clock)
+        poll.kick()
+        for _ in range(10):  # an answer every 0.8 ms: the loop never sleeps
+            clock.now += 0.0008
+            await _turns()
+            assert poll.polling
+            poll.kick()
+        clock.now += 0.0011
+        await _turns()
+        assert not poll.polling
+        assert poll.stretches == 1
+        assert poll.wasted_total == pytest.approx(0.001)  # only the last window
+
+    asyncio.run(main())
+
+
+def test_polling_for_nothing_stops_at_the_budget_until_the_second_is_over() -> None:
+    async def main() -> None:
+        clock = Clock()
+        window = 0.001
+        poll = BusyPoll(asyncio.get_running_loop(), window, clock)
+        allowed = round(BUDGET / window)  # stretches that find nothing, a second
+
+        async def use_up_the_budget() -> None:
+            for _ in range(allowed):
+                poll.kick()
+                assert poll.polling
+                clock.now += window * 1.5  # nothing came: a slow legacy system
+                await _turns()
+                assert not poll.polling
+            poll.kick()  # over budget: the loop sleeps at once
+            await _turns()
+            assert not poll.polling
+
+        start = clock.now
+        await use_up_the_budget()
+        assert poll.stretches == allowed
+        assert poll.wasted_total == pytest.approx(BUDGET)
+        clock.now = start + 1.0  # the next second: polling again, with a new budget
+        await use_up_the_budget()
+        assert poll.stretches == 2 * allowed
+        assert poll.wasted_total == pytest.approx(2 * BUDGET)
+
+    asyncio.run(main())
+
+
+def test_off_unless_configured_and_on_by_default_in_the_settings() -> None:
+    # Imported alone (tests, tools, the in-process benchmark), nothing polls.
+    imported = subprocess.run(
+        [sys.executable, "-c", "from bridge import busypoll; print(busypoll._window[0])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert imported.stdout.strip() == "0.0"
+
+    async def main() -> None:
+        busypoll.kick(asyncio.get_running_loop())
+
+    busypoll.configure(0)
+    asyncio.run(main())
+    assert busypoll.current() is None
+    assert Settings.model_fields["busy_poll"].default == 0.00025
+
+
+def test_a_new_event_loop_polls_afresh() -> None:
+    # A stretch left on a loop that ended must not stand for the next loop's.
+    busypoll.configure(0.05)
+    loops = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loops.append(loop)
+        busypoll.kick(loop)
+        poll = busypoll.current()
+        assert poll is not None and poll.loop is loop and poll.polling
+        assert poll.stretches == 1
+
+    asyncio.run(main())  # ends while its stretch is open
+    asyncio.run(main())
+    assert loops[0] is not loops[1]
+
+
+@pytest.mark.parametrize("value", [-0.001, 0.002])
+def test_a_window_out_of_range_is_refused(value: float) -> None:
+    with pytest.raises(ValidationError, match="busy_poll"):
+        Settings(busy_poll=value)

@@ -3,8 +3,9 @@
 Requests by resource type, interaction and status; request latency; each
 legacy operation's latency and outcome; session pool size, waits, logins and
 re-logins; breaker state; retries, interactions out of time, and writes whose
-answer was lost (by what the lookup found). Label values are names from the
-mappings, never data.
+answer was lost (by what the lookup found); the seconds the process polled
+its connections for nothing (bridge/busypoll.py). Label values are names from
+the mappings, never data.
 
 Requests and latencies are tallied in plain Python as they happen (`_Tally`)
 and added to prometheus_client's metrics in bulk: prometheus_client takes a
@@ -38,6 +39,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from bridge import busypoll
+from bridge.busypoll import BusyPoll
 from bridge.middleware.status import STATUS, noting
 
 __all__ = ["Metrics", "MetricsMiddleware"]
@@ -250,6 +253,13 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="mostrecent",
         )
+        self.polled = Counter(
+            "bridge_busy_poll_idle_seconds",
+            "Seconds this process polled its connections after activity and found "
+            "nothing: the window ending each stretch of polling (bridge/busypoll.py)",
+            registry=self.registry,
+        )
+        self._polled: tuple[BusyPoll | None, float] = (None, 0.0)  # as last copied
         # labels() costs microseconds per call; the label sets are few and fixed.
         self._children: dict[tuple[str, ...], Any] = {}
         self._tally = _Tally()
@@ -285,8 +295,20 @@ class Metrics:
         self._flush_due = True
         loop.call_later(FLUSH_AFTER, self.flush)
 
+    def _copy_polling(self) -> None:
+        poll = busypoll.current()
+        if poll is None:
+            return
+        last, copied = self._polled
+        if last is not poll:  # another loop's polling: it counts from 0
+            copied = 0.0
+        if poll.wasted_total > copied:
+            self.polled.inc(poll.wasted_total - copied)
+        self._polled = (poll, poll.wasted_total)
+
     def flush(self) -> None:
         """Add what was tallied since the last flush to prometheus_client's metrics."""
+        self._copy_polling()
         self._flush_due = False
         tally, self._tally = self._tally, _Tally()
         for labels, count in tally.counted.items():
@@ -316,6 +338,7 @@ class Metrics:
         while True:
             await asyncio.sleep(every)
             self.shared.sync()
+            self._copy_polling()
 
     def async_queue(self, depth: int, oldest: float | None) -> None:
         """The queue of asynchronous writes: its depth and when its oldest was accepted."""

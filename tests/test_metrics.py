@@ -8,6 +8,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.exposition import generate_latest
 
+from bridge import busypoll
 from bridge.metrics import _BUCKETS, FLUSH_AFTER, Metrics, _SharedPool
 
 # Below the first bound, on bounds (a value equal to a bound is in that bucket),
@@ -152,3 +153,30 @@ def test_a_value_on_a_bound_is_in_that_bucket(value: float) -> None:
     below = [b for b in _BUCKETS if b < value]
     if below:
         assert f"{_bucket(below[-1])} 0.0" in text
+
+
+def test_polling_for_nothing_is_counted_once_and_again_on_a_new_loop() -> None:
+    metrics = Metrics(lambda: [])
+    window = 0.0005
+
+    async def one_stretch() -> None:
+        busypoll.kick(asyncio.get_running_loop())
+        poll = busypoll.current()
+        assert poll is not None
+        while poll.polling:  # nothing comes: the stretch ends a window later
+            await asyncio.sleep(0)
+
+    def counted() -> float | None:
+        metrics.render()
+        return metrics.registry.get_sample_value("bridge_busy_poll_idle_seconds_total")
+
+    busypoll.configure(window)
+    try:
+        assert counted() == 0
+        asyncio.run(one_stretch())
+        assert counted() == pytest.approx(window)
+        assert counted() == pytest.approx(window)  # a second scrape adds nothing
+        asyncio.run(one_stretch())  # another loop: its polling counts from 0
+        assert counted() == pytest.approx(2 * window)
+    finally:
+        busypoll.configure(0)

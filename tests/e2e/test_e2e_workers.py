@@ -226,6 +226,13 @@ def test_metrics_show_every_worker_whichever_answers(
         assert len(logins) == 1 and logins.pop() >= 2  # each worker logged in its own
         sessions = _metric(scrapes[-1], "bridge_legacy_sessions", system="hospital")
         assert sessions >= 2
+        # The workers poll after their answers; what found nothing is summed here too.
+        polled = [
+            float(line.rsplit(" ", 1)[1])
+            for line in scrapes[-1].splitlines()
+            if line.startswith("bridge_busy_poll_idle_seconds_total ")
+        ]
+        assert polled and polled[0] > 0
 
         # A worker that dies takes its sessions out of the gauge; counters go on.
         _kill_a_worker(gw, port)

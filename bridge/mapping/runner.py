@@ -376,7 +376,27 @@ class _Source(_Code):
     groups of those) become straight-line code with their constants as
     literals; anything else (`each`, joined values, templates) calls `_fill`
     for that one field. The code does what `_fill` does, field by field.
+
+    A child read by several fields (a name split three ways, the element a
+    `when` tests and a field then reads) is looked up once, into a local that
+    holds None for blank text.
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shared: dict[str, str] = {}  # child tag -> its local
+
+    def share(self, ops: tuple[_Op, ...]) -> None:
+        """Look up, before the fields, each child that several of `ops` read."""
+        uses: dict[str, int] = {}
+        _count_reads(ops, uses)
+        for tag, count in uses.items():
+            if count > 1:
+                self.count += 1
+                local = self.shared[tag] = f"t{self.count}"
+                self.emit(1, f"{local} = texts.get({tag!r})")
+                self.emit(1, f"if {local} and {local}.isspace():")
+                self.emit(2, f"{local} = None")
 
     def store(self, depth: int, op: _Op, target: str, value: str) -> None:
         steps = op.steps
@@ -405,7 +425,10 @@ class _Source(_Code):
                     found = f"texts.get({op.when_child!r})"
                 else:
                     found = f"_text(record, texts, {op.when.path!r})"
-                if op.when.exists is True:  # `CompiledWhen.test`, inline
+                local = self.shared.get(op.when_child or "")
+                if local is not None and op.when.exists is not None:
+                    self.emit(depth, f"if {'' if op.when.exists else 'not '}{local}:")
+                elif op.when.exists is True:  # `CompiledWhen.test`, inline
                     self.emit(depth, f"if (w := {found}) and not w.isspace():")
                 elif op.when.exists is False:
                     self.emit(depth, f"if not (w := {found}) or w.isspace():")
@@ -418,11 +441,15 @@ class _Source(_Code):
     def op(self, depth: int, op: _Op, target: str) -> None:
         f = op.f
         if op.kind == _SOURCE:
-            if op.child is not None:
-                self.emit(depth, f"v = texts.get({op.child!r})")
+            local = self.shared.get(op.child or "")
+            if local is not None:
+                self.emit(depth, f"if v := {local}:")
             else:
-                self.emit(depth, f"v = _text(record, texts, {f.source!r})")
-            self.emit(depth, "if v and not v.isspace():")
+                if op.child is not None:
+                    self.emit(depth, f"v = texts.get({op.child!r})")
+                else:
+                    self.emit(depth, f"v = _text(record, texts, {f.source!r})")
+                self.emit(depth, "if v and not v.isspace():")
             inner = depth + 1
             if op.convert is not None:
                 steps = f.pipeline.steps
@@ -468,6 +495,19 @@ class _Source(_Code):
             self.emit(depth, f"_fill({target}, {one}, record, ctx, texts, holes)")
 
 
+def _count_reads(ops: tuple[_Op, ...], uses: dict[str, int]) -> None:
+    """How often the generated code reads each child of the record, by tag: fields
+    that read one (and groups of them) and `when`s that test one for presence."""
+    for op in ops:
+        when = op.when_child if op.when is not None and op.when.exists is not None else None
+        if when is not None:
+            uses[when] = uses.get(when, 0) + 1
+        if op.kind == _SOURCE and op.child is not None:
+            uses[op.child] = uses.get(op.child, 0) + 1
+        elif op.kind == _GROUP:
+            _count_reads(op.children, uses)
+
+
 def _dropped(where: str, exc: TransformError) -> None:
     # Bad legacy data costs one element, not the whole resource. The value
     # itself is not logged: it may be patient data.
@@ -479,6 +519,7 @@ _Builder = Callable[[dict[str, Any], Any, RunContext, dict[str, "str | None"], l
 
 def _compile(ops: tuple[_Op, ...], label: str) -> _Builder:
     source = _Source()
+    source.share(ops)
     source.ops(1, ops, "out")
     body = "\n".join(source.lines) or "    pass"
     code = f"def build(out, record, ctx, texts, holes):\n{body}\n"

@@ -80,6 +80,32 @@ def test_date_to_fhir_impossible_calendar_day_is_refused(legacy: str) -> None:
     assert str(caught.value) == "not a date in the format MM/DD/YYYY"
 
 
+@pytest.mark.parametrize(
+    ("legacy", "fhir"),
+    [
+        ("\u0660\u0665/\u0660\u0667/\u0661\u0669\u0668\u0660", "1980-05-07"),  # Arabic-Indic
+        ("05/07/1980\n", "1980-05-07"),
+        (" \t5/7/1980\u3000", "1980-05-07"),
+        ("01/01/0000", None),  # no year 0 in FHIR
+        ("1/1/10000", None),
+        ("05/07/1980x", None),
+    ],
+)
+def test_date_to_fhir_ascii_digits_and_others_agree(legacy: str, fhir: str | None) -> None:
+    # ASCII digits take a shorter way than other digits and other types: both
+    # give the same date, and refuse the same text.
+    date = _build({"date": "MM/DD/YYYY"})
+    if fhir is None:
+        with pytest.raises(TransformError):
+            date.to_fhir(legacy)
+    else:
+        assert date.to_fhir(legacy) == fhir
+
+
+def test_date_to_fhir_reads_a_value_that_is_not_text() -> None:
+    assert _build({"date": "YYYYMMDD"}).to_fhir(19800507) == "1980-05-07"
+
+
 @pytest.mark.parametrize("fhir", ["1980", "1980-05", "1980-05-07T10:00:00Z", "05/07/1980"])
 def test_date_to_legacy_refuses_partial_or_other_dates(fhir: str) -> None:
     with pytest.raises(TransformError) as caught:

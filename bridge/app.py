@@ -938,5 +938,5 @@ def worker_app() -> Starlette:
 
     settings = load_worker_settings()
     configure_logging(settings.log_level)
-    busypoll.configure(settings.busy_poll)
+    busypoll.configure(busypoll.window_for(settings.busy_poll, settings.workers))
     return create_app(settings)

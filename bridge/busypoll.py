@@ -27,18 +27,26 @@ Each stretch is a callback the loop runs again each turn while the window is
 open, so the loop's poll does not sleep. `bridge serve` (and each of its
 workers) and `bridge demo` set the window from `busy_poll` (settings); 0 turns
 it off, which is also the default for anything else that imports the gateway.
+
+Polling spends a core that would otherwise be idle. Unless `busy_poll` says
+otherwise, a gateway with as many workers as it has cores does not poll: there
+the core a worker polls on is one its siblings, and whatever shares the machine,
+could use (two workers on two cores, sharing them with the load: 3-4% more
+reads a second without; bench/README.md, fourteenth round).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import weakref
 from collections.abc import Callable
 
-__all__ = ["BUDGET", "BusyPoll", "configure", "current", "kick"]
+__all__ = ["BUDGET", "DEFAULT_WINDOW", "BusyPoll", "configure", "current", "kick", "window_for"]
 
 BUDGET = 0.1  # of each second, at most, polled for nothing
+DEFAULT_WINDOW = 0.00025  # seconds, where `busy_poll` leaves it to the gateway
 _PERIOD = 1.0  # seconds
 
 
@@ -119,6 +127,17 @@ class BusyPoll:
 _polls: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, BusyPoll] = weakref.WeakKeyDictionary()
 _last: list[BusyPoll | None] = [None]  # the last loop's, found without a lookup
 _window = [0.0]
+
+
+def window_for(setting: float | None, workers: int, cores: int | None = None) -> float:
+    """The window `busy_poll` gives a gateway of `workers` processes: as set, or
+    (None) `DEFAULT_WINDOW` while the gateway leaves a core idle, else 0."""
+    if setting is not None:
+        return setting
+    if cores is None:  # the cores this process may run on, where the system says
+        affinity = getattr(os, "sched_getaffinity", None)
+        cores = len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
+    return DEFAULT_WINDOW if workers < cores else 0.0
 
 
 def configure(window: float) -> None:

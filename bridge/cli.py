@@ -43,7 +43,7 @@ def _serve(args: argparse.Namespace) -> int:
         tls={"cert": args.tls_cert, "key": args.tls_key} if args.tls_cert else None,
     )
     configure_logging(settings.log_level)
-    busypoll.configure(settings.busy_poll)
+    busypoll.configure(busypoll.window_for(settings.busy_poll, settings.workers))
     options: dict[str, Any] = {
         **_tls_options(settings),
         **client_address_options(settings.trusted_proxies),

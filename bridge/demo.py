@@ -168,7 +168,7 @@ def run_demo(*, host: str, port: int, mock_port: int) -> int:
             admin=AdminSettings(token=admin_token),
         )
         configure_logging("warning")
-        busypoll.configure(settings.busy_poll)
+        busypoll.configure(busypoll.window_for(settings.busy_poll, settings.workers))
         app = create_app(settings)
         mrn, examples = _examples(base, mock_url)
         clinician = issuer.mint(scope="user/*.*", client_id="demo-clinician-app")

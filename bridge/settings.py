@@ -309,15 +309,16 @@ class Settings(BaseSettings):
         "fhir-soap-bridge/wsdl.",
     )
     workers: int = Field(1, ge=1, le=32, description="Gateway processes sharing the port.")
-    busy_poll: float = Field(
-        0.00025,
+    busy_poll: float | None = Field(
+        None,
         ge=0,
         le=0.001,
         description="Seconds each gateway process keeps polling its connections after "
         "activity (a legacy call sent, an answer written) before it sleeps: an event "
         "that comes that soon costs no wake-up. The window that ends each stretch of "
         "polling, spent for nothing, is capped at a tenth of each second per process "
-        "(bridge/busypoll.py). 0: sleep at once.",
+        "(bridge/busypoll.py). 0: sleep at once. Default: 0.00025 while `workers` is "
+        "below the cores the gateway may run on, else 0 (no idle core to poll on).",
     )
     tls: Tls = Field(default_factory=lambda: Tls())
     cors_origins: list[str] = Field(

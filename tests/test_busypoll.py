@@ -4,6 +4,7 @@ activity, the budget for polling that finds nothing, and one loop at a time."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -119,7 +120,30 @@ def test_off_unless_configured_and_on_by_default_in_the_settings() -> None:
     busypoll.configure(0)
     asyncio.run(main())
     assert busypoll.current() is None
-    assert Settings.model_fields["busy_poll"].default == 0.00025
+    assert Settings.model_fields["busy_poll"].default is None  # the gateway's choice, below
+
+
+@pytest.mark.parametrize(
+    ("workers", "cores", "window"),
+    [(1, 2, busypoll.DEFAULT_WINDOW), (3, 4, busypoll.DEFAULT_WINDOW), (2, 2, 0.0), (4, 2, 0.0)],
+)
+def test_by_default_a_gateway_polls_while_it_leaves_a_core_idle(
+    workers: int, cores: int, window: float
+) -> None:
+    assert busypoll.window_for(None, workers, cores) == window
+
+
+@pytest.mark.parametrize("setting", [0.0, 0.0005])
+def test_a_window_set_in_the_settings_is_kept_whatever_the_workers(setting: float) -> None:
+    assert busypoll.window_for(setting, 1, 2) == setting
+    assert busypoll.window_for(setting, 8, 2) == setting
+
+
+def test_the_cores_counted_are_those_the_process_may_run_on() -> None:
+    cores = len(os.sched_getaffinity(0))
+    assert busypoll.window_for(None, cores) == 0.0
+    fewer = busypoll.window_for(None, max(cores - 1, 1))
+    assert fewer == (busypoll.DEFAULT_WINDOW if cores > 1 else 0.0)
 
 
 def test_a_new_event_loop_polls_afresh() -> None:

@@ -116,8 +116,10 @@ def _wait_for(check: Callable[[], bool], seconds: float = 20) -> None:
 
 @contextlib.contextmanager
 def _two_workers(mock_hospital: MockHospital, tmp_path: Path) -> Iterator[tuple[Gateway, int]]:
-    """A gateway with two workers, once both listen; and its port."""
-    with start_gateway(tmp_path, mock_hospital.ehr_url, extra={"workers": 2}) as gw:
+    """A gateway with two workers, once both listen; and its port. They poll (set:
+    with as many workers as cores, they would not by default)."""
+    extra = {"workers": 2, "busy_poll": 0.00025}
+    with start_gateway(tmp_path, mock_hospital.ehr_url, extra=extra) as gw:
         port = _port(gw)
         _wait_for(lambda: len(_sockets(port, "0A")) == 2)
         yield gw, port

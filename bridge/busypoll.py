@@ -29,21 +29,33 @@ workers) and `bridge demo` set the window from `busy_poll` (settings); 0 turns
 it off, which is also the default for anything else that imports the gateway.
 
 Polling spends a core that would otherwise be idle. Unless `busy_poll` says
-otherwise, a gateway with as many workers as it has cores does not poll: there
-the core a worker polls on is one its siblings, and whatever shares the machine,
-could use (two workers on two cores, sharing them with the load: 3-4% more
-reads a second without; bench/README.md, fourteenth round).
+otherwise, a gateway with as many workers as it has cores (its CPU affinity, or
+its CPU quota where that is fewer) does not poll: there the core a worker polls
+on is one its siblings, and whatever shares the machine, could use (two workers
+on two cores, sharing them with the load: 3-4% more reads a second without;
+bench/README.md, fourteenth round).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import time
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 
-__all__ = ["BUDGET", "DEFAULT_WINDOW", "BusyPoll", "configure", "current", "kick", "window_for"]
+__all__ = [
+    "BUDGET",
+    "DEFAULT_WINDOW",
+    "BusyPoll",
+    "configure",
+    "cores",
+    "current",
+    "kick",
+    "window_for",
+]
 
 BUDGET = 0.1  # of each second, at most, polled for nothing
 DEFAULT_WINDOW = 0.00025  # seconds, where `busy_poll` leaves it to the gateway
@@ -129,15 +141,30 @@ _last: list[BusyPoll | None] = [None]  # the last loop's, found without a lookup
 _window = [0.0]
 
 
-def window_for(setting: float | None, workers: int, cores: int | None = None) -> float:
-    """The window `busy_poll` gives a gateway of `workers` processes: as set, or
-    (None) `DEFAULT_WINDOW` while the gateway leaves a core idle, else 0."""
+def cores(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """The cores this process may use: those it may run on (its CPU affinity, where
+    the system has one), fewer under a CPU quota (cgroup v2 `cpu.max`, as a
+    container's CPU limit sets it), rounded up."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    count = len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota != "max":
+            count = min(count, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):  # no cgroup v2 here, or not readable: no quota known
+        pass
+    return count
+
+
+def window_for(setting: float | None, workers: int, available: int | None = None) -> float:
+    """The window `busy_poll` gives a gateway of `workers` processes on `available`
+    cores (None: `cores()`): as set, or (None) `DEFAULT_WINDOW` while the gateway
+    leaves a core idle, else 0."""
     if setting is not None:
         return setting
-    if cores is None:  # the cores this process may run on, where the system says
-        affinity = getattr(os, "sched_getaffinity", None)
-        cores = len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
-    return DEFAULT_WINDOW if workers < cores else 0.0
+    if available is None:
+        available = cores()
+    return DEFAULT_WINDOW if workers < available else 0.0
 
 
 def configure(window: float) -> None:

@@ -318,7 +318,8 @@ class Settings(BaseSettings):
         "that comes that soon costs no wake-up. The window that ends each stretch of "
         "polling, spent for nothing, is capped at a tenth of each second per process "
         "(bridge/busypoll.py). 0: sleep at once. Default: 0.00025 while `workers` is "
-        "below the cores the gateway may run on, else 0 (no idle core to poll on).",
+        "below the cores the gateway may run on (fewer under a CPU quota), else 0 (no "
+        "idle core to poll on).",
     )
     tls: Tls = Field(default_factory=lambda: Tls())
     cors_origins: list[str] = Field(

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -104,7 +105,7 @@ def test_polling_for_nothing_stops_at_the_budget_until_the_second_is_over() -> N
     asyncio.run(main())
 
 
-def test_off_unless_configured_and_on_by_default_in_the_settings() -> None:
+def test_off_unless_configured_and_left_to_the_gateway_by_the_settings() -> None:
     # Imported alone (tests, tools, the in-process benchmark), nothing polls.
     imported = subprocess.run(
         [sys.executable, "-c", "from bridge import busypoll; print(busypoll._window[0])"],
@@ -139,11 +140,31 @@ def test_a_window_set_in_the_settings_is_kept_whatever_the_workers(setting: floa
     assert busypoll.window_for(setting, 8, 2) == setting
 
 
-def test_the_cores_counted_are_those_the_process_may_run_on() -> None:
-    cores = len(os.sched_getaffinity(0))
-    assert busypoll.window_for(None, cores) == 0.0
-    fewer = busypoll.window_for(None, max(cores - 1, 1))
-    assert fewer == (busypoll.DEFAULT_WINDOW if cores > 1 else 0.0)
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no CPU affinity here")
+def test_the_cores_counted_are_those_the_process_may_run_on(tmp_path: Path) -> None:
+    affinity = len(os.sched_getaffinity(0))
+    no_quota = tmp_path / "cpu.max"
+    no_quota.write_text("max 100000\n")
+    assert busypoll.cores(no_quota) == affinity
+    assert busypoll.cores(tmp_path / "absent") == affinity  # no cgroup v2
+    assert busypoll.window_for(None, busypoll.cores()) == 0.0
+    fewer = busypoll.window_for(None, max(busypoll.cores() - 1, 1))
+    assert fewer == (busypoll.DEFAULT_WINDOW if busypoll.cores() > 1 else 0.0)
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "limited"),
+    [("150000 100000\n", 2), ("100000 100000", 1), ("5000 100000", 1), ("garbage", None)],
+)
+def test_a_cpu_quota_counts_as_the_cores_it_allows(
+    tmp_path: Path, cpu_max: str, limited: int | None
+) -> None:
+    # A container's CPU limit (cgroup v2 `cpu.max`: quota and period), rounded up;
+    # never more than the cores the process may run on, and unreadable: no limit.
+    quota = tmp_path / "cpu.max"
+    quota.write_text(cpu_max)
+    unlimited = busypoll.cores(tmp_path / "absent")
+    assert busypoll.cores(quota) == (min(limited, unlimited) if limited else unlimited)
 
 
 def test_a_new_event_loop_polls_afresh() -> None:

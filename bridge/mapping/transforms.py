@@ -87,10 +87,10 @@ class DateTransform(Transform):
         # The common case, text of ASCII digits: the ISO date is assembled from the
         # digits as matched and checked by `date.fromisoformat` (half the time of
         # three `int`s, a `date` and `isoformat`). Anything else takes the general way.
-        self._ascii = re.compile(rf"\s*{ascii_pattern}\s*").fullmatch
+        self._ascii = re.compile(ascii_pattern).fullmatch
 
     def to_fhir(self, value: Any) -> Any:
-        m = self._ascii(value) if type(value) is str else None
+        m = self._ascii(value.strip()) if type(value) is str else None
         if m is not None:
             y, mo, d = m.group("Y", "M", "D")
             iso = f"{y}-{mo if len(mo) == 2 else '0' + mo}-{d if len(d) == 2 else '0' + d}"

@@ -20,6 +20,10 @@ from bridge.mapping.runner import (
     BadValue,
     Criterion,
     NoMatch,
+    _close,
+    _fill,
+    _plan,
+    _texts,
     build_resource,
     search_values,
 )
@@ -225,6 +229,50 @@ def test_build_resource_malformed_dob_drops_birthdate_only_and_warns(
         )
     ]
     assert dob not in caplog.text
+
+
+# -- the generated builder against the plan it was made from -----------------------
+
+
+def _filled(patient: Any, record: etree._Element) -> dict[str, Any]:
+    """The resource as `_fill` builds it, field by field, from the same plan."""
+    out: dict[str, Any] = {"resourceType": patient.type}
+    holes: list[list[Any]] = []
+    _fill(out, _plan(patient.fields), record, RunContext(), _texts(record), holes)
+    _close(holes)
+    return out
+
+
+_VARIANTS = [
+    {},
+    {"Name": "   "},
+    {"Name": None, "MRN": " "},
+    {"Phone": "", "City": "\n", "Language": " "},
+    {"DeceasedDate": " \t", "DeceasedFlag": "Y"},
+    {"DeceasedDate": "03/14/2021", "DeceasedFlag": " "},
+    {"City": "Hartford", "AddressLine1": " ", "AddressLine2": "Apt 2"},
+]
+
+
+@pytest.mark.parametrize("name", GET_PATIENT)
+@pytest.mark.parametrize("variant", _VARIANTS)
+def test_generated_builder_builds_what_the_plan_says(
+    patient, name: str, variant: dict[str, str | None]
+) -> None:
+    # The builder reads a child several fields use once (blank text: absent);
+    # `_fill` reads it for each field.
+    record = _record(patient, name)
+    ns = etree.QName(record).namespace
+    for tag, text in variant.items():
+        child = record.find(f"{{{ns}}}{tag}")
+        if text is None:
+            if child is not None:
+                record.remove(child)
+            continue
+        if child is None:
+            child = etree.SubElement(record, f"{{{ns}}}{tag}")
+        child.text = text
+    assert build_resource(patient, record) == _filled(patient, record)
 
 
 # -- FHIR validity -----------------------------------------------------------------

@@ -102,6 +102,27 @@ def test_date_to_fhir_ascii_digits_and_others_agree(legacy: str, fhir: str | Non
         assert date.to_fhir(legacy) == fhir
 
 
+class _Text(str):
+    """Text that is not exactly `str`: the date transform takes its general way."""
+
+
+@pytest.mark.parametrize("fmt", ["MM/DD/YYYY", "YYYYMMDD", " YYYY-MM-DD", "DD.MM.YYYY\n"])
+@pytest.mark.parametrize(
+    "legacy",
+    ["05/07/1980", " 5/7/1980 ", "19800507", "1980-05-07", " 1980-05-07", "07.05.1980", "x"],
+)
+def test_date_to_fhir_both_ways_give_the_same_answer(fmt: str, legacy: str) -> None:
+    date = _build({"date": fmt})
+
+    def answer(value: str) -> str | None:
+        try:
+            return str(date.to_fhir(value))
+        except TransformError:
+            return None
+
+    assert answer(legacy) == answer(_Text(legacy))
+
+
 def test_date_to_fhir_reads_a_value_that_is_not_text() -> None:
     assert _build({"date": "YYYYMMDD"}).to_fhir(19800507) == "1980-05-07"
 

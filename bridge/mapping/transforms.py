@@ -17,6 +17,7 @@ import datetime
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from bridge.mapping.tables import CodeTable
@@ -129,6 +130,15 @@ class Component:
     value: str
 
 
+# What each token of a date-time format writes: the field, and how.
+_DT_FIELDS = {
+    "YYYY": ("year", "%04d"),
+    "MM": ("month", "%02d"),
+    "DD": ("day", "%02d"),
+    "HH": ("hour", "%02d"),
+    "mm": ("minute", "%02d"),
+    "ss": ("second", "%02d"),
+}
 _DT_TOKENS = {
     "YYYY": r"(?P<Y>\d{4})",
     "MM": r"(?P<M>\d{1,2})",
@@ -165,6 +175,15 @@ class DateTimeTransform(Transform):
             pattern = pattern.replace(token, group, 1)
         self.format = fmt
         self._regex = re.compile(f"^{pattern}$")
+        # Writing: the format as a %-template of each token's first place (tokens
+        # share no letters, so no two overlap), filled from the local time's fields.
+        places = sorted((fmt.index(token), token) for token in _DT_FIELDS if token in fmt)
+        template, end = "", 0
+        for at, token in places:
+            template += fmt[end:at].replace("%", "%%") + _DT_FIELDS[token][1]
+            end = at + len(token)
+        self._template = template + fmt[end:].replace("%", "%%")
+        self._fields = attrgetter(*(_DT_FIELDS[token][0] for _, token in places))
 
     def to_fhir(self, value: Any) -> Any:
         m = self._regex.match(str(value).strip())
@@ -195,17 +214,7 @@ class DateTimeTransform(Transform):
                 raise TransformError("a dateTime with a time needs a time zone")
             moment = moment.replace(tzinfo=self.zone)
         local = moment.astimezone(self.zone)
-        out = self.format
-        for token, value_ in (
-            ("YYYY", f"{local.year:04d}"),
-            ("MM", f"{local.month:02d}"),
-            ("DD", f"{local.day:02d}"),
-            ("HH", f"{local.hour:02d}"),
-            ("mm", f"{local.minute:02d}"),
-            ("ss", f"{local.second:02d}"),
-        ):
-            out = out.replace(token, value_, 1)
-        return out
+        return self._template % self._fields(local)
 
 
 # UCUM units the quantity transform converts between: (dimension, factor to base).

@@ -223,7 +223,12 @@ class _WriteSource(_Code):
         for part in parts[1:]:
             # The record is made of dicts, lists, text and _Joined: dict stands for Mapping.
             self.emit(depth, f"w = w.get({part!r}) if isinstance(w, dict) else None")
-        self.emit(depth, f"if {self.name(when, 'W')}.test(w if isinstance(w, str) else None):")
+        # `CompiledWhen.test`, inline: present is text that is not blank.
+        if when.exists is False:
+            self.emit(depth, "if not (isinstance(w, str) and w.strip()):")
+        else:  # `equals` / `in`
+            values = self.name(when.values or frozenset(), "V")
+            self.emit(depth, f"if isinstance(w, str) and (w := w.strip()) and w in {values}:")
         before = len(self.lines)
         body(depth + 1, f, node)
         if len(self.lines) == before:  # a field that writes nothing after all

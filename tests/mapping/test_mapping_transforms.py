@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -121,6 +123,42 @@ def test_date_to_fhir_both_ways_give_the_same_answer(fmt: str, legacy: str) -> N
             return None
 
     assert answer(legacy) == answer(_Text(legacy))
+
+
+def _written_token_by_token(fmt: str, moment: datetime.datetime) -> str:
+    """The legacy text of a local time, each token's first place replaced in turn."""
+    out = fmt
+    for token, value in (
+        ("YYYY", f"{moment.year:04d}"),
+        ("MM", f"{moment.month:02d}"),
+        ("DD", f"{moment.day:02d}"),
+        ("HH", f"{moment.hour:02d}"),
+        ("mm", f"{moment.minute:02d}"),
+        ("ss", f"{moment.second:02d}"),
+    ):
+        out = out.replace(token, value, 1)
+    return out
+
+
+@pytest.mark.parametrize(
+    "fmt",
+    [
+        "MM/DD/YYYY HH:mm:ss",
+        "YYYY-MM-DD HH:mm",
+        "YYYYMMDDHHmmss",
+        "HH:mm DD.MM.YYYY ss",
+        "100% MM/DD/YYYY HH:mm",  # a literal % stays one
+        "MMM DD YYYY HHH mm {x}",  # a token's first place only; braces are literal
+    ],
+)
+@pytest.mark.parametrize(
+    "fhir", ["2026-11-20T08:00:00-05:00", "0999-01-02T03:04:05Z", "2026-07-01T14:30:59+02:00"]
+)
+def test_datetime_to_legacy_writes_each_tokens_first_place(fmt: str, fhir: str) -> None:
+    zone = "America/New_York"
+    local = datetime.datetime.fromisoformat(fhir.replace("Z", "+00:00")).astimezone(ZoneInfo(zone))
+    written = _build({"datetime": {"format": fmt, "zone": zone}}).to_legacy(fhir)
+    assert written == _written_token_by_token(fmt, local)
 
 
 def test_date_to_fhir_reads_a_value_that_is_not_text() -> None:

@@ -321,8 +321,21 @@ SYNTHETIC = [
         ),
     ),
 ]
+# A `when` on what an earlier field wrote: the compiled writer tests it inline.
+KEYED = _synthetic(
+    _field("a", local="K"),
+    _field("x", local="X", local_when="K", when=EQUALS_A),
+    _field("y", local="Y", local_when="K", when=ABSENT),
+)
+
+
+@pytest.mark.parametrize("k", ["A", " A\t", "B", "a", "", " \n", None, 3])
+def test_writer_compiled_tests_whens_as_interpreted(k: Any) -> None:
+    _assert_same(KEYED, {"a": k, "x": "v", "y": "w"})
+
+
 SYNTHETIC_VALUES = st.recursive(
-    st.sampled_from([None, "A", "B", "T/a^b", "x^y^z", "", True, False, 3, 1.5]),
+    st.sampled_from([None, "A", " A\t", "B", "T/a^b", "x^y^z", "", True, False, 3, 1.5]),
     lambda inner: (
         st.lists(inner, max_size=3)
         | st.dictionaries(st.sampled_from(list("abcdefgmnpqrvwxyz")), inner, max_size=4)

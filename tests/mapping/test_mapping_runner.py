@@ -154,7 +154,11 @@ def test_build_resource_keeps_non_ascii_text(patient) -> None:
 
 def _with(patient: Any, **texts: str | None) -> etree._Element:
     """A copy of a golden record with some child elements' texts replaced (None: removed)."""
-    record = _record(patient, "patient_middle_name")
+    return _changed(_record(patient, "patient_middle_name"), texts)
+
+
+def _changed(record: etree._Element, texts: dict[str, str | None]) -> etree._Element:
+    """`record` with some child elements' texts replaced (None: removed)."""
     ns = etree.QName(record).namespace
     for tag, text in texts.items():
         child = record.find(f"{{{ns}}}{tag}")
@@ -261,17 +265,7 @@ def test_generated_builder_builds_what_the_plan_says(
 ) -> None:
     # The builder reads a child several fields use once (blank text: absent);
     # `_fill` reads it for each field.
-    record = _record(patient, name)
-    ns = etree.QName(record).namespace
-    for tag, text in variant.items():
-        child = record.find(f"{{{ns}}}{tag}")
-        if text is None:
-            if child is not None:
-                record.remove(child)
-            continue
-        if child is None:
-            child = etree.SubElement(record, f"{{{ns}}}{tag}")
-        child.text = text
+    record = _changed(_record(patient, name), variant)
     assert build_resource(patient, record) == _filled(patient, record)
 
 

@@ -15,6 +15,7 @@ uvicorn's share of a served request (~60-80 µs here) is not in these figures.
     python bench/inproc.py read -n 5000 --pyinstrument read.html   # the call tree, inclusive
     python bench/inproc.py read -n 1000 --instructions   # instructions per request (valgrind)
     python bench/inproc.py read --instructions --source /tmp/base   # the same, another tree
+    python bench/inproc.py read -n 500 --opcodes 30   # Python bytecodes per request, by concern
 
 CPU time on a shared VM varies by 10-30% from one run to the next, more than
 most changes to the hot path save. `--instructions` counts the instructions
@@ -188,6 +189,11 @@ async def _run(args: argparse.Namespace) -> None:
                     # Async-aware: time a request awaits is charged to where it awaits.
                     tree = Profiler(interval=0.0002, async_mode="enabled")
                     tree.start()
+                opcodes = None
+                if args.opcodes:
+                    from bench.opcodes import OpcodeCount
+
+                    opcodes = OpcodeCount(str(procs.SOURCE))
                 profiler = None
                 if args.cprofile:
                     import cProfile
@@ -203,7 +209,11 @@ async def _run(args: argparse.Namespace) -> None:
                     _callgrind("--instr=on")
                 cpu, wall = time.process_time(), time.perf_counter()
                 per = max(1, n // c)
+                if opcodes is not None:
+                    opcodes.start()
                 await asyncio.gather(*(client(per) for _ in range(c)))
+                if opcodes is not None:
+                    opcodes.stop()
                 cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
                 instructions = None
                 if args.under_callgrind:
@@ -219,6 +229,8 @@ async def _run(args: argparse.Namespace) -> None:
                     profiler.disable()
                     pstats.Stats(profiler).sort_stats("tottime").print_stats(args.cprofile)
                 done = per * c
+                if opcodes is not None:
+                    print(f"{name} c{c}: " + opcodes.report(done, args.opcodes), flush=True)
                 if instructions is not None:
                     print(
                         f"{name:7s} c{c:<3d} {done:6d} requests  "
@@ -323,6 +335,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gc-threshold", type=int, default=0, help="with --gc-freeze: gen0")
     parser.add_argument(
         "--cprofile", type=int, default=0, metavar="N", help="cProfile: print the top N functions"
+    )
+    parser.add_argument(
+        "--opcodes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="count the Python bytecodes per request (bench/opcodes.py): by concern, "
+        "then the top N modules and functions",
     )
     parser.add_argument(
         "--pyinstrument",

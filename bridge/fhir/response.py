@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -10,6 +11,8 @@ from starlette.responses import Response
 from bridge.fhir.negotiate import FHIR_JSON
 
 __all__ = ["FhirResponse"]
+
+_CONTENT_TYPE = (b"content-type", FHIR_JSON.encode("latin-1"))
 
 
 class FhirResponse(Response):
@@ -26,6 +29,15 @@ class FhirResponse(Response):
     ) -> None:
         self._pretty = pretty
         super().__init__(content, status_code, headers, media_type=media_type)
+
+    def init_headers(self, headers: Mapping[str, str] | None = None) -> None:
+        # Most answers (a read, a search page) have no headers of their own: the two
+        # Starlette would add, without its general way through them.
+        status = self.status_code
+        if headers is None and self.media_type == FHIR_JSON and 200 <= status not in (204, 304):
+            self.raw_headers = [(b"content-length", b"%d" % len(self.body)), _CONTENT_TYPE]
+            return
+        super().init_headers(headers)
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content, option=orjson.OPT_INDENT_2 if self._pretty else 0)

@@ -15,7 +15,7 @@ uvicorn's share of a served request (~60-80 µs here) is not in these figures.
     python bench/inproc.py read -n 5000 --pyinstrument read.html   # the call tree, inclusive
     python bench/inproc.py read -n 1000 --instructions   # instructions per request (valgrind)
     python bench/inproc.py read --instructions --source /tmp/base   # the same, another tree
-    python bench/inproc.py read -n 500 --opcodes 30   # Python bytecodes per request, by concern
+    python bench/inproc.py read -n 1000 --opcodes 30  # Python bytecodes per request, by concern
 
 CPU time on a shared VM varies by 10-30% from one run to the next, more than
 most changes to the hot path save. `--instructions` counts the instructions
@@ -211,9 +211,11 @@ async def _run(args: argparse.Namespace) -> None:
                 per = max(1, n // c)
                 if opcodes is not None:
                     opcodes.start()
-                await asyncio.gather(*(client(per) for _ in range(c)))
-                if opcodes is not None:
-                    opcodes.stop()
+                try:
+                    await asyncio.gather(*(client(per) for _ in range(c)))
+                finally:
+                    if opcodes is not None:
+                        opcodes.stop()
                 cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
                 instructions = None
                 if args.under_callgrind:

@@ -1,22 +1,29 @@
 """Python bytecodes executed per request: by concern, by module and by function.
 
-A count of the interpreter's work that repeats exactly from one run to the next
-and from one host to another, where CPU time varies by 10-30% and callgrind's
-instruction count (`bench/inproc.py --instructions`) says how much but not where.
-It counts what runs as Python bytecode only: lxml, SQLite, orjson, uvloop and the
-kernel are not in it (their cost shows in `--instructions` and py-spy), and a
-bytecode that calls into them counts once. Calls cost more than other bytecodes,
-so a share here is a guide to where Python work is, not a share of CPU.
+A count of the interpreter's work that repeats within ~0.1% from one run to
+the next (three runs each: 6,614-6,615 a read at one connection, 6,684-6,686
+at 50), where CPU time varies by 10-30% and callgrind's instruction count
+(`bench/inproc.py --instructions`) says how much but not where. It counts what
+runs as Python bytecode only: lxml, SQLite, orjson, uvloop and the kernel are
+not in it (their cost shows in `--instructions`, perf and py-spy), and a
+bytecode that calls into them counts once. Calls cost more than other
+bytecodes, so a share here is a guide to where Python work is, not a share of
+CPU.
 
-    python bench/inproc.py read -c 1 --opcodes 30
-    python bench/inproc.py read search batch --opcodes 20 --source /tmp/base
+    python bench/inproc.py read -n 1000 -c 1 --opcodes 30
+    python bench/inproc.py read -n 3000 --opcodes 30 --source /tmp/base
+    python bench/inproc.py search -n 200 --opcodes 30
 
 It traces the thread that runs the event loop (`sys.settrace` with
-`f_trace_opcodes`): ~10-15x slower while on, so a few hundred requests are enough.
-Tasks already running when the count starts (the gateway's pollers and timers,
-which run by the clock and would be counted ten times over at the traced speed)
-are left out; the requests' tasks, what they start and the loop's callbacks (a
-legacy answer arriving) are counted.
+`f_trace_opcodes`), ~10-15x slower while on: a few hundred to a few thousand
+requests are enough. Tasks already running when the count starts (the
+gateway's pollers, which run by the clock and would be counted ten times over
+at the traced speed) are left out. The requests' tasks, what they start and
+the loop's callbacks are counted: a legacy answer arriving, and also the
+timers that run by the clock (the metrics' flush, the audit commit's linger),
+which is why a count varies a little with the requests at once (`-c`).
+Code compiled from a string (a dataclass's generated `__init__`, `__eq__`) is
+counted as its caller's.
 """
 
 from __future__ import annotations
@@ -77,19 +84,22 @@ class OpcodeCount:
         self._background: set[asyncio.Task[Any]] = set()
 
     def _trace(self, frame: FrameType, event: str, arg: Any) -> Callable[..., Any] | None:
-        if event == "call" and asyncio.current_task() in self._background:
-            return None
+        if event == "call":
+            loop = asyncio._get_running_loop()
+            if loop is None or asyncio.current_task(loop) in self._background:
+                return None
         frame.f_trace_opcodes = True
         if event == "opcode":
             code = frame.f_code
             if code.co_filename == "<string>" and frame.f_back is not None:
-                code = frame.f_back.f_code  # a dataclass's generated __init__: its caller's
+                code = frame.f_back.f_code  # generated (a dataclass's methods): its caller's
             self.counts[code] += 1
         return self._trace
 
     def start(self) -> None:
-        """Count from now, in the running loop's thread."""
-        self._background = set(asyncio.all_tasks())
+        """Count from now, in the running loop's thread (outside a loop: nothing)."""
+        loop = asyncio._get_running_loop()
+        self._background = set(asyncio.all_tasks(loop)) if loop is not None else set()
         sys.settrace(self._trace)
 
     def stop(self) -> None:

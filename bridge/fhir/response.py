@@ -31,10 +31,10 @@ class FhirResponse(Response):
         super().__init__(content, status_code, headers, media_type=media_type)
 
     def init_headers(self, headers: Mapping[str, str] | None = None) -> None:
-        # Most answers (a read, a search page) have no headers of their own: the two
+        # Most answers (a read, a search page, most errors) have no headers of their own: the two
         # Starlette would add, without its general way through them.
         status = self.status_code
-        if headers is None and self.media_type == FHIR_JSON and 200 <= status not in (204, 304):
+        if not headers and self.media_type == FHIR_JSON and 200 <= status not in (204, 304):
             self.raw_headers = [(b"content-length", b"%d" % len(self.body)), _CONTENT_TYPE]
             return
         super().init_headers(headers)

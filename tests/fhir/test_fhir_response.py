@@ -18,7 +18,7 @@ def _starlette(response: FhirResponse, headers: dict[str, str] | None) -> list[t
 
 
 @pytest.mark.parametrize("status", [100, 199, 200, 201, 204, 304, 400, 404, 500])
-@pytest.mark.parametrize("headers", [None, {"ETag": 'W/"1"'}, {"Content-Type": "text/plain"}])
+@pytest.mark.parametrize("headers", [None, {}, {"ETag": 'W/"1"'}, {"Content-Type": "text/plain"}])
 @pytest.mark.parametrize("media_type", [None, "application/json", "text/plain"])
 @pytest.mark.parametrize("content", [{"resourceType": "Patient", "id": "é"}, {}])
 def test_headers_as_starlette_makes_them(

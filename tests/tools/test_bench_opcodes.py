@@ -58,3 +58,13 @@ def test_counts_grow_with_the_work_and_leave_out_tasks_already_running() -> None
     counted = asyncio.run(main())
     assert 0 < counted[10] < counted[100]
     assert counted[100] < 1000  # the poller's calls of a thousand steps are not in it
+
+
+def test_outside_a_running_loop_nothing_is_counted_and_nothing_breaks() -> None:
+    count = OpcodeCount(ROOT)
+    count.start()
+    try:
+        assert _work(10) == 45
+    finally:
+        count.stop()
+    assert not count.counts

@@ -11,7 +11,10 @@ segments and segment count fit the path, found once per path shape; anything
 else (405 for a known path, redirects, 404, lifespan) is Starlette's own code.
 A matched route of an allowed method is called without `Route.handle`, and the
 app calls the router's stack without `Router.__call__`: two coroutine frames
-fewer on every request, each of them resumed at every wait of the request.
+fewer on every request, each of them resumed at every wait of the request. A
+plain route whose parameters are strings (every route of the gateway) is
+matched on the path found once, as `Route.matches` would match it, without
+converting each parameter to itself.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 from starlette._utils import get_route_path, is_async_callable
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import StringConvertor
 from starlette.exceptions import HTTPException
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.middleware.errors import ServerErrorMiddleware
@@ -55,26 +59,54 @@ def _may_match(route: BaseRoute, shape: _Shape) -> bool:
     return all("{" in template[i] or template[i] == shape[i] for i in (1, 2) if i < len(template))
 
 
+def _plain(route: BaseRoute) -> Route | None:
+    """`route` when it is a plain `Route` whose parameters are all strings (their
+    conversion is the text as matched), else None."""
+    if type(route) is not Route:
+        return None
+    if not all(type(c) is StringConvertor for c in route.param_convertors.values()):
+        return None
+    return route
+
+
+_Candidate = tuple[BaseRoute, Route | None]
+
+
 class IndexedRouter(Router):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._shapes: dict[_Shape, tuple[BaseRoute, ...]] = {}
+        self._shapes: dict[_Shape, tuple[_Candidate, ...]] = {}
         self._indexed = len(self.routes)
 
-    def _candidates(self, shape: _Shape) -> tuple[BaseRoute, ...]:
+    def _candidates(self, shape: _Shape) -> tuple[_Candidate, ...]:
         if len(self.routes) != self._indexed:  # routes added since: index again
             self._shapes.clear()
             self._indexed = len(self.routes)
         found = self._shapes.get(shape)
         if found is None:
-            found = tuple(r for r in self.routes if _may_match(r, shape))
+            found = tuple((r, _plain(r)) for r in self.routes if _may_match(r, shape))
             if len(self._shapes) < _MAX_SHAPES:
                 self._shapes[shape] = found
         return found
 
     async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            for route in self._candidates(_shape(get_route_path(scope))):
+            path = get_route_path(scope)
+            for route, plain in self._candidates(_shape(path)):
+                if plain is not None:
+                    # `Route.matches` for a route whose parameters are strings, on the
+                    # path found once: a full match is a match of an allowed method.
+                    found = plain.path_regex.match(path)
+                    if found is None or (plain.methods and scope["method"] not in plain.methods):
+                        continue
+                    params = found.groupdict()
+                    outer = scope.get("path_params")
+                    scope.setdefault("router", self)
+                    scope["route"] = plain
+                    scope["endpoint"] = plain.endpoint
+                    scope["path_params"] = {**outer, **params} if outer else params
+                    await plain.app(scope, receive, send)
+                    return
                 match, child_scope = route.matches(scope)
                 if match is Match.FULL:
                     scope.setdefault("router", self)

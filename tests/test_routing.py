@@ -43,6 +43,7 @@ def _routes() -> list[Any]:
         ("/fhir/{rtype}", ["GET"]),
         ("/fhir/{rtype}", ["POST"]),
         ("/files/{rest:path}", ["GET"]),
+        ("/items/{n:int}", ["GET"]),
         ("/healthz", ["GET"]),
     ]
     routes: list[Any] = [
@@ -73,6 +74,8 @@ PATHS = [
     "/admin/revocations/r1",
     "/admin/revocations",
     "/files/a/b/c",
+    "/items/7",
+    "/items/x",
     "/static/x",
     "/healthz",
     "/healthz/",
@@ -133,9 +136,20 @@ def test_a_read_is_tried_on_the_routes_of_its_shape_only() -> None:
     router = IndexedRouter(routes=_routes())
     assert _serve(router, "GET", "/fhir/Patient/1")[1].startswith("12 ")
     tried = router._candidates((4, "fhir", "Patient"))
-    paths = [getattr(r, "path", "") for r in tried]
+    paths = [getattr(r, "path", "") for r, _ in tried]
     assert "/fhir/Consent/{rid}" not in paths and "/fhir/metadata" not in paths
     assert "/fhir/{rtype}/{rid}" in paths
+
+
+@pytest.mark.parametrize("path", ["/t1/fhir/Patient/1", "/t1/fhir/Patient", "/t1/items/3"])
+def test_under_a_mount_with_parameters_of_its_own(path: str) -> None:
+    # The mount's parameters come first; the route's are added to them.
+    def app(router: type[Router]) -> Router:
+        return Router(routes=[Mount("/{tenant}", app=router(routes=_routes()))])
+
+    indexed = _serve(app(IndexedRouter), "GET", path)
+    assert indexed == _serve(app(Router), "GET", path)
+    assert "('tenant', 't1')" in indexed[1]
 
 
 def test_routes_added_later_are_found() -> None:
@@ -190,7 +204,7 @@ def test_on_the_gateways_own_routes_every_request_finds_the_same_route(tmp_path:
     found = 0
     for method, path in itertools.product(methods, paths):
         scope = {"type": "http", "method": method, "path": path, "root_path": ""}
-        chosen = _first_full(router._candidates(_shape(path)), scope)
+        chosen = _first_full([r for r, _ in router._candidates(_shape(path))], scope)
         assert chosen is _first_full(router.routes, scope), (method, path)
         found += chosen is not None
     assert found > 40

@@ -13,6 +13,7 @@ bridge schema [--out docs]              write the mapping format's JSON Schemas
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,22 +27,35 @@ __all__ = ["main"]
 
 
 def _serve(args: argparse.Namespace) -> int:
+    gc.disable()  # until the app's lifespan settles the heap: see `hold_collections`
+    try:
+        from bridge.settings import load_settings
+        from bridge.store.core import migrate_ahead
+
+        settings = load_settings(
+            args.config,
+            host=args.host,
+            port=args.port,
+            reload_mappings=args.reload_mappings,
+            workers=args.workers,
+            tls={"cert": args.tls_cert, "key": args.tls_key} if args.tls_cert else None,
+        )
+        # A new store's migrations run in a process of their own while this one loads.
+        migrate_ahead(settings.store.url)
+        return _serve_with(args, settings)
+    finally:
+        gc.enable()
+
+
+def _serve_with(args: argparse.Namespace, settings: Any) -> int:
     import uvicorn
 
     from bridge import busypoll
     from bridge.app import create_app
     from bridge.logs import configure_logging
     from bridge.server import HttpProtocol, client_address_options
-    from bridge.settings import load_settings, share_with_workers
+    from bridge.settings import share_with_workers
 
-    settings = load_settings(
-        args.config,
-        host=args.host,
-        port=args.port,
-        reload_mappings=args.reload_mappings,
-        workers=args.workers,
-        tls={"cert": args.tls_cert, "key": args.tls_key} if args.tls_cert else None,
-    )
     configure_logging(settings.log_level)
     busypoll.configure(busypoll.window_for(settings.busy_poll, settings.workers))
     options: dict[str, Any] = {
@@ -61,6 +75,7 @@ def _serve(args: argparse.Namespace) -> int:
         # Each worker builds its own app from the same settings (and paging key).
         share_with_workers(args.config, settings)
         create_app(settings)  # fail here, once, on a bad mapping, before forking
+        gc.enable()  # the supervisor's app is never started: its heap is not settled
         from bridge import workers
 
         config = uvicorn.Config(

@@ -32,8 +32,6 @@ from dataclasses import dataclass
 
 import orjson
 from sqlalchemy import and_, delete, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.sql.expression import Executable
 from starlette.requests import Request
 from starlette.responses import Response
@@ -160,9 +158,7 @@ class Idempotency:
         return response
 
     def _insert(self, **values: object) -> Executable:
-        if self.store.sqlite:
-            return sqlite_insert(idempotency_keys).values(**values).on_conflict_do_nothing()
-        return pg_insert(idempotency_keys).values(**values).on_conflict_do_nothing()
+        return self.store.insert(idempotency_keys).values(**values).on_conflict_do_nothing()
 
     async def _claim(
         self, client: str, key: str, fingerprint: str

@@ -19,8 +19,6 @@ import time
 from collections.abc import Callable
 
 from sqlalchemy import and_, delete, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from bridge.errors import ServiceUnavailable
 from bridge.store.core import Store, StoreUnavailable
@@ -94,7 +92,7 @@ class SessionBudget:
         for slot in range(cap):
             if slot in taken:
                 continue
-            insert = pg_insert if not self.store.sqlite else sqlite_insert
+            insert = self.store.insert
             statement = (
                 insert(session_leases)
                 .values(system=system, slot=slot, owner=self.owner, expires=expires)
@@ -132,7 +130,7 @@ class SessionBudget:
 
     async def want(self, system: str) -> None:
         """Say that this process waits for a slot of `system` (for the next few seconds)."""
-        insert = pg_insert if not self.store.sqlite else sqlite_insert
+        insert = self.store.insert
         expires = self._clock() + 5
         try:
             async with self.store.write() as conn:

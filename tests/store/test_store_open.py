@@ -1,0 +1,103 @@
+"""Opening the store: migrations when the schema is behind, none when it is current."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+
+from bridge.store import core
+from bridge.store.core import SCHEMA_HEAD, Store, migrate_ahead
+
+_OPEN = (
+    "import asyncio, sys\n"
+    "from bridge.store import Store\n"
+    "async def main():\n"
+    "    store = await Store.open(sys.argv[1])\n"
+    "    await store.close()\n"
+    "asyncio.run(main())\n"
+    "print('alembic' in sys.modules)\n"
+)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+def _versions(url: str) -> list[str]:
+    async def read() -> list[str]:
+        store = await Store.open(url)
+        try:
+            async with store.read() as conn:
+                rows = await conn.exec_driver_sql("SELECT version_num FROM alembic_version")
+                return [str(row[0]) for row in rows.all()]
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
+
+
+def test_schema_head_is_the_newest_migration() -> None:
+    config = Config()
+    config.set_main_option("script_location", str(Path(core.__file__).parent / "migrations"))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert head == SCHEMA_HEAD, (
+        f"bridge/store/core.py: SCHEMA_HEAD is {SCHEMA_HEAD!r} but the newest migration is "
+        f"{head!r}; set SCHEMA_HEAD to it"
+    )
+
+
+def test_a_new_store_is_migrated_and_a_current_one_opens_without_alembic(
+    store_url: str,
+) -> None:
+    def opened() -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", _OPEN, store_url], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    assert opened() == "True"  # a new store: alembic made its schema
+    assert _versions(store_url) == [SCHEMA_HEAD]
+    assert opened() == "False"  # current already: alembic is not even imported
+
+
+def test_a_store_behind_the_head_is_migrated_on_open(store_url: str) -> None:
+    url = store_url
+    assert _versions(url) == [SCHEMA_HEAD]
+
+    async def step_back() -> None:
+        store = await Store.open(url)
+        try:
+            async with store.write() as conn:
+                await conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0003'")
+                # what 0004 adds, so that its upgrade runs again on open as it would
+                await conn.exec_driver_sql("DROP TABLE audit_patients_pending")
+        finally:
+            await store.close()
+
+    asyncio.run(step_back())
+    assert _versions(url) == [SCHEMA_HEAD]
+
+
+def test_migrate_ahead_migrates_a_new_store_in_a_process_of_its_own(store_url: str) -> None:
+    process = migrate_ahead(store_url)
+    assert process is not None
+    assert process.wait(timeout=60) == 0
+    assert store_url not in " ".join(map(str, process.args))  # a password stays off argv
+    assert _versions(store_url) == [SCHEMA_HEAD]
+
+
+def test_migrate_ahead_exits_1_on_a_store_it_cannot_open(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    process = migrate_ahead(f"sqlite:///{tmp_path / 'file' / 'store.db'}")  # under a file
+    assert process is not None
+    assert process.wait(timeout=60) == 1

@@ -926,7 +926,7 @@ def _settle_heap() -> None:
     moved out of the collector's sight, full collections stop walking it again and
     again (a page of 50: -35% CPU); young collections a little less often.
 
-    `bridge serve` starts with the collector off (`hold_collections`): this one
+    `bridge serve` starts with the collector off (`_hold_collections`): this one
     collection frees whatever start-up left behind, and turns it back on."""
     gc.collect()
     gc.freeze()
@@ -934,7 +934,7 @@ def _settle_heap() -> None:
     gc.enable()
 
 
-def hold_collections() -> None:
+def _hold_collections() -> None:
     """No cyclic garbage collection until the app's lifespan settles the heap.
 
     Start-up builds a large heap that lives as long as the process, and the
@@ -950,7 +950,7 @@ def worker_app() -> Starlette:
     from bridge.logs import configure_logging
     from bridge.settings import load_worker_settings
 
-    hold_collections()
+    _hold_collections()
     settings = load_worker_settings()
     configure_logging(settings.log_level)
     busypoll.configure(busypoll.window_for(settings.busy_poll, settings.workers))

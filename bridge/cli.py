@@ -22,12 +22,13 @@ from bridge.errors import ConfigError, FhirError
 
 if TYPE_CHECKING:
     from bridge.mapping.compiled import CompiledSystem
+    from bridge.settings import Settings
 
 __all__ = ["main"]
 
 
 def _serve(args: argparse.Namespace) -> int:
-    gc.disable()  # until the app's lifespan settles the heap: see `hold_collections`
+    gc.disable()  # until the app's lifespan settles the heap: see `bridge.app._hold_collections`
     try:
         from bridge.settings import load_settings
         from bridge.store.core import migrate_ahead
@@ -41,13 +42,19 @@ def _serve(args: argparse.Namespace) -> int:
             tls={"cert": args.tls_cert, "key": args.tls_key} if args.tls_cert else None,
         )
         # A new store's migrations run in a process of their own while this one loads.
-        migrate_ahead(settings.store.url)
-        return _serve_with(args, settings)
+        ahead = migrate_ahead(settings.store.url)
+        try:
+            return _serve_with(args, settings)
+        except BaseException:
+            # No gateway: no new store for it either (its migrations are one transaction).
+            if ahead is not None and ahead.poll() is None:
+                ahead.terminate()
+            raise
     finally:
         gc.enable()
 
 
-def _serve_with(args: argparse.Namespace, settings: Any) -> int:
+def _serve_with(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from bridge import busypoll
@@ -76,6 +83,7 @@ def _serve_with(args: argparse.Namespace, settings: Any) -> int:
         share_with_workers(args.config, settings)
         create_app(settings)  # fail here, once, on a bad mapping, before forking
         gc.enable()  # the supervisor's app is never started: its heap is not settled
+        gc.collect()  # and is garbage now, before the workers start
         from bridge import workers
 
         config = uvicorn.Config(

@@ -1,47 +1,138 @@
-"""Start-up: the collector held while the app loads, the heap settled when it starts."""
+"""Start-up: the collector held while the gateway loads, the heap settled when it starts."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import gc
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from bridge.app import create_app, hold_collections
-from bridge.settings import load_settings
+import pytest
+
+from bridge import cli
+from bridge.app import _hold_collections, create_app, worker_app
+from bridge.settings import _CONFIG_VARIABLE, load_settings
+from bridge.store import core as store_core
+
+_ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_the_lifespan_settles_the_heap_and_turns_the_held_collector_back_on(
-    tmp_path: Path,
-) -> None:
-    root = Path(__file__).resolve().parents[1]
+@pytest.fixture
+def collector() -> Iterator[None]:
+    """Whatever a test does to the collector is undone after it."""
+    threshold = gc.get_threshold()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
+
+
+def _config(tmp_path: Path) -> Path:
     config = tmp_path / "gateway.yaml"
     config.write_text(
         json.dumps(
             {
-                "systems": [{"path": str(root / "mappings" / "hospital")}],
+                "systems": [{"path": str(_ROOT / "mappings" / "hospital")}],
                 "auth": {"mode": "off"},
                 "paging_key": "k" * 32,
                 "store": {"url": f"sqlite:///{tmp_path / 'store.db'}"},
             }
         )
     )
-    seen: list[tuple[bool, int]] = []
-    threshold = gc.get_threshold()
-    hold_collections()
-    try:
-        assert not gc.isenabled()
-        app = create_app(load_settings(config))
-        assert not gc.isenabled()  # loading the mappings collects nothing
+    return config
 
-        async def run() -> None:
-            async with app.router.lifespan_context(app):
-                seen.append((gc.isenabled(), gc.get_freeze_count()))
 
-        asyncio.run(run())
-    finally:
-        gc.enable()
-        gc.unfreeze()
-        gc.set_threshold(*threshold)
-    assert seen and seen[0][0]  # serving: the collector is on again
-    assert seen[0][1] > 100_000  # and what start-up built is out of its sight
+def _args(config: Path, workers: int | None = None) -> argparse.Namespace:
+    return argparse.Namespace(
+        config=config,
+        host=None,
+        port=None,
+        reload_mappings=None,
+        workers=workers,
+        tls_cert=None,
+        tls_key=None,
+    )
+
+
+def _quiet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`bridge serve`'s process-wide settings (logging, polling) left as the tests have them."""
+    monkeypatch.setattr("bridge.logs.configure_logging", lambda level: None)
+    monkeypatch.setattr("bridge.busypoll.configure", lambda window: None)
+
+
+def _started(app: Any) -> tuple[bool, bool]:
+    """(collector on, app's heap out of its sight) while the app's lifespan runs."""
+    seen: list[tuple[bool, bool]] = []
+
+    async def run() -> None:
+        async with app.router.lifespan_context(app):
+            tracked = any(o is app for o in gc.get_objects())  # frozen objects are not listed
+            seen.append((gc.isenabled(), not tracked))
+
+    asyncio.run(run())
+    return seen[0]
+
+
+@pytest.mark.usefixtures("collector")
+def test_the_lifespan_settles_the_heap_and_turns_the_held_collector_back_on(
+    tmp_path: Path,
+) -> None:
+    _hold_collections()
+    app = create_app(load_settings(_config(tmp_path)))
+    assert not gc.isenabled()  # loading the mappings collects nothing
+    assert any(o is app for o in gc.get_objects())
+    assert _started(app) == (True, True)
+
+
+@pytest.mark.usefixtures("collector")
+def test_a_worker_holds_the_collector_until_its_lifespan_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _quiet(monkeypatch)
+    monkeypatch.setenv(_CONFIG_VARIABLE, str(_config(tmp_path)))
+    app = worker_app()
+    assert not gc.isenabled()
+    assert _started(app) == (True, True)
+
+
+@pytest.mark.usefixtures("collector")
+def test_the_supervisor_of_workers_runs_with_the_collector_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _quiet(monkeypatch)
+    monkeypatch.setattr("bridge.settings.share_with_workers", lambda config, settings: None)
+    seen: list[bool] = []
+    monkeypatch.setattr("bridge.workers.serve", lambda config: seen.append(gc.isenabled()))
+    assert cli._serve(_args(_config(tmp_path), workers=2)) == 0
+    assert seen == [True]
+
+
+@pytest.mark.usefixtures("collector")
+def test_a_start_that_fails_turns_the_collector_back_on_and_stops_the_store_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _quiet(monkeypatch)
+    started: list[Any] = []
+    real = store_core.migrate_ahead
+
+    def migrate_ahead(url: str) -> Any:
+        started.append(real(url))
+        return started[-1]
+
+    monkeypatch.setattr("bridge.store.core.migrate_ahead", migrate_ahead)
+
+    def run(app: Any, **options: Any) -> None:
+        assert not gc.isenabled()  # held until the lifespan, which this run never reaches
+        raise RuntimeError("the port is taken")
+
+    monkeypatch.setattr("uvicorn.run", run)
+    with pytest.raises(RuntimeError):
+        cli._serve(_args(_config(tmp_path)))
+    assert gc.isenabled()
+    assert len(started) == 1 and started[0] is not None  # a new store: a process was started
+    assert started[0].wait(timeout=60) in (0, -15)  # finished, or stopped

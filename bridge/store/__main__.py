@@ -1,5 +1,5 @@
-"""`python -m bridge.store`: open the store whose URL is the first line of stdin,
-migrating it to the newest schema, and exit 0 if it opened, 1 if not.
+"""`python -m bridge.store`: open the store whose URL is the first line of stdin
+(UTF-8), migrating it to the newest schema, and exit 0 if it opened, 1 if not.
 
 `bridge serve` starts it before loading its mappings (`migrate_ahead`), so that a new
 store's migrations run on another core meanwhile. The URL comes on stdin, not argv,
@@ -21,7 +21,7 @@ async def _open(url: str) -> None:
 
 
 def main() -> int:
-    url = sys.stdin.readline().strip()
+    url = sys.stdin.buffer.readline().decode().rstrip("\n")
     try:
         asyncio.run(_open(url))
     except Exception:

@@ -18,16 +18,19 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Table, event, inspect, select, update
-from sqlalchemy.dialects.sqlite import Insert
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from bridge.errors import ConfigError, Problem
 from bridge.store.tables import revisions
+
+if TYPE_CHECKING:
+    from sqlalchemy.dialects.postgresql import Insert as PgInsert
+    from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 
 __all__ = ["SCHEMA_HEAD", "Store", "StoreUnavailable", "async_url", "migrate_ahead"]
 
@@ -53,18 +56,30 @@ def async_url(url: str) -> str:
 
 
 def migrate_ahead(url: str) -> subprocess.Popen[bytes] | None:
-    """Start opening (and so migrating) the store in a process of its own.
+    """Start creating a new SQLite store in a process of its own; None if there is
+    nothing to create (a store that exists, PostgreSQL) or it cannot start.
 
     A new store's migrations take ~0.2 s, most of it importing alembic; begun before
     `bridge serve` loads its mappings, they run on another core meanwhile and its own
     `Store.open` finds the schema current. Only a head start: `Store.open` still checks
-    and migrates under the same lock, and reports any problem. None if it cannot start.
-    A thread of this process waits for it, so that it leaves no zombie behind; if this
-    process exits first, it finishes the migration on its own.
+    and migrates under the same lock, and reports any problem. A store that exists
+    opens without alembic when it is current (`_at_head`), so a restart starts no
+    process. The URL goes on stdin, not argv; `-P` keeps the working directory off
+    the process's import path. A thread of this process waits for it, so that it
+    leaves no zombie behind.
     """
     try:
+        parsed = make_url(async_url(url))
+    except Exception:  # sqlalchemy raises ArgumentError and ValueError; Store.open says which
+        return None
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    if Path(database).exists():
+        return None
+    try:
         process = subprocess.Popen(
-            [sys.executable, "-m", "bridge.store"],
+            [sys.executable, "-P", "-m", "bridge.store"],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -81,17 +96,16 @@ def migrate_ahead(url: str) -> subprocess.Popen[bytes] | None:
     return process
 
 
-def _insert_for(sqlite: bool) -> Callable[[Table], Insert]:
-    """The dialect's INSERT, with its ON CONFLICT clauses (the same on both). PostgreSQL's
-    package loads every PostgreSQL driver's dialect (~30 ms of a start): only for a
-    PostgreSQL store."""
+def _insert_for(sqlite: bool) -> Callable[[Table], SqliteInsert | PgInsert]:
+    """The dialect's INSERT, with its ON CONFLICT clauses. PostgreSQL's package loads
+    every PostgreSQL driver's dialect (~30 ms of a start): only for a PostgreSQL store."""
     if sqlite:
         from sqlalchemy.dialects.sqlite import insert
 
         return insert
     from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-    return cast("Callable[[Table], Insert]", pg_insert)
+    return pg_insert
 
 
 def _at_head(connection: Connection) -> bool:

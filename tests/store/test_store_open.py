@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -88,12 +89,39 @@ def test_a_store_behind_the_head_is_migrated_on_open(store_url: str) -> None:
     assert _versions(url) == [SCHEMA_HEAD]
 
 
-def test_migrate_ahead_migrates_a_new_store_in_a_process_of_its_own(store_url: str) -> None:
-    process = migrate_ahead(store_url)
+def test_migrate_ahead_creates_a_new_sqlite_store_in_a_process_of_its_own(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'new' / 'store.db'}"
+    process = migrate_ahead(url)
     assert process is not None
     assert process.wait(timeout=60) == 0
-    assert store_url not in " ".join(map(str, process.args))  # a password stays off argv
-    assert _versions(store_url) == [SCHEMA_HEAD]
+    assert url not in " ".join(map(str, process.args))  # a password stays off argv
+    assert _versions(url) == [SCHEMA_HEAD]
+    assert migrate_ahead(url) is None  # it exists now: a restart starts no process
+
+
+def test_migrate_ahead_starts_nothing_for_postgresql(postgres_url: str) -> None:
+    assert migrate_ahead(postgres_url) is None  # the store may exist: Store.open checks
+
+
+def test_migrate_ahead_does_not_import_from_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A `bridge` package where `bridge serve` happens to start must not get the URL.
+    planted = tmp_path / "cwd" / "bridge" / "store"
+    planted.mkdir(parents=True)
+    marker = tmp_path / "planted-ran"
+    for folder in (planted.parent, planted):
+        (folder / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    (planted / "__main__.py").write_text("")
+    monkeypatch.chdir(tmp_path / "cwd")
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    process = migrate_ahead(url)
+    assert process is not None
+    assert process.wait(timeout=60) == 0
+    assert not marker.exists()
+    assert _versions(url) == [SCHEMA_HEAD]
 
 
 def test_migrate_ahead_exits_1_on_a_store_it_cannot_open(tmp_path: Path) -> None:
@@ -101,3 +129,15 @@ def test_migrate_ahead_exits_1_on_a_store_it_cannot_open(tmp_path: Path) -> None
     process = migrate_ahead(f"sqlite:///{tmp_path / 'file' / 'store.db'}")  # under a file
     assert process is not None
     assert process.wait(timeout=60) == 1
+
+
+def test_the_store_process_reads_the_url_as_utf8_whatever_the_locale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bridge.store.__main__ import main
+
+    url = f"sqlite:///{tmp_path / 'störe' / 'store.db'}"
+    stdin = io.TextIOWrapper(io.BytesIO(url.encode() + b"\n"), encoding="ascii")
+    monkeypatch.setattr(sys, "stdin", stdin)
+    assert main() == 0
+    assert _versions(url) == [SCHEMA_HEAD]

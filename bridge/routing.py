@@ -19,6 +19,7 @@ converting each parameter to itself.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -33,8 +34,9 @@ from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Route, Router
-from starlette.types import ASGIApp, ExceptionHandler, Receive, Scope, Send
+from starlette.types import ASGIApp, ExceptionHandler, Message, Receive, Scope, Send
 
+from bridge.errors import ConfigError
 from bridge.middleware.status import STARTED, noting
 
 __all__ = ["App", "Endpoint", "HandledErrors", "IndexedRouter", "ServerErrors", "route"]
@@ -88,6 +90,19 @@ class IndexedRouter(Router):
             if len(self._shapes) < _MAX_SHAPES:
                 self._shapes[shape] = found
         return found
+
+    async def lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Starlette's lifespan; a start-up refused for a setting (`ConfigError`) is
+        reported as its problems alone, as `bridge` reports them, not as a traceback."""
+
+        async def send_plainly(message: Message) -> None:
+            if message["type"] == "lifespan.startup.failed":
+                exc = sys.exc_info()[1]  # sent from the handler of what failed
+                if isinstance(exc, ConfigError):
+                    message = {**message, "message": str(exc)}
+            await send(message)
+
+        await super().lifespan(scope, receive, send_plainly)
 
     async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":

@@ -136,3 +136,74 @@ def test_a_start_that_fails_turns_the_collector_back_on_and_stops_the_store_proc
     assert gc.isenabled()
     assert len(started) == 1 and started[0] is not None  # a new store: a process was started
     assert started[0].wait(timeout=60) in (0, -15)  # finished, or stopped
+
+
+def _lifespan_messages(failure: BaseException) -> list[dict[str, Any]]:
+    import contextlib
+
+    from bridge.routing import App, IndexedRouter
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> Any:
+        raise failure
+        yield  # pragma: no cover - never reached
+
+    app = App(routes=[])
+    app.router = IndexedRouter(routes=[], lifespan=lifespan)  # as `create_app` builds it
+    sent: list[dict[str, Any]] = []
+    incoming = [{"type": "lifespan.startup"}]
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0)
+
+    async def send(message: Any) -> None:
+        sent.append(dict(message))
+
+    async def run() -> None:
+        with contextlib.suppress(BaseException):
+            await app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send)
+
+    asyncio.run(run())
+    return sent
+
+
+def test_a_start_refused_for_a_setting_reports_its_problem_not_a_traceback() -> None:
+    from bridge.errors import ConfigError, Problem
+
+    refused = ConfigError([Problem("settings", 1, 1, "store.url: cannot parse it (ValueError)")])
+    assert _lifespan_messages(refused) == [
+        {
+            "type": "lifespan.startup.failed",
+            "message": "settings:1:1: store.url: cannot parse it (ValueError)",
+        }
+    ]
+    # anything else is a bug: its traceback is what the log needs
+    (failed,) = _lifespan_messages(RuntimeError("a bug"))
+    assert failed["message"].startswith("Traceback (most recent call last)")
+
+
+def test_bridge_serve_with_a_store_it_cannot_use_says_so_in_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "systems": [{"path": str(_ROOT / "mappings" / "hospital")}],
+                "auth": {"mode": "off"},
+                "paging_key": "k" * 32,
+                "port": 0,
+                "store": {"url": "mysql://gateway@db/bridge"},
+            }
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "bridge", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 3  # uvicorn's start-up failure
+    assert "Traceback" not in done.stderr
+    assert "store.url: 'mysql' is not supported" in done.stderr

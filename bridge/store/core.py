@@ -108,12 +108,17 @@ def _insert_for(sqlite: bool) -> Callable[[Table], SqliteInsert | PgInsert]:
     return pg_insert
 
 
+def _revisions(connection: Connection) -> list[str]:
+    """The store's schema revisions (alembic's table; none in a new store)."""
+    if not inspect(connection).has_table("alembic_version"):
+        return []
+    rows = connection.exec_driver_sql("SELECT version_num FROM alembic_version").all()
+    return [str(row[0]) for row in rows]
+
+
 def _at_head(connection: Connection) -> bool:
     """Whether the store's schema is SCHEMA_HEAD already (one row, that revision)."""
-    if not inspect(connection).has_table("alembic_version"):
-        return False
-    rows = connection.exec_driver_sql("SELECT version_num FROM alembic_version").all()
-    return [row[0] for row in rows] == [SCHEMA_HEAD]
+    return _revisions(connection) == [SCHEMA_HEAD]
 
 
 class Store:
@@ -160,6 +165,9 @@ class Store:
         store = cls(engine, parsed.database if engine.dialect.name == "sqlite" else None)
         try:
             await store._migrate(parsed.database if store.sqlite else None)
+        except ConfigError:
+            await engine.dispose()
+            raise
         except (SQLAlchemyError, OSError) as exc:
             await engine.dispose()
             raise ConfigError(
@@ -183,10 +191,31 @@ class Store:
             # (mako), ~130 ms of a start.
             from alembic import command
             from alembic.config import Config
+            from alembic.script import ScriptDirectory
 
             config = Config()
             config.set_main_option("script_location", str(_MIGRATIONS))
             config.attributes["connection"] = connection
+            scripts = ScriptDirectory.from_config(config)
+            known = {script.revision for script in scripts.walk_revisions()}
+            unknown = [revision for revision in _revisions(connection) if revision not in known]
+            if unknown:
+                # A newer gateway migrated it (a rollback after an upgrade, say), or
+                # another application's migrations share the database.
+                raise ConfigError(
+                    [
+                        Problem(
+                            "settings",
+                            1,
+                            1,
+                            f"store.url: the store's schema is at revision {unknown[0]!r}, "
+                            f"which this gateway does not know (its newest is {SCHEMA_HEAD!r}):"
+                            " a newer gateway upgraded it, or another application's migrations "
+                            "use this database; run the gateway version that upgraded it, or "
+                            "give the gateway a database of its own",
+                        )
+                    ]
+                )
             command.upgrade(config, "head")
 
         lock = None

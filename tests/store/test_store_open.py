@@ -12,6 +12,7 @@ import pytest
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
+from bridge.errors import ConfigError
 from bridge.store import core
 from bridge.store.core import SCHEMA_HEAD, Store, migrate_ahead
 
@@ -141,3 +142,23 @@ def test_the_store_process_reads_the_url_as_utf8_whatever_the_locale(
     monkeypatch.setattr(sys, "stdin", stdin)
     assert main() == 0
     assert _versions(url) == [SCHEMA_HEAD]
+
+
+def test_a_store_a_newer_gateway_upgraded_is_refused_with_both_revisions(store_url: str) -> None:
+    async def step_ahead() -> None:
+        store = await Store.open(store_url)
+        try:
+            async with store.write() as conn:
+                await conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0099'")
+        finally:
+            await store.close()
+
+    asyncio.run(step_ahead())
+    with pytest.raises(ConfigError) as caught:
+        asyncio.run(Store.open(store_url))
+    assert str(caught.value) == (
+        "settings:1:1: store.url: the store's schema is at revision '0099', which this gateway "
+        f"does not know (its newest is '{SCHEMA_HEAD}'): a newer gateway upgraded it, or another "
+        "application's migrations use this database; run the gateway version that upgraded it, "
+        "or give the gateway a database of its own"
+    )

@@ -32,18 +32,15 @@ def collector() -> Iterator[None]:
         gc.set_threshold(*threshold)
 
 
-def _config(tmp_path: Path) -> Path:
+def _config(tmp_path: Path, **more: Any) -> Path:
     config = tmp_path / "gateway.yaml"
-    config.write_text(
-        json.dumps(
-            {
-                "systems": [{"path": str(_ROOT / "mappings" / "hospital")}],
-                "auth": {"mode": "off"},
-                "paging_key": "k" * 32,
-                "store": {"url": f"sqlite:///{tmp_path / 'store.db'}"},
-            }
-        )
-    )
+    settings = {
+        "systems": [{"path": str(_ROOT / "mappings" / "hospital")}],
+        "auth": {"mode": "off"},
+        "paging_key": "k" * 32,
+        "store": {"url": f"sqlite:///{tmp_path / 'store.db'}"},
+    }
+    config.write_text(json.dumps({**settings, **more}))
     return config
 
 
@@ -186,18 +183,7 @@ def test_bridge_serve_with_a_store_it_cannot_use_says_so_in_one_line(tmp_path: P
     import subprocess
     import sys
 
-    config = tmp_path / "gateway.yaml"
-    config.write_text(
-        json.dumps(
-            {
-                "systems": [{"path": str(_ROOT / "mappings" / "hospital")}],
-                "auth": {"mode": "off"},
-                "paging_key": "k" * 32,
-                "port": 0,
-                "store": {"url": "mysql://gateway@db/bridge"},
-            }
-        )
-    )
+    config = _config(tmp_path, port=0, store={"url": "mysql://gateway@db/bridge"})
     done = subprocess.run(
         [sys.executable, "-m", "bridge", "serve", "--config", str(config)],
         capture_output=True,

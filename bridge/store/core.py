@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Table, event, inspect, select, update
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -63,19 +63,16 @@ def migrate_ahead(url: str) -> subprocess.Popen[bytes] | None:
     `bridge serve` loads its mappings, they run on another core meanwhile and its own
     `Store.open` finds the schema current. Only a head start: `Store.open` still checks
     and migrates under the same lock, and reports any problem. A store that exists
-    opens without alembic when it is current (`_at_head`), so a restart starts no
+    opens without alembic when it is current (`_migrate`), so a restart starts no
     process. The URL goes on stdin, not argv; `-P` keeps the working directory off
     the process's import path. A thread of this process waits for it, so that it
     leaves no zombie behind.
     """
     try:
-        parsed = make_url(async_url(url))
-    except Exception:  # sqlalchemy raises ArgumentError and ValueError; Store.open says which
-        return None
-    database = parsed.database
-    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
-        return None
-    if Path(database).exists():
+        parsed = _store_url(url)
+    except ConfigError:
+        return None  # Store.open says what is wrong
+    if parsed.get_backend_name() != "sqlite" or Path(str(parsed.database)).exists():
         return None
     try:
         process = subprocess.Popen(
@@ -108,17 +105,39 @@ def _insert_for(sqlite: bool) -> Callable[[Table], SqliteInsert | PgInsert]:
     return pg_insert
 
 
+def _store_url(url: str) -> URL:
+    """`store.url` with its async driver, if the gateway can use it (else ConfigError)."""
+    try:
+        parsed = make_url(async_url(url))
+    except Exception as exc:  # sqlalchemy raises ArgumentError and ValueError
+        raise ConfigError(
+            [Problem("settings", 1, 1, f"store.url: cannot parse it ({type(exc).__name__})")]
+        ) from None
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ConfigError(
+            [
+                Problem(
+                    "settings",
+                    1,
+                    1,
+                    f"store.url: {parsed.get_backend_name()!r} is not supported; use "
+                    "sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DB",
+                )
+            ]
+        )
+    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+        raise ConfigError(
+            [Problem("settings", 1, 1, "store.url: SQLite needs a file: sqlite:///PATH")]
+        )
+    return parsed
+
+
 def _revisions(connection: Connection) -> list[str]:
     """The store's schema revisions (alembic's table; none in a new store)."""
     if not inspect(connection).has_table("alembic_version"):
         return []
     rows = connection.exec_driver_sql("SELECT version_num FROM alembic_version").all()
     return [str(row[0]) for row in rows]
-
-
-def _at_head(connection: Connection) -> bool:
-    """Whether the store's schema is SCHEMA_HEAD already (one row, that revision)."""
-    return _revisions(connection) == [SCHEMA_HEAD]
 
 
 class Store:
@@ -132,30 +151,10 @@ class Store:
     @classmethod
     async def open(cls, url: str) -> Store:
         """Connect, migrate to the newest schema, and return the store."""
-        try:
-            parsed = make_url(async_url(url))
-        except Exception as exc:  # sqlalchemy raises ArgumentError and ValueError
-            raise ConfigError(
-                [Problem("settings", 1, 1, f"store.url: cannot parse it ({type(exc).__name__})")]
-            ) from None
-        if parsed.get_backend_name() not in ("sqlite", "postgresql"):
-            raise ConfigError(
-                [
-                    Problem(
-                        "settings",
-                        1,
-                        1,
-                        f"store.url: {parsed.get_backend_name()!r} is not supported; use "
-                        "sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DB",
-                    )
-                ]
-            )
+        parsed = _store_url(url)
         options: dict[str, Any] = {}
         if parsed.get_backend_name() == "sqlite":
-            if not parsed.database or parsed.database == ":memory:":
-                raise ConfigError(
-                    [Problem("settings", 1, 1, "store.url: SQLite needs a file: sqlite:///PATH")]
-                )
+            assert parsed.database is not None  # _store_url: SQLite has a file
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         else:
             options = {"pool_size": 10, "max_overflow": 10, "pool_pre_ping": True}
@@ -185,8 +184,9 @@ class Store:
 
     async def _migrate(self, sqlite_path: str | None) -> None:
         def upgrade(connection: Connection) -> None:
-            if _at_head(connection):
-                return
+            found = _revisions(connection)
+            if found == [SCHEMA_HEAD]:
+                return  # current already (one row, the newest revision)
             # Imported only when there is work: alembic loads its script templates
             # (mako), ~130 ms of a start.
             from alembic import command
@@ -198,7 +198,7 @@ class Store:
             config.attributes["connection"] = connection
             scripts = ScriptDirectory.from_config(config)
             known = {script.revision for script in scripts.walk_revisions()}
-            unknown = [revision for revision in _revisions(connection) if revision not in known]
+            unknown = [revision for revision in found if revision not in known]
             if unknown:
                 # A newer gateway migrated it (a rollback after an upgrade, say), or
                 # another application's migrations share the database.

@@ -388,8 +388,9 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"### Latest run: {result['date']} ({result['mode']})",
         "",
-        f"Machine: {m['cores']} cores, {m['cpu']}, {m['memory_gb']} GB, Python {m['python']}, "
-        f"Linux {m['kernel']}. Load generator: {result['load_generator']}"
+        f"Machine: {m['cores']} cores, {m['cpu']}, {m['memory_gb']} GB, Python {m['python']} "
+        f"({m.get('python_build', 'build unknown')}), Linux {m['kernel']}. "
+        f"Load generator: {result['load_generator']}"
         + (
             " (searches, walks and batches: bench/loader.py)"
             if result["load_generator"] == "wrk"

@@ -293,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(
         f"machine: {result['machine']['cores']} cores, {result['machine']['cpu']}, "
-        f"Python {result['machine']['python']}; windows {mode.duration} s "
+        f"Python {result['machine']['python']} ({result['machine']['python_build']}); "
+        f"windows {mode.duration} s "
         f"(+{mode.warmup} s warm-up)"
     )
 

@@ -394,7 +394,7 @@ def _read_file(path: Path) -> tuple[dict[str, Any], Any]:
             return tomllib.loads(path.read_text(encoding="utf-8")), None
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError([Problem(str(path), 1, 1, f"cannot read config: {exc}")]) from exc
-    doc = load_document(path)
+    doc = load_document(path, anchors=True)
     data = _plain(doc.root)
     return data, doc
 

@@ -76,6 +76,16 @@ def test_settings_unknown_key_is_an_error(tmp_path: Path) -> None:
     assert str(caught.value).endswith("prot: Extra inputs are not permitted")
 
 
+def test_the_gateway_config_may_use_yaml_anchors(tmp_path: Path) -> None:
+    # Mapping files refuse anchors (bridge/mapping/loader.py); the operator's own config
+    # may share a value through one.
+    config = tmp_path / "gateway.yaml"
+    config.write_text("trusted_proxies: [&proxy 10.0.0.1, *proxy]\nhost: 127.0.0.1\n")
+    assert [str(p) for p in load_settings(config).trusted_proxies] == ["10.0.0.1"] * 2
+    config.write_text("limits: &limits {max_count: 20}\nhost: 127.0.0.1\n")
+    assert load_settings(config).limits.max_count == 20
+
+
 def test_the_audit_group_commit_is_a_few_milliseconds_at_most(tmp_path: Path) -> None:
     assert load_settings().audit.group_commit == 0.003
     config = tmp_path / "gateway.yaml"

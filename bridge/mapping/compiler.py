@@ -33,7 +33,7 @@ from bridge.soap.backend import BodyErrors, SessionStyle
 from bridge.soap.envelope import EnvelopeTemplate, HeaderTemplate, Value
 from bridge.soap.wsdl import ElementInfo, OperationInfo, ServiceDescription, WsdlError, load_wsdl
 from bridge.soap.wssecurity import UsernameToken
-from bridge.soap.xml import compile_local_path
+from bridge.soap.xml import FaultCodePath, compile_local_path
 
 __all__ = ["compile_system"]
 
@@ -142,7 +142,15 @@ class _Compiler(ResourceCompiler):
 
     def operation(self, doc: Document, loc: Loc, wsdl: ServiceDescription, name: str) -> Any:
         op = wsdl.operations.get(name)
-        if op is None:
+        if op is None and not wsdl.operations:
+            self.fail(
+                doc,
+                loc,
+                f"operation '{name}' is not in the WSDL, which offers no SOAP operation at all; "
+                "check that its <service> has a port whose <binding> is SOAP and lists the "
+                "operations",
+            )
+        elif op is None:
             known = ", ".join(sorted(wsdl.operations))
             self.fail(doc, loc, f"operation '{name}' is not in the WSDL; known: {known}")
         return op
@@ -325,7 +333,8 @@ class _Compiler(ResourceCompiler):
             if res is not None:
                 resources[res.type] = res
         body_errors = self.body_errors(doc, wsdl, spec.faults.in_body)
-        if self.problems:
+        fault_code_path = self.fault_code_path(doc, spec.faults.code)
+        if self.problems or fault_code_path is None:
             raise MappingError(self.problems)
         files = [path, *sorted(self.folder.glob("*.yaml")), *sorted(self.folder.glob("tables/*"))]
         return CompiledSystem(
@@ -341,7 +350,7 @@ class _Compiler(ResourceCompiler):
             max_sessions=spec.session.max_sessions,
             idle_timeout=spec.session.idle_timeout,
             wait_timeout=spec.session.wait_timeout,
-            fault_code_path=compile_local_path(spec.faults.code),
+            fault_code_path=fault_code_path,
             faults=dict(spec.faults.table),
             resources=resources,
             tables=tables,
@@ -397,6 +406,13 @@ class _Compiler(ResourceCompiler):
                 f"connection.deadline {conn.deadline:g}, which bounds the wait too; "
                 "lower wait_timeout",
             )
+
+    def fault_code_path(self, doc: Document, code: str) -> FaultCodePath | None:
+        try:
+            return compile_local_path(code)
+        except ValueError as exc:
+            self.fail(doc, ("faults", "code"), f"faults: code {code!r}: {exc}")
+            return None
 
     def body_errors(
         self, doc: Document, wsdl: ServiceDescription, spec: s.InBodyErrors | None

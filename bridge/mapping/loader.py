@@ -12,11 +12,14 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.composer import Composer, MaxDepthExceededError
+from ruamel.yaml.error import MarkedYAMLError, StreamMark
+from ruamel.yaml.events import AliasEvent
+from ruamel.yaml.reader import ReaderError
 
 from bridge.errors import MappingError, Problem
 
-__all__ = ["Document", "load_document", "load_model"]
+__all__ = ["Document", "load_document", "load_model", "read_utf8"]
 
 M = TypeVar("M", bound=BaseModel)
 Loc = tuple[str | int, ...]
@@ -59,15 +62,94 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-def load_document(path: Path) -> Document:
-    display = _display(path)
+def read_utf8(path: Path, display: str, what: str = "file") -> str:
+    """The text of a file that must be UTF-8, with universal newlines, as `read_text` gives.
+
+    A leading byte-order mark is dropped (Excel's "CSV UTF-8" writes one). Raises
+    MappingError at the line and column of the first byte that is not UTF-8."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as exc:
-        raise MappingError([Problem(display, 1, 1, f"cannot read file: {exc.strerror}")]) from exc
+        raise MappingError([Problem(display, 1, 1, f"cannot read {what}: {exc.strerror}")]) from exc
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise MappingError([_not_utf8(display, exc)]) from exc
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _not_utf8(display: str, exc: UnicodeDecodeError) -> Problem:
+    raw = exc.object
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return Problem(display, 1, 1, "the file must be UTF-8, but it is UTF-16; save it as UTF-8")
+    # All before the bad byte is UTF-8: its lines and characters place the byte.
+    before = bytes(raw[: exc.start]).decode("utf-8")
+    lines = before.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    message = f"the file must be UTF-8, but byte 0x{raw[exc.start]:02x} is not; save it as UTF-8"
+    return Problem(display, len(lines), len(lines[-1]) + 1, message)
+
+
+# Deeper than any mapping or config needs (the deepest real one is 10): a bound on
+# the recursion of the composer, of `_plain` and of validation.
+_MAX_DEPTH = 50
+
+
+class _Refused(Exception):
+    def __init__(self, mark: StreamMark, message: str) -> None:
+        super().__init__(message)
+        self.mark = mark
+        self.message = message
+
+
+class _Composer(Composer):
+    """ruamel's composer, refusing anchors and aliases.
+
+    No mapping uses them (named transforms and code tables are how a mapping
+    reuses things), and one alias can stand for exponentially much data when
+    expanded (a 1 KB "billion laughs" file)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.parser.peek_event()
+        if isinstance(event, AliasEvent):
+            raise _Refused(
+                event.start_mark,
+                f"YAML aliases are not supported (found '*{event.anchor}'); "
+                "write the value out where it is used",
+            )
+        if getattr(event, "anchor", None) is not None:
+            raise _Refused(
+                event.start_mark,
+                f"YAML anchors are not supported (found '&{event.anchor}'); "
+                "remove it and write the value out where it is used",
+            )
+        return super().compose_node(parent, index)
+
+
+def load_document(path: Path, *, anchors: bool = False) -> Document:
+    """The YAML document at `path`. Anchors and aliases are refused unless `anchors`
+    (the gateway's own config, which its operator writes, may use them)."""
+    display = _display(path)
+    text = read_utf8(path, display)
     yaml = YAML(typ="rt")
+    if not anchors:
+        yaml.Composer = _Composer
+    yaml.max_depth = _MAX_DEPTH
     try:
         root = yaml.load(text)
+    except _Refused as exc:
+        line, col = exc.mark.line + 1, exc.mark.column + 1
+        raise MappingError([Problem(display, line, col, exc.message)]) from exc
+    except MaxDepthExceededError as exc:
+        mark = exc.problem_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        message = f"values nested more than {_MAX_DEPTH} levels deep; nest them less deeply"
+        raise MappingError([Problem(display, line, col, message)]) from exc
+    except ReaderError as exc:
+        # Raised before any token is read, with the offset of the character in `text`.
+        before = text[: exc.position]
+        line, col = before.count("\n") + 1, exc.position - before.rfind("\n")
+        message = f"not valid YAML: character U+{exc.character:04X} is not allowed; remove it"
+        raise MappingError([Problem(display, line, col, message)]) from exc
     except MarkedYAMLError as exc:
         mark = exc.problem_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)

@@ -1,7 +1,8 @@
 """Code tables: local legacy codes and the standard codes they stand for.
 
 A table is a CSV file in the system folder's `tables/` with the header
-`local,display,system,code`, one row per local code.
+`local,display,system,code`, one row per local code. The file is UTF-8, with
+or without the byte-order mark Excel's "CSV UTF-8" writes.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bridge.errors import MappingError, Problem
+from bridge.mapping.loader import read_utf8
 
 __all__ = ["CodeTable", "Entry", "load_table"]
 
@@ -40,10 +42,7 @@ def load_table(path: Path, display: str) -> CodeTable:
     problems: list[Problem] = []
     by_local: dict[str, Entry] = {}
     by_code: dict[str, Entry] = {}
-    try:
-        rows = list(csv.reader(path.read_text(encoding="utf-8").splitlines()))
-    except OSError as exc:
-        raise MappingError([Problem(display, 1, 1, f"cannot read table: {exc.strerror}")]) from exc
+    rows = list(csv.reader(read_utf8(path, display, "table").splitlines()))
     if not rows or [c.strip() for c in rows[0]] != HEADER:
         raise MappingError([Problem(display, 1, 1, f"the header must be {','.join(HEADER)}")])
     for number, row in enumerate(rows[1:], start=2):
@@ -55,6 +54,14 @@ def load_table(path: Path, display: str) -> CodeTable:
         entry = Entry(*(c.strip() for c in row))
         if not entry.local or not entry.code:
             problems.append(Problem(display, number, 1, "'local' and 'code' must not be empty"))
+            continue
+        if not entry.system:
+            # Every coding the table gives carries it: FHIR allows no empty system.
+            message = (
+                f"local code '{entry.local}' has no system; give the URI of the code system "
+                f"that defines '{entry.code}'"
+            )
+            problems.append(Problem(display, number, 1, message))
             continue
         if entry.local in by_local:
             problems.append(

@@ -149,11 +149,14 @@ def _read(path: Path, shown: str) -> tuple[ServiceDescription, list[tuple[str, b
     from zeep.wsdl import Document
 
     documents: list[tuple[str, bytes]] | None = []
+    first = True
 
     class _Recording(zeep.Transport):
         def load(self, url: str) -> bytes:
-            nonlocal documents
+            nonlocal documents, first
             content: bytes = super().load(url)  # type: ignore[no-untyped-call]
+            _check_document(url, content, is_wsdl=first)
+            first = False
             if documents is not None and not urlsplit(url).scheme:
                 documents.append((url, content))
             else:
@@ -163,6 +166,8 @@ def _read(path: Path, shown: str) -> tuple[ServiceDescription, list[tuple[str, b
     try:
         settings = zeep.Settings(strict=False, forbid_dtd=True)
         doc = Document(str(path.resolve()), _Recording(), settings=settings)  # type: ignore[no-untyped-call, arg-type]
+    except _NotWsdl as exc:
+        raise WsdlError(Problem(shown, 1, 1, str(exc))) from exc
     except (ZeepError, OSError, ValueError, NotImplementedError) as exc:
         # NotImplementedError: what zeep does not support, e.g. an include without a location
         raise WsdlError(Problem(shown, 1, 1, f"cannot read WSDL: {exc}")) from exc
@@ -192,7 +197,41 @@ def _read(path: Path, shown: str) -> tuple[ServiceDescription, list[tuple[str, b
             continue  # zeep lists the XML Schema's own 'schema' element here
         local = etree.QName(el.qname).localname
         desc.elements.setdefault(local, _element(local, el, 0))
+    if not any(service.ports for service in doc.services.values()):
+        # Only a <service>'s ports give operations a binding and an address.
+        raise WsdlError(Problem(shown, 1, 1, _NO_SERVICE))
     return desc, documents
+
+
+_FIX = "save the service's WSDL in its place (often served at its address with ?wsdl)"
+_NO_SERVICE = (
+    "the WSDL has no <service> with a <port>, so it offers no operations; use the WSDL "
+    "that describes the service itself, with <wsdl:service> and <soap:address>"
+)
+# zeep parses with `strict=False`, libxml2's recover mode, and fails on what nothing
+# can be recovered from (plain text, random bytes) with an AttributeError. The same
+# parse here names the document first.
+_RECOVERING = etree.XMLParser(
+    recover=True, resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False
+)
+
+
+class _NotWsdl(Exception):
+    """A document loaded for a WSDL that is not XML, or a WSDL that is not one."""
+
+
+def _check_document(location: str, content: bytes, is_wsdl: bool) -> None:
+    try:
+        root = etree.fromstring(content, parser=_RECOVERING)
+    except etree.XMLSyntaxError:  # an empty document
+        root = None
+    if root is None and is_wsdl:
+        raise _NotWsdl(f"not a WSDL: the file is not an XML document; {_FIX}")
+    if root is None:
+        raise _NotWsdl(f"cannot read WSDL: {location}, which it imports, is not an XML document")
+    if is_wsdl and root.tag != f"{{{_WSDL}}}definitions":
+        name = etree.QName(root).localname
+        raise _NotWsdl(f"not a WSDL: its root element is <{name}>, not <wsdl:definitions>; {_FIX}")
 
 
 # -- the cache ------------------------------------------------------------------

@@ -88,8 +88,20 @@ class FaultCodePath:
 
 
 def compile_local_path(path: str) -> FaultCodePath:
+    """`A/B/C` of local names (any prefix), `*` for any element.
+
+    Raises ValueError naming a step that is no XML element name: it could never
+    match, and would break out of the quoted name in the XPath."""
     steps = []
     for step in path.strip("/").split("/"):
+        if step != "*":
+            try:
+                etree.QName(step)  # an NCName: no prefix, quote, space or '['
+            except ValueError as exc:
+                raise ValueError(
+                    f"{step!r} is not an XML element name; give local names without a "
+                    "prefix, separated by '/', or '*' for any element"
+                ) from exc
         steps.append("*" if step == "*" else f"*[local-name()='{step}']")
     return FaultCodePath(etree.XPath("/".join(steps)))
 

@@ -63,3 +63,20 @@ def test_check_reports_two_systems_claiming_one_interaction(tmp_path: Path) -> N
         "system 'ehr2' (mappings/ehr2/Patient.yaml); a gateway serves each interaction of a "
         "resource type from one system"
     ) in result.stderr.splitlines()
+
+
+def test_check_refuses_an_alias_bomb_at_once(tmp_path: Path) -> None:
+    # 1 KB of nested aliases stands for 10^9 values: it used to hang and take gigabytes.
+    folder = copy_mappings(tmp_path)
+    levels = ["a0: &a0 [" + ", ".join(["x"] * 10) + "]"]
+    levels += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 10)]
+    mapping = folder / "Patient.yaml"
+    text = mapping.read_text()
+    mapping.write_text(text + "\n".join(levels) + "\n")
+    line = len(text.splitlines()) + 1
+    result = _check("mappings/hospital", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"mappings/hospital/Patient.yaml:{line}:5: YAML anchors are not supported (found "
+        "'&a0'); remove it and write the value out where it is used"
+    ]

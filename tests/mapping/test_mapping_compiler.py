@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from bridge.mapping.compiler import compile_system
 from bridge.mapping.fhirmodel import PathStep
 
@@ -372,6 +374,85 @@ def test_compile_missing_wsdl_names_the_path(hospital_copy) -> None:
     assert hospital_copy.problems() == [
         f"{hospital_copy.at('system.yaml', 'wsdl:')}: wsdl: WSDL file not found "
         "(../../wsdl/hospital/gone.wsdl)"
+    ]
+
+
+WSDL_FIX = "save the service's WSDL in its place (often served at its address with ?wsdl)"
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"hello world\n", f"not a WSDL: the file is not an XML document; {WSDL_FIX}"),
+        (
+            b"<!DOCTYPE html>\n<html><head><title>Sign in</title></head><body><p>Sign in<br>"
+            b"</body></html>\n",
+            f"not a WSDL: its root element is <html>, not <wsdl:definitions>; {WSDL_FIX}",
+        ),
+    ],
+    ids=["text", "html-page"],
+)
+def test_compile_wsdl_that_is_no_wsdl_says_so(hospital_copy, content: bytes, expected: str) -> None:
+    (hospital_copy.root / "wsdl" / "hospital" / "ehr.wsdl").write_bytes(content)
+    assert hospital_copy.problems() == [
+        f"{hospital_copy.at('system.yaml', 'wsdl:')}: wsdl: {expected} "
+        "(../../wsdl/hospital/ehr.wsdl)"
+    ]
+
+
+def test_compile_wsdl_without_a_service_is_one_problem_not_one_per_operation(
+    hospital_copy,
+) -> None:
+    path = hospital_copy.root / "wsdl" / "hospital" / "ehr.wsdl"
+    text = path.read_text(encoding="utf-8")
+    start, end = text.index("<wsdl:service"), text.index("</wsdl:service>")
+    path.write_text(text[:start] + text[end + len("</wsdl:service>") :], encoding="utf-8")
+    assert hospital_copy.problems() == [
+        f"{hospital_copy.at('system.yaml', 'wsdl:')}: wsdl: the WSDL has no <service> with a "
+        "<port>, so it offers no operations; use the WSDL that describes the service "
+        "itself, with <wsdl:service> and <soap:address> (../../wsdl/hospital/ehr.wsdl)"
+    ]
+
+
+def test_compile_wsdl_binding_without_operations_says_so_not_known_nothing(
+    hospital_copy,
+) -> None:
+    path = hospital_copy.root / "wsdl" / "hospital" / "ehr.wsdl"
+    text = path.read_text(encoding="utf-8")
+    start, end = text.index("<wsdl:binding"), text.index("</wsdl:binding>")
+    binding = re.sub(r"<wsdl:operation\b.*?</wsdl:operation>", "", text[start:end], flags=re.S)
+    path.write_text(text[:start] + binding + text[end:], encoding="utf-8")
+    problems = hospital_copy.problems()
+    assert problems[0] == (
+        f"{hospital_copy.at('system.yaml', 'operation: Login')}: operation 'Login' is not in "
+        "the WSDL, which offers no SOAP operation at all; check that its <service> has a port "
+        "whose <binding> is SOAP and lists the operations"
+    )
+    assert not [p for p in problems if "known: " in p]
+
+
+def test_compile_fault_code_path_with_a_quote_is_reported(hospital_copy) -> None:
+    hospital_copy.edit(
+        "system.yaml", "code: detail/VendorError/Code", 'code: "detail/Vendor\'Error/Code"'
+    )
+    assert hospital_copy.problems() == [
+        f"{hospital_copy.at('system.yaml', 'code: ')}: faults: code "
+        '"detail/Vendor\'Error/Code": "Vendor\'Error" is not an XML element name; give local '
+        "names without a prefix, separated by '/', or '*' for any element"
+    ]
+
+
+def test_compile_mapping_file_not_in_utf8_is_reported_at_the_byte(hospital_copy) -> None:
+    hospital_copy.edit("Patient.yaml", "  - fhir: birthDate\n", "  - fhir: birthDate # caf@\n")
+    path = hospital_copy.folder / "Patient.yaml"
+    path.write_bytes(path.read_bytes().replace(b"caf@", b"caf\xe9"))
+    lines = path.read_bytes().split(b"\n")
+    line, col = next(
+        (n, row.index(b"\xe9") + 1) for n, row in enumerate(lines, 1) if b"caf\xe9" in row
+    )
+    assert hospital_copy.problems() == [
+        f"mappings/hospital/Patient.yaml:{line}:{col}: the file must be UTF-8, but byte 0xe9 "
+        "is not; save it as UTF-8"
     ]
 
 

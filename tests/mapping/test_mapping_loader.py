@@ -451,3 +451,122 @@ def test_lookup_of_a_create_needs_an_id(hospital_copy) -> None:
         "'id', the element of the record found that holds its id (for the Location of the "
         "answer)"
     ]
+
+
+# -- what is not text, not YAML, or too much of it ------------------------------
+
+
+def _document_problem(data: bytes) -> str:
+    Path("Patient.yaml").write_bytes(data)
+    with pytest.raises(MappingError) as caught:
+        load_document(Path("Patient.yaml"))
+    return str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (
+            b"resource: Patient\ndescription: caf\xe9\nfields: []\n",  # 2: 0xe9 at column 17
+            "Patient.yaml:2:17: the file must be UTF-8, but byte 0xe9 is not; save it as UTF-8",
+        ),
+        (
+            b"resource: Patient\r\n# \xc3\xa9t\xc3\xa9 \x93quoted\x94\r\nfields: []\r\n",
+            "Patient.yaml:2:7: the file must be UTF-8, but byte 0x93 is not; save it as UTF-8",
+        ),
+        (
+            "resource: Patient\nfields: []\n".encode("utf-16"),
+            "Patient.yaml:1:1: the file must be UTF-8, but it is UTF-16; save it as UTF-8",
+        ),
+        (
+            b"\x8f\x00\xfe\x13random",
+            "Patient.yaml:1:1: the file must be UTF-8, but byte 0x8f is not; save it as UTF-8",
+        ),
+    ],
+    ids=["latin-1", "windows-1252-after-utf-8", "utf-16", "random-bytes"],
+)
+def test_load_document_not_utf8_names_the_byte_and_its_position(data: bytes, expected: str) -> None:
+    assert _document_problem(data) == expected
+
+
+def test_load_document_utf8_with_byte_order_mark_loads() -> None:
+    Path("Patient.yaml").write_bytes(b"\xef\xbb\xbfresource: Patient\nfields: []\n")
+    assert load_document(Path("Patient.yaml")).root == {"resource": "Patient", "fields": []}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "resource: Patient\x01\nfields: []\n",
+            "Patient.yaml:1:18: not valid YAML: character U+0001 is not allowed; remove it",
+        ),
+        (
+            "resource: Patient\nfields:\n  - {fhir: id, from: M\x7fRN}\n",
+            "Patient.yaml:3:23: not valid YAML: character U+007F is not allowed; remove it",
+        ),
+        (
+            "resource: Patient\r\ndescription: x\x1b[0m\r\nfields: []\r\n",
+            "Patient.yaml:2:15: not valid YAML: character U+001B is not allowed; remove it",
+        ),
+    ],
+    ids=["soh", "del", "escape-after-crlf"],
+)
+def test_load_document_control_character_is_named_with_its_position(
+    text: str, expected: str
+) -> None:
+    assert _document_problem(text.encode()) == expected
+
+
+def test_load_document_nesting_too_deep_points_at_the_level_that_is_too_deep() -> None:
+    # 5000 levels used to overflow the stack of the YAML composer.
+    text = "resource: Patient\nfields: []\nx: " + "[" * 5000 + "]" * 5000 + "\n"
+    assert _document_problem(text.encode()) == (
+        "Patient.yaml:3:53: values nested more than 50 levels deep; nest them less deeply"
+    )
+
+
+def test_load_document_nesting_within_the_limit_loads() -> None:
+    text = "resource: Patient\nfields: []\nx: " + "[" * 48 + "]" * 48 + "\n"
+    Path("Patient.yaml").write_text(text, encoding="utf-8")
+    assert "x" in load_document(Path("Patient.yaml")).root
+
+
+def test_load_document_refuses_anchors_before_an_alias_can_expand() -> None:
+    # 1 KB that stands for 10^9 values once the aliases are expanded.
+    levels = ["a0: &a0 [" + ", ".join(["x"] * 10) + "]"]
+    levels += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 10)]
+    text = "resource: Patient\nfields: []\n" + "\n".join(levels) + "\n"  # &a0 on line 3
+    assert _document_problem(text.encode()) == (
+        "Patient.yaml:3:5: YAML anchors are not supported (found '&a0'); remove it and write "
+        "the value out where it is used"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "resource: Patient\nfields: *f\n",
+            "Patient.yaml:2:9: YAML aliases are not supported (found '*f'); write the value "
+            "out where it is used",
+        ),
+        (
+            "resource: Patient\nfields: &f [*f]\n",
+            "Patient.yaml:2:9: YAML anchors are not supported (found '&f'); remove it and "
+            "write the value out where it is used",
+        ),
+    ],
+    ids=["alias", "recursive-alias"],
+)
+def test_load_document_refuses_aliases(text: str, expected: str) -> None:
+    assert _document_problem(text.encode()) == expected
+
+
+def test_no_mapping_in_the_repository_uses_anchors_or_aliases() -> None:
+    # Refusing them breaks nothing that ships; the gateway's own configs load too.
+    repo = Path(__file__).resolve().parents[2]
+    files = [*repo.glob("mappings/*/*.yaml"), *repo.glob("docker/**/gateway.yaml")]
+    assert len(files) > 10
+    for file in files:
+        load_document(file)

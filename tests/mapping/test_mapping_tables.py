@@ -108,3 +108,42 @@ def test_load_table_missing_file_says_so(tmp_path: Path) -> None:
     with pytest.raises(MappingError) as caught:
         load_table(tmp_path / "nope.csv", "tables/nope.csv")
     assert str(caught.value) == "tables/nope.csv:1:1: cannot read table: No such file or directory"
+
+
+def test_load_table_excel_csv_utf8_with_byte_order_mark_loads(tmp_path: Path) -> None:
+    # Excel's "CSV UTF-8" writes a byte-order mark and CRLF line ends.
+    path = tmp_path / "sex.csv"
+    path.write_bytes(("\ufeff" + HEADER + f"M,Male,{GENDER},male\n").replace("\n", "\r\n").encode())
+    assert load_table(path, "sex.csv").by_local == {"M": Entry("M", "Male", GENDER, "male")}
+
+
+def test_load_table_empty_system_names_its_line(tmp_path: Path) -> None:
+    text = HEADER + f"F,Female,{GENDER},female\nM,Male,,male\n"
+    assert _problems(tmp_path, text) == [
+        "tables/sex.csv:3:1: local code 'M' has no system; give the URI of the code system "
+        "that defines 'male'"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (
+            (HEADER + "M,Male,urn:x,male\nF,F").encode() + b"\xe9male,urn:x,female\n",
+            "tables/sex.csv:3:4: the file must be UTF-8, but byte 0xe9 is not; save it as UTF-8",
+        ),
+        (
+            (HEADER + "M,Male,urn:x,male\n").encode("utf-16"),
+            "tables/sex.csv:1:1: the file must be UTF-8, but it is UTF-16; save it as UTF-8",
+        ),
+    ],
+    ids=["latin-1", "utf-16"],
+)
+def test_load_table_not_utf8_names_the_byte_and_its_position(
+    tmp_path: Path, data: bytes, expected: str
+) -> None:
+    path = tmp_path / "sex.csv"
+    path.write_bytes(data)
+    with pytest.raises(MappingError) as caught:
+        load_table(path, "tables/sex.csv")
+    assert str(caught.value) == expected

@@ -216,3 +216,32 @@ def test_compile_local_path_matches_any_prefix() -> None:
     )
 
     assert VENDOR_CODE.find(fault) == "C-1"
+
+
+@pytest.mark.parametrize(
+    ("path", "step"),
+    [
+        ("detail/Vendor'Error/Code", '"Vendor\'Error"'),
+        ('detail/Vendor"Error/Code', "'Vendor\"Error'"),
+        ("detail/v:VendorError/Code", "'v:VendorError'"),
+        ("detail//Code", "''"),
+        ("detail/Code[1]", "'Code[1]'"),
+    ],
+    ids=["apostrophe", "quote", "prefix", "empty-step", "predicate"],
+)
+def test_compile_local_path_refuses_what_is_no_element_name(path: str, step: str) -> None:
+    with pytest.raises(ValueError, match="is not an XML element name") as caught:
+        compile_local_path(path)
+
+    assert str(caught.value) == (
+        f"{step} is not an XML element name; give local names without a prefix, "
+        "separated by '/', or '*' for any element"
+    )
+
+
+def test_compile_local_path_accepts_any_xml_name() -> None:
+    fault = etree.fromstring(
+        "<f><détail><Vendor-Error.v2><_Code>C-2</_Code></Vendor-Error.v2></détail></f>"
+    )
+
+    assert compile_local_path("/détail/Vendor-Error.v2/_Code/").find(fault) == "C-2"

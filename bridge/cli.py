@@ -74,6 +74,9 @@ def _serve_with(args: argparse.Namespace, settings: Settings) -> int:
         "access_log": False,
         "loop": "uvloop",
         "http": HttpProtocol,  # httptools, one write per answer
+        # No WebSockets: an upgrade request is an ordinary one (uvicorn's WebSocket
+        # protocols log the URL of each handshake, and a URL may hold a patient id).
+        "ws": "none",
         "timeout_graceful_shutdown": 10,
         # No "server: uvicorn" on every answer: it tells attackers what to look up.
         "server_header": False,

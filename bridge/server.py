@@ -10,7 +10,12 @@ first part of the body in one system call. Everything else is written as the app
 sends it: once the app's `send` of a body message returns, nothing of the answer
 is held back. A head the app does not follow at once (it awaits something first)
 goes out at the end of the loop's turn; closing the connection, and the client's
-end of stream, send what is held first. Everything else about the protocol is
+end of stream, send what is held first.
+
+Two of uvicorn's answers are the gateway's own: a request that is not HTTP
+(uvicorn's plain-text 400) is answered with an OperationOutcome, and a WebSocket
+upgrade is an ordinary request (the gateway serves no WebSockets; uvicorn's would
+log the URL, and with it a patient id). Everything else about the protocol is
 uvicorn's.
 
     uvicorn.run(app, http=HttpProtocol, loop="uvloop")
@@ -21,13 +26,28 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from bridge import busypoll
+from bridge.fhir.negotiate import FHIR_JSON
+from bridge.fhir.outcome import operation_outcome
 
 __all__ = ["HttpProtocol", "client_address_options"]
 
 _COPY_LIMIT = 64 * 1024  # bytes: below it, joining two writes costs less than a writev
+
+# The answer to bytes that are not an HTTP request. A fixed sentence: nothing of
+# the request (its URL may hold a patient id) is echoed back or logged.
+_NOT_HTTP = orjson.dumps(
+    operation_outcome("structure", "The request is not well-formed HTTP/1.1; it was not processed.")
+)
+_NOT_HTTP_HEAD = b"HTTP/1.1 400 Bad Request\r\n"
+_NOT_HTTP_TAIL = b"content-type: %s\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s" % (
+    FHIR_JSON.encode("ascii"),
+    len(_NOT_HTTP),
+    _NOT_HTTP,
+)
 
 
 class _JoinedWrites:
@@ -100,12 +120,35 @@ class HttpProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # No WebSockets, whatever the config says (`bridge serve` also sets ws="none"):
+        # an upgrade request is then answered as the plain request it also is.
+        self.ws_protocol_class = None
         self._joined: _JoinedWrites | None = None
         self._idle_since: float | None = None  # loop time the last answer completed
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._joined = _JoinedWrites(transport, self.loop)
         super().connection_made(self._joined)  # type: ignore[arg-type]
+
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn's answer to a request httptools cannot parse (a control byte in a
+        # header, an unknown method, raw non-ASCII in the URL, a bad Content-Length,
+        # ...), as an OperationOutcome. uvicorn logs its own fixed `msg`, no request bytes.
+        head = [_NOT_HTTP_HEAD]
+        for name, value in self.server_state.default_headers:
+            head += [name, b": ", value, b"\r\n"]
+        head.append(_NOT_HTTP_TAIL)
+        self.transport.write(b"".join(head))
+        self.transport.close()
+
+    def _unsupported_upgrade_warning(self) -> None:
+        # uvicorn calls this once an upgrade request (WebSocket, h2c) is parsed, with
+        # no protocol to upgrade to: its answer is an ordinary one (RFC 9110 lets a
+        # server ignore Upgrade). uvicorn's warnings would send operators to install
+        # a WebSocket library. It drops what the client sent after the request, so
+        # the connection closes once the answer is out.
+        if self.cycle is not None:
+            self.cycle.keep_alive = False
 
     def eof_received(self) -> None:
         # Once this returns, the transport closes itself (not through _JoinedWrites).

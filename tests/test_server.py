@@ -7,6 +7,7 @@ import functools
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import orjson
 import pytest
 from uvicorn.config import Config
 from uvicorn.server import ServerState
@@ -172,6 +173,31 @@ async def test_a_bad_request_is_answered_before_the_connection_closes() -> None:
     transport = await _serve(_json_app, b"NOT HTTP AT ALL\r\n\r\n")
     assert transport.closing
     assert b"".join(transport.writes).startswith(b"HTTP/1.1 400 Bad Request\r\n")
+
+
+@_in_a_loop
+async def test_a_request_that_is_not_http_is_a_400_operation_outcome(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    request = b"GET /fhir/Patient/100001?x=1 HTTP/1.1\r\nHost: gateway\r\nAccept: \x01\r\n\r\n"
+    transport = await _serve(_json_app, request)
+    head, _, body = b"".join(transport.writes).partition(b"\r\n\r\n")
+    assert transport.closing
+    assert head.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b"\r\ncontent-type: application/fhir+json\r\n" in head
+    assert b"\r\nconnection: close" in head
+    assert b"\r\ncontent-length: %d" % len(body) in head
+    assert orjson.loads(body) == {
+        "resourceType": "OperationOutcome",
+        "issue": [
+            {
+                "severity": "error",
+                "code": "structure",
+                "diagnostics": "The request is not well-formed HTTP/1.1; it was not processed.",
+            }
+        ],
+    }
+    assert "100001" not in caplog.text
 
 
 @_in_a_loop

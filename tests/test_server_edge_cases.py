@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import ssl
 import threading
@@ -188,6 +189,31 @@ def test_pipelined_requests_are_answered_whole_and_in_order() -> None:
     assert answers[1].endswith(b"content-length: 2\r\n\r\n")  # HEAD: no body
     assert answers[2].endswith(b"content-length: 2\r\n\r\n/c")
     assert answers[3].endswith(b"connection: close\r\n\r\n")
+
+
+@pytest.mark.parametrize("ws", ["auto", "none"])
+def test_an_upgrade_request_is_an_ordinary_one_and_the_last_on_its_connection(
+    ws: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # With uvicorn's default (ws="auto", as `bridge demo` runs) its WebSocket protocol
+    # would answer the handshake 403 and log the URL, patient id and all.
+    upgrade = (
+        b"GET /fhir/Patient/100001?q=1 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+        b"Upgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    with (
+        caplog.at_level(logging.DEBUG),
+        _server(_path_app, ws=ws) as port,
+        socket.create_connection(("127.0.0.1", port), timeout=10) as sock,
+    ):
+        # uvicorn drops what follows an upgrade request: the connection closes after it.
+        sock.sendall(upgrade + b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+        raw = _read_to_eof(sock)
+    assert raw.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert raw.endswith(b"connection: close\r\n\r\n/fhir/Patient/100001")
+    assert "/fhir/Patient/100001" not in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_the_keep_alive_timeout_sends_a_held_answer_before_it_closes() -> None:

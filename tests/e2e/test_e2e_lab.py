@@ -332,6 +332,22 @@ def test_lab_empty_date_range_is_400(
     assert fhir(reply.json())["issue"][0]["code"] == "invalid"
 
 
+@pytest.mark.parametrize("path", ["/Observation", "/DiagnosticReport"])
+def test_lab_search_with_an_empty_patient_id_is_400(
+    portal: httpx.Client, mock_hospital: MockHospital, fhir: Any, path: str
+) -> None:
+    reply = portal.get(path, params={"patient": "Patient/"})
+    assert reply.status_code == 400, reply.text
+    assert reply.headers["content-type"] == "application/fhir+json"
+    issue = fhir(reply.json())["issue"][0]
+    assert (issue["code"], issue["diagnostics"]) == (
+        "invalid",
+        "The laboratory rejected the request.",
+    )
+    # The lab's own answer (in the body, not a fault), mapped by its fault table.
+    assert mock_hospital.stats()["lab"]["faults"]["LAB-BAD-REQUEST"] == 1
+
+
 def test_lab_cookie_loss_costs_one_relogin(
     portal: httpx.Client,
     mock_hospital: MockHospital,

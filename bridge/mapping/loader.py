@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.composer import Composer, MaxDepthExceededError
+from ruamel.yaml.constructor import RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError, StreamMark
 from ruamel.yaml.events import AliasEvent
 from ruamel.yaml.reader import ReaderError
@@ -125,12 +126,23 @@ class _Composer(Composer):
         return super().compose_node(parent, index)
 
 
+class _Constructor(RoundTripConstructor):
+    """ruamel's, with YAML 1.1 timestamps read as the text they are.
+
+    A date in a mapping is FHIR text (`value: 2024-02-01`), and an impossible one
+    (`2024-02-30`) made ruamel raise a ValueError with no line."""
+
+
+_Constructor.add_constructor("tag:yaml.org,2002:timestamp", RoundTripConstructor.construct_yaml_str)
+
+
 def load_document(path: Path, *, anchors: bool = False) -> Document:
     """The YAML document at `path`. Anchors and aliases are refused unless `anchors`
     (the gateway's own config, which its operator writes, may use them)."""
     display = _display(path)
     text = read_utf8(path, display)
     yaml = YAML(typ="rt")
+    yaml.Constructor = _Constructor
     if not anchors:
         yaml.Composer = _Composer
     yaml.max_depth = _MAX_DEPTH

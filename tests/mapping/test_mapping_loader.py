@@ -322,6 +322,15 @@ def test_load_document_missing_file_says_so() -> None:
     assert str(caught.value) == "Nope.yaml:1:1: cannot read file: No such file or directory"
 
 
+def test_load_document_reads_dates_as_the_text_they_are(tmp_path: Path) -> None:
+    # YAML 1.1 timestamps: a FHIR date is text, and an impossible one raised a ValueError.
+    path = tmp_path / "Patient.yaml"
+    path.write_text("a: 2024-02-30\nb: 2024-02-03\nc: 2024-02-03T10:00:00Z\n", encoding="utf-8")
+    root = load_document(path).root
+    assert dict(root) == {"a": "2024-02-30", "b": "2024-02-03", "c": "2024-02-03T10:00:00Z"}
+    assert all(type(v) is str for v in root.values())
+
+
 def test_load_document_outside_working_directory_shows_path_as_given(tmp_path: Path) -> None:
     (tmp_path / "elsewhere").mkdir()
     path = tmp_path / "Patient.yaml"

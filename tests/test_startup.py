@@ -193,3 +193,58 @@ def test_bridge_serve_with_a_store_it_cannot_use_says_so_in_one_line(tmp_path: P
     assert done.returncode == 3  # uvicorn's start-up failure
     assert "Traceback" not in done.stderr
     assert "store.url: 'mysql' is not supported" in done.stderr
+
+
+def test_bridge_serve_refuses_a_mapping_that_bridge_check_refuses_with_its_messages(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+    import sys
+
+    from tests.support import copy_mappings
+
+    table = copy_mappings(tmp_path) / "tables" / "sex.csv"
+    table.write_text(table.read_text().replace(",female\n", ",femme\n"))
+    config = _config(tmp_path, port=0, systems=[{"path": "mappings/hospital"}])
+
+    def bridge(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "bridge", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
+
+    served, checked = bridge("serve", "--config", str(config)), bridge("check", "mappings/hospital")
+    rows = (table.parent.parent / "Patient.yaml").read_text().splitlines()
+    where = f"mappings/hospital/Patient.yaml:{rows.index('  - fhir: gender') + 1}:1"
+    problems = [
+        f"{where}: field 'gender': table 'sex' gives femme, not in the required value set; "
+        "allowed: female, male, other, unknown",
+        f"{where}: field 'gender': table 'sex' has no local code for female, so searches for "
+        "them cannot reach the legacy system; add rows for them",
+    ]
+    assert checked.returncode == 1
+    assert checked.stderr.splitlines() == problems
+    assert served.returncode == 2  # as for any mapping that does not compile
+    assert served.stderr.splitlines() == problems
+
+
+def test_the_app_refuses_a_sample_answer_that_bridge_check_refuses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bridge.errors import MappingError
+    from tests.support import copy_mappings
+
+    answer = copy_mappings(tmp_path) / "tests" / "patient_middle_name.response.xml"
+    answer.write_text("<a><b></a>")
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(_config(tmp_path, systems=[{"path": "mappings/hospital"}]))
+    with pytest.raises(MappingError) as refused:
+        create_app(settings)
+    assert str(refused.value) == (
+        "mappings/hospital/tests/patient_middle_name.response.xml:1:11: not well-formed XML: "
+        "Opening and ending tag mismatch: b line 1 and a; it must hold the legacy system's SOAP "
+        "answer, as it sends it"
+    )

@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 from lxml import etree
 
-from bridge.errors import FhirError, InvalidRequest
+from bridge.errors import ConfigError, FhirError, InvalidRequest, Problem
 from bridge.fhir.paging import PageTokens
 from bridge.gateway import Gateway
 from bridge.mapping.compiled import CompiledSystem
@@ -211,7 +211,18 @@ def _with_endpoint(system: CompiledSystem, base: str) -> CompiledSystem:
 
 
 def load_body(path: Path | None) -> Mapping[str, Any] | list[Any] | None:
+    """The JSON body given with `--body`; ConfigError names the file when it is not one."""
     if path is None:
         return None
-    data: Any = orjson.loads(path.read_bytes())
+    fix = "give --body a file holding the request body as FHIR JSON"
+    try:
+        data: Any = orjson.loads(path.read_bytes())
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(
+            [Problem(str(path), 1, 1, f"cannot read file: {reason}; {fix}")]
+        ) from None
+    except orjson.JSONDecodeError as exc:
+        message = f"not valid JSON: {exc.msg}; {fix}"
+        raise ConfigError([Problem(str(path), exc.lineno, exc.colno, message)]) from None
     return data  # type: ignore[no-any-return]

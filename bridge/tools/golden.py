@@ -10,6 +10,7 @@ Writes: NAME.request.json (a FHIR resource a client sends) and
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import orjson
 from lxml import etree
 
-from bridge.errors import Problem
+from bridge.errors import BackendError, FhirError, Problem
 from bridge.mapping.compiled import CompiledResource, CompiledSystem, RunContext
 from bridge.mapping.runner import BadValue, build_resource
 from bridge.mapping.writer import legacy_record
@@ -60,15 +61,93 @@ def _resource_for(system: CompiledSystem, rtype: str) -> CompiledResource | None
     return system.resources.get(rtype)
 
 
-def _read_case(system: CompiledSystem, name: str, response: Path, expected: Path) -> CaseResult:
-    wanted = orjson.loads(expected.read_bytes())
-    first = wanted[0] if isinstance(wanted, list) and wanted else wanted
+def _resource_type(value: Any) -> str:
+    first = value[0] if isinstance(value, list) and value else value
     rtype = first.get("resourceType", "") if isinstance(first, dict) else ""
-    resource = _resource_for(system, rtype)
-    if resource is None:
-        return CaseResult(name, False, f"{expected}: no mapping for resourceType '{rtype}'")
+    return rtype if isinstance(rtype, str) else ""
+
+
+class _Unreadable(Exception):
+    """A golden file that cannot be read; `problem` says where, what and how to fix it."""
+
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(str(problem))
+        self.problem = problem
+
+
+# The XML parsers' messages end with the position, which the problem gives apart.
+_POSITION = re.compile(r", line \d+, column \d+$")
+_XML = etree.XMLParser(resolve_entities=False, no_network=True)
+
+
+def _shown(path: Path) -> str:
+    """A path as the mapping loader names files: from the working folder when inside it."""
     try:
-        reply = parse_envelope(response.read_bytes(), "golden", system.fault_code_path)
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise _Unreadable(Problem(_shown(path), 1, 1, f"cannot read file: {reason}")) from None
+
+
+def _xml_problem(path: Path, exc: etree.XMLSyntaxError, holds: str) -> _Unreadable:
+    line, column = exc.position
+    reason = _POSITION.sub("", exc.msg or "")
+    return _Unreadable(
+        Problem(_shown(path), line, column, f"not well-formed XML: {reason}; it must hold {holds}")
+    )
+
+
+def _json(path: Path, holds: str) -> Any:
+    """The JSON in a golden file; `_Unreadable` names the file, line and column."""
+    try:
+        return orjson.loads(_read_bytes(path))
+    except orjson.JSONDecodeError as exc:
+        message = f"not valid JSON: {exc.msg}; it must hold {holds}"
+        raise _Unreadable(Problem(_shown(path), exc.lineno, exc.colno, message)) from None
+
+
+def _xml(path: Path, holds: str) -> etree._Element:
+    try:
+        return etree.fromstring(_read_bytes(path), _XML)
+    except etree.XMLSyntaxError as exc:
+        raise _xml_problem(path, exc, holds) from None
+
+
+_ANSWER = "the legacy system's SOAP answer, as it sends it"
+
+
+def _answer(path: Path, system: CompiledSystem, operation: str) -> etree._Element:
+    """The first element of a sample answer's SOAP Body (`SoapFault` for a fault)."""
+    data = _read_bytes(path)
+    try:
+        return parse_envelope(data, operation, system.fault_code_path)
+    except BackendError as exc:
+        if isinstance(exc.__cause__, etree.XMLSyntaxError):
+            raise _xml_problem(path, exc.__cause__, _ANSWER) from None
+        reason = exc.diagnostics[:1].lower() + exc.diagnostics[1:].rstrip(".")
+        message = f"not a SOAP answer the gateway accepts: {reason}; it must hold {_ANSWER}"
+        raise _Unreadable(Problem(_shown(path), 1, 1, message)) from None
+
+
+def _read_case(system: CompiledSystem, name: str, response: Path, expected: Path) -> CaseResult:
+    try:
+        wanted = _json(
+            expected, "the FHIR resource (or a list of them) the mapping builds from the answer"
+        )
+        rtype = _resource_type(wanted)
+        resource = _resource_for(system, rtype)
+        if resource is None:
+            return CaseResult(name, False, f"{expected}: no mapping for resourceType '{rtype}'")
+        reply = _answer(response, system, "golden")
+    except _Unreadable as exc:
+        return CaseResult(name, False, str(exc.problem))
     except SoapFault as fault:
         return CaseResult(name, False, f"{response}: the answer is a fault ({fault.vendor_code})")
     records: list[etree._Element] = []
@@ -88,8 +167,12 @@ def _read_case(system: CompiledSystem, name: str, response: Path, expected: Path
 
 
 def _write_case(system: CompiledSystem, name: str, request: Path, expected: Path) -> CaseResult:
-    body = orjson.loads(request.read_bytes())
-    rtype = body.get("resourceType", "") if isinstance(body, dict) else ""
+    try:
+        body = _json(request, "the FHIR resource a client sends")
+        wanted = _xml(expected, "the SOAP request body element the mapping writes")
+    except _Unreadable as exc:
+        return CaseResult(name, False, str(exc.problem))
+    rtype = _resource_type(body) if isinstance(body, dict) else ""
     resource = _resource_for(system, rtype)
     if resource is None:
         return CaseResult(name, False, f"{request}: no mapping for resourceType '{rtype}'")
@@ -114,13 +197,14 @@ def _write_case(system: CompiledSystem, name: str, request: Path, expected: Path
         tree = legacy_record(resource, body)
     except BadValue as exc:
         return CaseResult(name, False, f"{request}: {exc}")
+    except FhirError as exc:
+        return CaseResult(name, False, f"{request}: {exc.diagnostics}")
     step = spec.steps[0]
     ctx = RunContext(values={"id": str(body.get("id", ""))})
     values: dict[str, Any] = {**({spec.record: tree} if spec.record else tree)}
     values.update(step.call.request(ctx))
     envelope = step.call.template.render(nest(values))
     parsed = parse_envelope(envelope, step.call.operation, None)
-    wanted = etree.parse(str(expected)).getroot()
     got_lines, wanted_lines = _canonical(parsed), _canonical(wanted)
     if got_lines == wanted_lines:
         return CaseResult(name, True)
@@ -136,7 +220,10 @@ def check_samples(system: CompiledSystem) -> list[Problem]:
     folder = system.folder / "tests"
     for response in sorted(folder.glob("*.response.xml")) if folder.is_dir() else []:
         try:
-            reply = parse_envelope(response.read_bytes(), "sample", system.fault_code_path)
+            reply = _answer(response, system, "sample")
+        except _Unreadable as exc:
+            problems.append(exc.problem)
+            continue
         except SoapFault:
             continue
         for resource in system.resources.values():
@@ -157,7 +244,7 @@ def check_samples(system: CompiledSystem) -> list[Problem]:
                     where = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})
                     problems.append(
                         Problem(
-                            str(response),
+                            _shown(response),
                             1,
                             1,
                             f"the {resource.type} built from this sample answer is not valid "

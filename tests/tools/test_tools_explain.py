@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 from lxml import etree
 
-from bridge.errors import UnknownResourceType
+from bridge.cli import main
+from bridge.errors import ConfigError, UnknownResourceType
 from bridge.mapping.compiler import compile_system
 from bridge.mock import MockHospital
-from bridge.tools.explain import explain
+from bridge.tools.explain import explain, load_body
 from tests.support import ROOT
 
 
@@ -55,3 +59,39 @@ def test_explain_output_is_what_the_live_system_receives(mock_hospital: MockHosp
     assert strip == [b.split("\n", 1)[-1] for b in live]
     assert mock_hospital.stats()["ehr"]["calls"]["FindPatients"] == 1
     assert "Smith" in live[1]
+
+
+_FIX = "give --body a file holding the request body as FHIR JSON"
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "problem"),
+    [
+        (
+            "bad.json",
+            lambda p: p.write_text('{"resourceType": "Observation",\n bad'),
+            f"2:2: not valid JSON: unexpected character, expected a string key; {_FIX}",
+        ),
+        (
+            "missing.json",
+            lambda p: None,
+            f"1:1: cannot read file: No such file or directory; {_FIX}",
+        ),
+        ("folder", lambda p: p.mkdir(), f"1:1: cannot read file: Is a directory; {_FIX}"),
+    ],
+)
+def test_explain_body_that_is_not_a_json_file_is_one_line_naming_it(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    make: Callable[[Path], object],
+    problem: str,
+) -> None:
+    body = tmp_path / name
+    make(body)
+    with pytest.raises(ConfigError) as caught:
+        load_body(body)
+    assert str(caught.value) == f"{body}:{problem}"
+    system = str(ROOT / "mappings" / "hospital")
+    assert main(["explain", "POST /fhir/Observation", "--system", system, "--body", str(body)]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"{body}:{problem}"]

@@ -67,7 +67,9 @@ from bridge.fhir.paging import PageTokens
 from bridge.fhir.response import FhirResponse
 from bridge.fhir.validate import prepare as prepare_validators
 from bridge.gateway import Gateway, WriteResult
-from bridge.idempotency import Idempotency
+from bridge.gateway.bundles import parse_entry
+from bridge.gateway.searching import SearchScope
+from bridge.idempotency import Idempotency, owner_of
 from bridge.local import LOCAL_TYPES, local_capabilities, local_routes
 from bridge.mapping.compiled import CompiledSystem
 from bridge.mapping.compiler import compile_system
@@ -237,6 +239,11 @@ class GatewayHolder:
 _LETTERS = {"read": "r", "search": "s", "create": "c", "update": "u", "delete": "d"}
 
 
+def _matches(entries: list[dict[str, Any]]) -> int:
+    """How many of a searchset's entries are matches (not `_include`d resources)."""
+    return sum(1 for e in entries if e.get("search", {}).get("mode") != "include")
+
+
 def _principal(request: Request) -> Principal | None:
     principal = request.scope.get("state", {}).get("principal")
     return principal if isinstance(principal, Principal) else None
@@ -396,10 +403,15 @@ def create_app(
             if consents and withheld(request, resource):
                 continue
             kept.append(entry)
-        if patient_only or len(kept) != len(bundle.get("entry", [])):
+        entries = bundle.get("entry", [])
+        if patient_only or len(kept) != len(entries):
             # A patient scope sees its own patient's entries only, and no total
             # that would count anyone else's (or what a Consent withholds).
             bundle.pop("total", None)
+        if len(kept) != len(entries) and _matches(kept) != _matches(entries):
+            # The gateway pages only what `search_scope` keeps; should anything still
+            # be left out here, links made from what was left out must go too.
+            bundle["link"] = [x for x in bundle.get("link", []) if x.get("relation") == "self"]
         note_patients(request.scope["state"], (e["resource"] for e in kept))
         if kept:
             bundle["entry"] = kept
@@ -407,17 +419,36 @@ def create_app(
             bundle.pop("entry", None)
         return bundle
 
+    def search_scope(request: Request, rtype: str) -> SearchScope | None:
+        """What the token (its patient, its rules on each resource) and the patients'
+        Consents let the caller see of a search on `rtype`, for the gateway to apply
+        before it pages: links and totals then count nothing else."""
+        allowed = rules(request, rtype, "search")
+        limited = allowed is not None and not allowed.unlimited
+        current = privacy()
+        if not limited and not (current is not None and current.withholding):
+            return None
+
+        def keep(resource: dict[str, Any]) -> bool:
+            if limited and allowed is not None and not allowed.allows(resource):
+                return False
+            return not withheld(request, resource)
+
+        patient = allowed.patient if limited and allowed is not None and allowed.confined else None
+        return SearchScope(patient=patient, keep=keep)
+
     async def search_get(request: Request) -> Response:
         _negotiate(request)
         rtype = request.path_params["rtype"]
         permit(request, rtype, "search")
+        scope = search_scope(request, rtype)
         token = request.query_params.get("_page")
         if token is not None:
-            bundle = await gw_of(request).next_page(rtype, token, base(request))
+            bundle = await gw_of(request).next_page(rtype, token, base(request), scope=scope)
         else:
             items = list(request.query_params.multi_items())
             bundle = await gw_of(request).search(
-                rtype, items, base(request), strict=_strict(request)
+                rtype, items, base(request), strict=_strict(request), scope=scope
             )
         return FhirResponse(confine(request, rtype, bundle), pretty=_wants_pretty(request))
 
@@ -438,7 +469,9 @@ def create_app(
         items = list(request.query_params.multi_items()) + form
         rtype = request.path_params["rtype"]
         permit(request, rtype, "search")
-        bundle = await gw_of(request).search(rtype, items, base(request), strict=_strict(request))
+        bundle = await gw_of(request).search(
+            rtype, items, base(request), strict=_strict(request), scope=search_scope(request, rtype)
+        )
         return FhirResponse(confine(request, rtype, bundle), pretty=_wants_pretty(request))
 
     async def json_body(request: Request, *, patch: bool = False) -> Any:
@@ -538,10 +571,11 @@ def create_app(
             keeper: Idempotency | None = runtime.get("idempotency")
             if key is None or keeper is None:
                 return await handler(request)  # type: ignore[no-any-return]
-            principal = _principal(request)
+            # Keyed by the whole caller, not the app alone: the replay comes before any
+            # scope check, so another user or patient of the app must never reach it.
             return await keeper.run(
                 request,
-                principal.client_id if principal is not None else None,
+                owner_of(_principal(request)),
                 key,
                 handler,
                 _outcome_response,
@@ -602,12 +636,18 @@ def create_app(
                 await allow(entry.rtype, entry.interaction, entry.resource, entry.rid)
             check_entries(gw_of(request), body, entries)
             return await later(request, "bundle", None, None, body)
-        result = await gw_of(request).bundle(body, base(request), allow)
+        result = await gw_of(request).bundle(
+            body, base(request), allow, lambda rtype: search_scope(request, rtype)
+        )
         confine_entries(request, body, result)
         return FhirResponse(result, pretty=_wants_pretty(request))
 
     def confine_entries(request: Request, body: Any, result: dict[str, Any]) -> None:
-        """What read and search entries answer follows the rules of a lone read or search."""
+        """What read and search entries answer follows the rules of a lone read or search.
+
+        It only takes out: every entry was checked (its shape, the token's scopes)
+        before any ran, and the writes are done by now, so nothing here fails the
+        Bundle. Entries are read by `parse_entry`, as the gateway read them."""
         asked = body.get("entry") if isinstance(body, dict) else None
         answers = result.get("entry")
         if not isinstance(answers, list):
@@ -615,31 +655,30 @@ def create_app(
         if not isinstance(asked, list) or len(asked) != len(answers):
             # Answers that cannot be matched to their requests are not let out.
             for answer in answers:
-                answer.pop("resource", None)
+                if isinstance(answer, dict):
+                    answer.pop("resource", None)
             return
         for index, (entry, answer) in enumerate(zip(asked, answers, strict=True)):
-            resource = answer.get("resource")
-            method = str((entry.get("request") or {}).get("method", "")).upper()
-            if not isinstance(resource, dict) or method not in ("GET", "POST"):
+            resource = answer.get("resource") if isinstance(answer, dict) else None
+            if not isinstance(resource, dict):
                 continue
-            if resource.get("resourceType") == "Bundle" and resource.get("type") == "searchset":
-                url = str((entry.get("request") or {}).get("url", ""))
-                rtype = urlsplit(url).path.split("/fhir/")[-1].strip("/").split("/")[0]
-                confine(request, rtype, resource)
-            elif method == "GET":
-                try:
+            try:
+                parsed = parse_entry(index, entry)
+            except FhirError:
+                answer.pop("resource", None)  # its answer is that error, never a resource
+                continue
+            try:
+                if parsed.interaction == "search" and resource.get("resourceType") == "Bundle":
+                    confine(request, parsed.rtype, resource)
+                elif parsed.interaction == "read":
                     readable(request, str(resource.get("resourceType")), resource)
-                    if withheld(request, resource):
-                        raise Forbidden(
-                            "The patient has not consented to share this with this app."
-                        )
-                except Forbidden as error:
-                    answers[index] = {
-                        "response": {
-                            "status": str(error.status),
-                            "outcome": operation_outcome(error.code, error.diagnostics),
-                        }
+            except Forbidden as error:
+                answers[index] = {
+                    "response": {
+                        "status": str(error.status),
+                        "outcome": operation_outcome(error.code, error.diagnostics),
                     }
+                }
 
     async def metrics_page(request: Request) -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -5,7 +5,9 @@ characters, optionally quoted as in draft-ietf-httpapi-idempotency-key-header)
 may repeat the request safely, for example after a lost connection:
 
 - the first request runs; its result (status, Location/ETag/Content-Location
-  headers, body) is stored under (the token's client_id, key);
+  headers, body) is stored under (its owner, key): the owner is the token's
+  client, user and patient context (`owner_of`), so another user or another
+  patient launch of the same app never gets it; for them the key is new;
 - the same request again (same method, path, query, If-Match, If-None-Exist,
   `Prefer: respond-async` and body bytes) gets the stored result, marked
   `Idempotent-Replayed: true`, and nothing reaches the legacy system;
@@ -36,12 +38,13 @@ from sqlalchemy.sql.expression import Executable
 from starlette.requests import Request
 from starlette.responses import Response
 
+from bridge.auth.tokens import Principal
 from bridge.errors import FhirError, InvalidRequest, ServiceUnavailable, UnprocessableEntity
 from bridge.gateway.lookups import OutcomeUnknown
 from bridge.store import Store, StoreUnavailable
 from bridge.store.tables import idempotency_keys
 
-__all__ = ["MAX_KEY", "Idempotency", "IdempotencyConflict"]
+__all__ = ["MAX_KEY", "Idempotency", "IdempotencyConflict", "owner_of"]
 
 log = logging.getLogger("bridge.idempotency")
 MAX_KEY = 256
@@ -58,9 +61,27 @@ class IdempotencyConflict(FhirError):
         super().__init__(diagnostics, headers={"Retry-After": "1"})
 
 
+def owner_of(principal: Principal | None) -> str:
+    """Who a stored result belongs to: the app, the user and the patient context.
+
+        owner_of(principal)  # 'p1:3f9c...' (a SHA-256, so the store holds no user ids)
+
+    A new token of the same user and launch gets the same owner; another user
+    (`sub`, `fhirUser`) or another patient of the same app gets another. The
+    scopes are left out on purpose: a refreshed token with other scopes is the
+    same caller, and a repeat of its write must not be applied twice.
+    """
+    if principal is None:
+        # Authentication off: no caller has an identity and every caller may read
+        # and write everything, so there is only one owner to keep results for.
+        return "anonymous"
+    parts = [principal.client_id, principal.subject, principal.patient, principal.fhir_user]
+    return "p1:" + hashlib.sha256(orjson.dumps(parts)).hexdigest()
+
+
 @dataclass
 class _Claim:
-    client_id: str
+    owner: str
     key: str
     created: float
 
@@ -115,23 +136,23 @@ class Idempotency:
     async def run(
         self,
         request: Request,
-        client_id: str | None,
+        owner: str,
         raw_key: str,
         handler: Callable[[Request], Awaitable[Response]],
         render: Callable[[FhirError], Response],
         max_body: int,
     ) -> Response:
-        """Answer `request` with `handler`, at most once per (client, key)."""
+        """Answer `request` with `handler`, at most once per (owner, key); `owner_of` names
+        the owner."""
         key = parse_key(raw_key)
         body = await request.body()
         if len(body) > max_body:
             return await handler(request)  # refused as too large; nothing to remember
         fingerprint = _fingerprint(request, body)
-        client = client_id or "-"
         waited_until = time.monotonic() + self.wait
         pause = 0.05
         while True:
-            claim, replay = await self._claim(client, key, fingerprint)
+            claim, replay = await self._claim(owner, key, fingerprint)
             if claim is not None:
                 break
             if replay is not None:
@@ -161,11 +182,12 @@ class Idempotency:
         return self.store.insert(idempotency_keys).values(**values).on_conflict_do_nothing()
 
     async def _claim(
-        self, client: str, key: str, fingerprint: str
+        self, owner: str, key: str, fingerprint: str
     ) -> tuple[_Claim | None, Response | None]:
         """(claim, None) to run the request; (None, response) to replay; (None, None) to wait."""
         now = time.time()
-        row_is = and_(idempotency_keys.c.client_id == client, idempotency_keys.c.key == key)
+        # The column `client_id` holds the owner (`owner_of`), not the bare client id.
+        row_is = and_(idempotency_keys.c.client_id == owner, idempotency_keys.c.key == key)
         try:
             async with self.store.write() as conn:
                 # An expired key, or a claim whose request never finished (its
@@ -184,7 +206,7 @@ class Idempotency:
                 )
                 inserted = await conn.execute(
                     self._insert(
-                        client_id=client,
+                        client_id=owner,
                         key=key,
                         request_hash=fingerprint,
                         state="pending",
@@ -192,7 +214,7 @@ class Idempotency:
                     )
                 )
                 if inserted.rowcount == 1:
-                    return _Claim(client, key, now), None
+                    return _Claim(owner, key, now), None
                 row = (
                     (await conn.execute(select(idempotency_keys).where(row_is))).mappings().first()
                 )
@@ -224,7 +246,7 @@ class Idempotency:
                 await conn.execute(
                     update(idempotency_keys)
                     .where(
-                        idempotency_keys.c.client_id == claim.client_id,
+                        idempotency_keys.c.client_id == claim.owner,
                         idempotency_keys.c.key == claim.key,
                         idempotency_keys.c.created == claim.created,
                     )
@@ -244,7 +266,7 @@ class Idempotency:
             async with self.store.write() as conn:
                 await conn.execute(
                     delete(idempotency_keys).where(
-                        idempotency_keys.c.client_id == claim.client_id,
+                        idempotency_keys.c.client_id == claim.owner,
                         idempotency_keys.c.key == claim.key,
                         idempotency_keys.c.created == claim.created,
                     )

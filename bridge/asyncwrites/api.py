@@ -10,8 +10,9 @@
     DELETE [base]/_async/{id}          202: cancelled (nothing was sent);
                                        409 once a delivery attempt has begun
 
-Only the client (token client_id) that made the request sees its status URL;
-to anyone else it does not exist (404).
+Only the caller that made the request (the token's client, user and patient
+context: `owner_of`) sees its status URL; to anyone else, another user or
+another patient launch of the same app included, it does not exist (404).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from bridge.errors import FhirError, NotFound
 from bridge.fhir.negotiate import check_acceptable
 from bridge.fhir.outcome import operation_outcome
 from bridge.fhir.response import FhirResponse
+from bridge.idempotency import owner_of
 
 __all__ = ["STATUS_PATH", "AsyncWrites", "async_routes"]
 
@@ -43,9 +45,14 @@ class JobConflict(FhirError):
     code = "conflict"
 
 
-def _client_id(request: Request) -> str | None:
+def _principal(request: Request) -> Principal | None:
     principal = request.scope.get("state", {}).get("principal")
-    return principal.client_id if isinstance(principal, Principal) else None
+    return principal if isinstance(principal, Principal) else None
+
+
+def _client_id(request: Request) -> str | None:
+    principal = _principal(request)
+    return principal.client_id if principal is not None else None
 
 
 class AsyncWrites:
@@ -78,6 +85,8 @@ class AsyncWrites:
             "base": base,
             "if_match": request.headers.get("if-match") if kind == "update" else None,
             "if_none_exist": request.headers.get("if-none-exist") if kind == "create" else None,
+            # The column client_id stays the bare client (the audit trail names it).
+            "owner": owner_of(_principal(request)),
         }
         job_id = await self.queue.add(
             client_id=_client_id(request), lanes=lanes(items), request=job
@@ -152,7 +161,8 @@ class AsyncWrites:
     async def _job(self, request: Request) -> Job:
         check_acceptable(request.headers.get("accept"), request.query_params.get("_format"))
         job = await self.queue.get(request.path_params["jid"], _client_id(request))
-        if job is None:
+        # A job without an owner predates owners: nobody can show it is theirs.
+        if job is None or job.request.get("owner") != owner_of(_principal(request)):
             raise NotFound("There is no asynchronous request at this address.")
         return job
 

@@ -22,6 +22,7 @@ from bridge.fhir.outcome import operation_outcome
 from bridge.fhir.validate import validate_resource
 from bridge.gateway.core import FAULTS
 from bridge.gateway.lookups import LOST, OutcomeUnknown, WriteNotApplied, found_records
+from bridge.gateway.searching import SearchScope
 from bridge.gateway.steps import run_steps
 from bridge.gateway.writes import WriteInteractions
 from bridge.mapping.compiled import CompiledWrite, RunContext
@@ -31,9 +32,14 @@ from bridge.soap.pool import Session
 from bridge.soap.retry import Deadline
 from bridge.soap.wsdl import ElementInfo
 
-__all__ = ["BundleInteractions"]
+__all__ = ["BundleEntry", "BundleInteractions", "parse_entry"]
 
 MAX_ENTRIES = 500
+
+# The caller's authorization of one entry, as if it came alone (403 else), and what
+# it may see of a search on a type.
+Permit = Callable[[str, str, Any, str | None], Awaitable[None]]
+Scopes = Callable[[str], SearchScope | None]
 _STATUS_TEXT = {
     200: "200 OK",
     201: "201 Created",
@@ -42,7 +48,9 @@ _STATUS_TEXT = {
 
 
 @dataclass
-class _Entry:
+class BundleEntry:
+    """One entry of a batch or transaction: what it asks, and what it writes."""
+
     index: int
     method: str
     rtype: str
@@ -55,6 +63,7 @@ class _Entry:
     # what a create writes (the resource without id and meta).
     tree: dict[str, Any] | None = None
     body: dict[str, Any] | None = None
+    scope: SearchScope | None = None  # a search's: what the caller may see of it
 
     def __post_init__(self) -> None:
         self.interaction = _interaction(self.method, self.rid)
@@ -73,7 +82,12 @@ def _error_entry(error: FhirError) -> dict[str, Any]:
     }
 
 
-def _parse(index: int, raw: Any) -> _Entry:
+def parse_entry(index: int, raw: Any) -> BundleEntry:
+    """What `Bundle.entry[index]` asks, its shape checked (InvalidRequest, 400, else).
+
+    The one reading of an entry's request: whoever needs an entry's type or
+    interaction (the gateway, the route that confines what entries answer)
+    gets it here."""
     if not isinstance(raw, dict):
         raise InvalidRequest(f"Bundle.entry[{index}] is not an object.")
     request = raw.get("request")
@@ -85,37 +99,56 @@ def _parse(index: int, raw: Any) -> _Entry:
     url = str(request.get("url", ""))
     if method not in ("GET", "POST", "PUT", "PATCH", "DELETE") or not url:
         raise InvalidRequest(f"Bundle.entry[{index}].request needs a method and a url.")
-    if (
-        url.isalpha()
-        and url != "fhir"
-        and not request.get("ifNoneExist")
-        and not request.get("ifMatch")
-    ):
-        # A bare type, as every entry of a batch of readings has: what urlsplit makes of it.
-        return _Entry(index, method, url, None, [], raw.get("resource"))
-    split = urlsplit(url)
-    parts = [p for p in split.path.split("/") if p]
-    if "fhir" in parts:  # an absolute or base-relative url: keep what follows the base
-        parts = parts[parts.index("fhir") + 1 :]
-    if not parts:
-        raise InvalidRequest(f"Bundle.entry[{index}].request.url names no resource type.")
     headers = {}
     if request.get("ifNoneExist"):
         headers["if-none-exist"] = str(request["ifNoneExist"])
     if request.get("ifMatch"):
         headers["if-match"] = str(request["ifMatch"])
-    return _Entry(
-        index=index,
-        method=method,
-        rtype=parts[0],
-        rid=parts[1] if len(parts) > 1 else None,
-        query=parse_qsl(split.query, keep_blank_values=True),
-        resource=raw.get("resource"),
-        headers=headers,
-    )
+    if url.isalpha() and url != "fhir" and not headers:
+        # A bare type, as every entry of a batch of readings has: what urlsplit makes of it.
+        entry = BundleEntry(index, method, url, None, [], raw.get("resource"))
+    else:
+        try:
+            split = urlsplit(url)
+            query = parse_qsl(split.query, keep_blank_values=True)
+        except ValueError:
+            raise InvalidRequest(
+                f"Bundle.entry[{index}].request.url is not a URL; send one relative to the "
+                "base, like Observation?patient=123 or Patient/123."
+            ) from None
+        parts = [p for p in split.path.split("/") if p]
+        if "fhir" in parts:  # an absolute or base-relative url: keep what follows the base
+            parts = parts[parts.index("fhir") + 1 :]
+        if not parts:
+            raise InvalidRequest(f"Bundle.entry[{index}].request.url names no resource type.")
+        entry = BundleEntry(
+            index=index,
+            method=method,
+            rtype=parts[0],
+            rid=parts[1] if len(parts) > 1 else None,
+            query=query,
+            resource=raw.get("resource"),
+            headers=headers,
+        )
+    if method in ("PUT", "PATCH", "DELETE") and entry.rid is None:
+        raise InvalidRequest(
+            f"Bundle.entry[{index}].request.url needs an id for {method}: {entry.rtype}/[id]."
+        )
+    if entry.interaction in ("create", "update") and method != "PATCH":
+        if not isinstance(entry.resource, dict):
+            raise InvalidRequest(
+                f"Bundle.entry[{index}].resource is required for {method}: the "
+                f"{entry.rtype} to write, a JSON object."
+            )
+    elif method == "PATCH" and not isinstance(entry.resource, list):
+        raise InvalidRequest(
+            f"Bundle.entry[{index}].resource is required for PATCH: a JSON Patch, "
+            "a list of operations."
+        )
+    return entry
 
 
-def _converted(gateway: WriteInteractions, entry: _Entry) -> None:
+def _converted(gateway: WriteInteractions, entry: BundleEntry) -> None:
     """Validate a create's or a PUT's resource and make its legacy record, once
     (BadValue on failure); `_one` then writes them as they are."""
     resource = validate_resource(entry.resource, entry.rtype)
@@ -171,11 +204,10 @@ def _merge(trees: list[Any], element: ElementInfo | None) -> Any:
 
 class BundleInteractions(WriteInteractions):
     async def bundle(
-        self,
-        body: Any,
-        base: str,
-        permit: Callable[[str, str, Any, str | None], Awaitable[None]],
+        self, body: Any, base: str, permit: Permit, scopes: Scopes | None = None
     ) -> dict[str, Any]:
+        """Run a batch or transaction. Every entry is checked (shape, `permit`, a
+        search's `scopes`) before any entry runs."""
         if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
             raise InvalidRequest("POST to the base takes a Bundle of type batch or transaction.")
         kind = body.get("type")
@@ -187,17 +219,25 @@ class BundleInteractions(WriteInteractions):
         if len(raw_entries) > MAX_ENTRIES:
             raise UnprocessableEntity(f"A Bundle may hold at most {MAX_ENTRIES} entries.")
         if kind == "batch":
-            return await self._batch(raw_entries, base, permit)
-        return await self._transaction(raw_entries, base, permit)
+            return await self._batch(raw_entries, base, permit, scopes)
+        return await self._transaction(raw_entries, base, permit, scopes)
 
-    async def _one(self, entry: _Entry, base: str) -> dict[str, Any]:
+    async def _checked(self, entry: BundleEntry, permit: Permit, scopes: Scopes | None) -> None:
+        """Authorize an entry; a search is also checked and kept to what the caller may
+        see, so that an entry refused never waits until others have run."""
+        await permit(entry.rtype, entry.interaction, entry.resource, entry.rid)
+        if entry.interaction == "search":
+            entry.scope = scopes(entry.rtype) if scopes is not None else None
+            entry.query = self.scoped_search(entry.rtype, entry.query, entry.scope) or entry.query
+
+    async def _one(self, entry: BundleEntry, base: str) -> dict[str, Any]:
         interaction = entry.interaction
         if interaction == "read":
             assert entry.rid is not None
             resource = await self.read(entry.rtype, entry.rid)
             return {"resource": resource, "response": {"status": _status(200)}}
         if interaction == "search":
-            bundle = await self.search(entry.rtype, entry.query, base)
+            bundle = await self.search(entry.rtype, entry.query, base, scope=entry.scope)
             return {"resource": bundle, "response": {"status": _status(200)}}
         if interaction == "create" and entry.body is not None and not entry.headers:
             spec = self.route(entry.rtype, "create").resource.create
@@ -238,17 +278,14 @@ class BundleInteractions(WriteInteractions):
         return out
 
     async def _batch(
-        self,
-        raw: list[Any],
-        base: str,
-        permit: Callable[[str, str, Any, str | None], Awaitable[None]],
+        self, raw: list[Any], base: str, permit: Permit, scopes: Scopes | None
     ) -> dict[str, Any]:
         answers: dict[int, dict[str, Any]] = {}
-        parsed: list[_Entry] = []
+        parsed: list[BundleEntry] = []
         for index, item in enumerate(raw):
             try:
-                entry = _parse(index, item)
-                await permit(entry.rtype, entry.interaction, entry.resource, entry.rid)
+                entry = parse_entry(index, item)
+                await self._checked(entry, permit, scopes)
                 if entry.interaction == "create" and not entry.headers:
                     _converted(self, entry)
                 parsed.append(entry)
@@ -289,14 +326,11 @@ class BundleInteractions(WriteInteractions):
         return {"resourceType": "Bundle", "type": "batch-response", "entry": entries}
 
     async def _transaction(
-        self,
-        raw: list[Any],
-        base: str,
-        permit: Callable[[str, str, Any, str | None], Awaitable[None]],
+        self, raw: list[Any], base: str, permit: Permit, scopes: Scopes | None
     ) -> dict[str, Any]:
-        entries = [_parse(i, item) for i, item in enumerate(raw)]
+        entries = [parse_entry(i, item) for i, item in enumerate(raw)]
         for entry in entries:
-            await permit(entry.rtype, entry.interaction, entry.resource, entry.rid)
+            await self._checked(entry, permit, scopes)
             if entry.interaction in ("create", "update") and entry.method != "PATCH":
                 try:
                     # Convert now: a value the legacy form cannot take fails the
@@ -343,10 +377,12 @@ class BundleInteractions(WriteInteractions):
             out.append(answer)
         return {"resourceType": "Bundle", "type": "transaction-response", "entry": out}
 
-    def _groups(self, entries: list[_Entry]) -> list[tuple[list[_Entry], dict[str, Any] | None]]:
+    def _groups(
+        self, entries: list[BundleEntry]
+    ) -> list[tuple[list[BundleEntry], dict[str, Any] | None]]:
         """Writes in order, consecutive creates one legacy call can carry grouped together,
         each group with its merged legacy request (None for a group of one)."""
-        groups: list[list[_Entry]] = []
+        groups: list[list[BundleEntry]] = []
         for entry in entries:
             if entry.interaction in ("read", "search"):
                 continue
@@ -366,7 +402,7 @@ class BundleInteractions(WriteInteractions):
             else:
                 groups.append([entry])
         # A group proves mergeable only with its trees; split those that are not.
-        final: list[tuple[list[_Entry], dict[str, Any] | None]] = []
+        final: list[tuple[list[BundleEntry], dict[str, Any] | None]] = []
         for group in groups:
             merged = self._merged_tree(group) if len(group) > 1 else None
             if len(group) > 1 and merged is None:
@@ -382,7 +418,7 @@ class BundleInteractions(WriteInteractions):
         spec = served.resource.create
         return spec is not None and len(spec.steps) == 1 and spec.id is not None
 
-    def _merged_tree(self, group: list[_Entry]) -> dict[str, Any] | None:
+    def _merged_tree(self, group: list[BundleEntry]) -> dict[str, Any] | None:
         served = self.route(group[0].rtype, "create")
         spec = served.resource.create
         assert spec is not None
@@ -396,7 +432,7 @@ class BundleInteractions(WriteInteractions):
         return result
 
     async def _create_together(
-        self, group: list[_Entry], tree: dict[str, Any], base: str
+        self, group: list[BundleEntry], tree: dict[str, Any], base: str
     ) -> list[dict[str, Any]]:
         served = self.route(group[0].rtype, "create")
         spec: CompiledWrite | None = served.resource.create
@@ -431,7 +467,7 @@ class BundleInteractions(WriteInteractions):
         return answers
 
     async def _lost_group(
-        self, group: list[_Entry], lost: FhirError, deadline: Deadline
+        self, group: list[BundleEntry], lost: FhirError, deadline: Deadline
     ) -> list[str]:
         """The ids of a group of creates whose answer was lost, if each was stored."""
         served = self.route(group[0].rtype, "create")
@@ -476,7 +512,11 @@ class BundleInteractions(WriteInteractions):
         return [(f[0].findtext(lookup.id) or "").strip() for f in found]
 
     def _failed(
-        self, error: FhirError, entries: list[_Entry], group: list[_Entry], applied: list[int]
+        self,
+        error: FhirError,
+        entries: list[BundleEntry],
+        group: list[BundleEntry],
+        applied: list[int],
     ) -> dict[str, Any]:
         where = ", ".join(f"entry[{e.index}]" for e in group)
         if not applied:

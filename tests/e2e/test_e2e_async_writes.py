@@ -143,6 +143,39 @@ def test_an_async_create_is_delivered_once(
     assert app.delete(location).status_code == 409
 
 
+def test_a_status_url_is_the_user_and_patient_context_s_own(
+    gateway: Gateway, mock_hospital: MockHospital, fhir: Any
+) -> None:
+    def client(scope: str, **claims: Any) -> httpx.Client:
+        token = gateway.issuer.mint(scope=scope, client_id="test-app", **claims)
+        made = httpx.Client(
+            base_url=gateway.base, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
+        gateway.clients.append(made)
+        return made
+
+    app = client("user/*.* system/*.*")
+    location = _accepted(app.post("/Observation", json=_reading(4102, BOB), headers=ASYNC), gateway)
+    # The same app launched for another patient, or used by another user: no such URL.
+    strangers = [
+        client("patient/*.read", patient=ALICE),
+        client("user/*.* system/*.*", subject="another-user"),
+    ]
+    for stranger in strangers:
+        for reply in (stranger.get(location), stranger.delete(location)):
+            assert reply.status_code == 404, reply.text
+            assert fhir(reply.json())["resourceType"] == "OperationOutcome"
+            assert "4102" not in reply.text
+    entry = _result(app, location, fhir)
+    assert entry["resource"]["valueQuantity"]["value"] == 4102
+    for stranger in strangers:
+        reply = stranger.get(location)
+        assert reply.status_code == 404 and "4102" not in reply.text
+    # A new token of the same user and context sees it.
+    assert _result(client("user/*.* system/*.*"), location, fhir) == entry
+    assert len([r for r in _steps(mock_hospital, BOB) if r["Value"] == "4102"]) == 1
+
+
 def test_an_async_transaction_of_readings_is_delivered_whole(
     gateway: Gateway, mock_hospital: MockHospital, fhir: Any
 ) -> None:

@@ -199,3 +199,99 @@ def test_patient_scope_writes_only_its_own_patient(
     batch = fhir(client.post(gateway.base, json=body, headers=headers).json())
     assert batch["entry"][0]["response"]["status"] == "403"
     assert _vitals_calls(mock_hospital) == 1  # only the patient's own reading was written
+
+
+def _send(client: Any, kind: str, entries: list[Any], key: str | None = None) -> Any:
+    headers = {"Content-Type": "application/fhir+json"}
+    if key is not None:
+        headers["Idempotency-Key"] = key
+    body = {"resourceType": "Bundle", "type": kind, "entry": entries}
+    return client.post("/", json=body, headers=headers)
+
+
+def _stored(mock: MockHospital, mrn: str = "100003") -> int:
+    return len(mock.get("/_mock/ehr/vitals", mrn=mrn))
+
+
+def test_batch_with_a_malformed_entry_answers_it_alone_and_stores_once(
+    gateway: Gateway, mock_hospital: MockHospital, fhir: Any, warm: None
+) -> None:
+    client = gateway.client("patient/Observation.c", patient="100003")
+    entries = [_reading("HR", 61), None, {"request": {"method": "GET", "url": "http://[::1"}}]
+    before = _stored(mock_hospital)
+
+    first = _send(client, "batch", entries, key="batch-with-a-null-entry")
+    again = _send(client, "batch", entries, key="batch-with-a-null-entry")
+
+    assert first.status_code == 200, first.text
+    bundle = fhir(first.json())
+    assert [e["response"]["status"] for e in bundle["entry"]] == ["201 Created", "400", "400"]
+    assert [e["response"]["outcome"]["issue"][0]["code"] for e in bundle["entry"][1:]] == [
+        "invalid",
+        "invalid",
+    ]
+    assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()
+    assert _stored(mock_hospital) == before + 1
+
+
+def test_batch_search_by_a_base_relative_url_is_read_as_the_gateway_reads_it(
+    gateway: Gateway, mock_hospital: MockHospital, fhir: Any, warm: None
+) -> None:
+    client = gateway.client("patient/Observation.c patient/Patient.rs", patient="100003")
+    entries = [_reading("HR", 61), {"request": {"method": "GET", "url": "fhir/Patient?_id=100003"}}]
+    before = _stored(mock_hospital)
+
+    first = _send(client, "batch", entries, key="batch-with-a-base-relative-search")
+    again = _send(client, "batch", entries, key="batch-with-a-base-relative-search")
+
+    assert first.status_code == 200, first.text
+    bundle = fhir(first.json())
+    assert [e["response"]["status"] for e in bundle["entry"]] == ["201 Created", "200 OK"]
+    assert [e["resource"]["id"] for e in bundle["entry"][1]["resource"]["entry"]] == ["100003"]
+    assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true"
+    assert _stored(mock_hospital) == before + 1
+
+
+def test_search_entry_for_another_patient_is_refused_before_anything_runs(
+    gateway: Gateway, mock_hospital: MockHospital, fhir: Any, warm: None
+) -> None:
+    client = gateway.client("patient/Observation.crs patient/Patient.rs", patient="100003")
+    other = {"request": {"method": "GET", "url": "Observation?patient=100004&_count=1"}}
+    before = _stored(mock_hospital)
+    lab = mock_hospital.stats()["lab"]["calls"]
+
+    batch = _send(client, "batch", [_reading("HR", 61), other])
+    transaction = _send(client, "transaction", [_reading("HR", 62), other])
+
+    assert batch.status_code == 200, batch.text
+    statuses = [e["response"]["status"] for e in fhir(batch.json())["entry"]]
+    assert statuses == ["201 Created", "403"]
+    assert transaction.status_code == 403, transaction.text
+    assert fhir(transaction.json())["issue"][0]["code"] == "forbidden"
+    assert _stored(mock_hospital) == before + 1  # the batch's reading only
+    assert mock_hospital.stats()["lab"]["calls"] == lab
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        None,
+        {"request": {"method": "GET", "url": "http://[::1"}},
+        {"request": {"method": "POST", "url": "Observation"}},
+        {"request": {"method": "PUT", "url": "Observation"}, "resource": {}},
+        {"request": {"method": "DELETE", "url": "Observation?code=8867-4"}},
+    ],
+)
+def test_transaction_with_a_malformed_entry_is_400_and_applies_nothing(
+    gateway: Gateway, mock_hospital: MockHospital, fhir: Any, warm: None, entry: Any
+) -> None:
+    before = _stored(mock_hospital)
+
+    reply = _send(gateway.client("user/*.*"), "transaction", [_reading("HR", 61), entry])
+
+    assert reply.status_code == 400, reply.text
+    outcome = fhir(reply.json())
+    assert outcome["issue"][0]["code"] == "invalid"
+    assert outcome["issue"][0]["diagnostics"].startswith("Bundle.entry[1]")
+    assert _stored(mock_hospital) == before

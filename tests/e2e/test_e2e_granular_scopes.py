@@ -88,9 +88,12 @@ def test_granular_scopes_combine_as_a_union(gateway: Gateway) -> None:
 
 
 def test_granular_scope_stays_in_the_patient_compartment(gateway: Gateway) -> None:
-    bundle = observations(gateway.client(LAB, patient="100003"))
+    client = gateway.client(LAB, patient="100003")
 
-    assert entries(bundle) == []
+    reply = client.get("/Observation", params={"patient": PATIENT, "_count": "50"})
+
+    assert reply.status_code == 403, reply.text
+    assert reply.json()["issue"][0]["code"] == "forbidden"
 
 
 def test_granular_read_outside_the_restriction_is_403(gateway: Gateway) -> None:

@@ -11,6 +11,7 @@ import uuid
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from bridge.mock import MockHospital
@@ -153,3 +154,73 @@ def test_an_async_write_with_a_key_is_queued_once(
         time.sleep(0.1)
     assert status.status_code == 200, status.text
     assert len(_stored_steps(mock_hospital, 7317)) == 1
+
+
+def _client(gateway: Gateway, scope: str, **claims: Any) -> httpx.Client:
+    """A client of the app `test-app` whose token carries these claims (subject, patient)."""
+    token = gateway.issuer.mint(scope=scope, client_id="test-app", **claims)
+    client = httpx.Client(
+        base_url=gateway.base, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    )
+    gateway.clients.append(client)
+    return client
+
+
+def _read_batch(gateway: Gateway, client: httpx.Client, key: str | None) -> httpx.Response:
+    body = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [{"request": {"method": "GET", "url": "Patient/100002"}}],
+    }
+    headers = {"Content-Type": FHIR_JSON, **({"Idempotency-Key": key} if key else {})}
+    # The same bytes every time: a replay needs the very same request.
+    return client.post(gateway.base, content=orjson.dumps(body), headers=headers)
+
+
+def test_a_stored_reply_is_never_replayed_to_another_patient_context(
+    gateway: Gateway,
+) -> None:
+    key = str(uuid.uuid4())
+    clinician = _client(gateway, "user/*.* system/*.*")
+    first = _read_batch(gateway, clinician, key)
+    assert first.status_code == 200, first.text
+    assert first.json()["entry"][0]["resource"]["id"] == "100002"
+    # The same app, launched for patient 100001: the key is not its key.
+    launched = _client(gateway, "patient/*.read", patient="100001")
+    unkeyed = _read_batch(gateway, launched, None)
+    reply = _read_batch(gateway, launched, key)
+    assert "idempotent-replayed" not in reply.headers
+    assert reply.status_code == 200, reply.text
+    assert reply.json() == unkeyed.json()
+    (entry,) = reply.json()["entry"]
+    assert entry["response"]["status"] == "403" and "resource" not in entry
+    # Nor to another user of the app with the same scopes: it runs anew.
+    colleague = _client(gateway, "user/*.* system/*.*", subject="another-user")
+    again = _read_batch(gateway, colleague, key)
+    assert again.status_code == 200, again.text
+    assert "idempotent-replayed" not in again.headers
+    # The user who made it, with a new token, gets the stored reply.
+    same = _read_batch(gateway, _client(gateway, "user/*.* system/*.*"), key)
+    assert same.headers["idempotent-replayed"] == "true"
+    assert same.json() == first.json()
+
+
+def test_keys_belong_to_one_user_and_patient_context_of_a_client(
+    gateway: Gateway, mock_hospital: MockHospital
+) -> None:
+    key = str(uuid.uuid4())
+    assert _post(_client(gateway, "user/Observation.crs"), _reading(7318), key).status_code == 201
+    # A new token of the same user and context: the repeat is replayed, not written twice.
+    repeat = _post(_client(gateway, "user/Observation.crs"), _reading(7318), key)
+    assert repeat.status_code == 201 and repeat.headers["idempotent-replayed"] == "true"
+    assert len(_stored_steps(mock_hospital, 7318)) == 1
+    # Another user, and the same app launched for the patient, each have keys of their own.
+    others = [
+        _client(gateway, "user/Observation.crs", subject="another-user"),
+        _client(gateway, "patient/Observation.crs", patient=MRN),
+    ]
+    for n, other in enumerate(others, 2):
+        reply = _post(other, _reading(7318), key)
+        assert reply.status_code == 201, reply.text
+        assert "idempotent-replayed" not in reply.headers
+        assert len(_stored_steps(mock_hospital, 7318)) == n

@@ -1,14 +1,16 @@
-"""Merging the legacy records of a batch's creates into one legacy call."""
+"""Reading a Bundle's entries, and merging the legacy records of its creates into one call."""
 
 from __future__ import annotations
 
 from functools import reduce
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.gateway.bundles import _merge
+from bridge.errors import InvalidRequest
+from bridge.gateway.bundles import _merge, parse_entry
 from bridge.soap.wsdl import ElementInfo
 from tests.props import repeatable
 
@@ -79,3 +81,68 @@ def test_merge_puts_repeating_records_together() -> None:
 @given(st.lists(TREE, min_size=1, max_size=5))
 def test_merge_agrees_with_merging_two_at_a_time(trees: list[Any]) -> None:
     assert _merge(trees, REQUEST) == _fold(trees)
+
+
+@pytest.mark.parametrize(
+    ("url", "rtype", "rid", "query"),
+    [
+        ("Observation", "Observation", None, []),
+        ("fhir/Patient?_id=100002", "Patient", None, [("_id", "100002")]),
+        ("/fhir/Patient/100002", "Patient", "100002", []),
+        (
+            "http://gw.test/fhir/Condition?patient=1&_count=2",
+            "Condition",
+            None,
+            [
+                ("patient", "1"),
+                ("_count", "2"),
+            ],
+        ),
+    ],
+)
+def test_parse_entry_reads_the_type_after_the_base(
+    url: str, rtype: str, rid: str | None, query: list[tuple[str, str]]
+) -> None:
+    entry = parse_entry(0, {"request": {"method": "GET", "url": url}})
+
+    assert (entry.rtype, entry.rid, entry.query) == (rtype, rid, query)
+    assert entry.interaction == ("read" if rid else "search")
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (None, "Bundle.entry[3] is not an object."),
+        ([], "Bundle.entry[3] is not an object."),
+        ({"resource": {}}, "Bundle.entry[3].request is required in a batch or transaction."),
+        (
+            {"request": {"method": "GET", "url": "http://[::1"}},
+            "Bundle.entry[3].request.url is not a URL; send one relative to the base, "
+            "like Observation?patient=123 or Patient/123.",
+        ),
+        (
+            {"request": {"method": "POST", "url": "Observation"}},
+            "Bundle.entry[3].resource is required for POST: the Observation to write, "
+            "a JSON object.",
+        ),
+        (
+            {"request": {"method": "PUT", "url": "Observation/1"}, "resource": "x"},
+            "Bundle.entry[3].resource is required for PUT: the Observation to write, "
+            "a JSON object.",
+        ),
+        (
+            {"request": {"method": "PATCH", "url": "Appointment/1"}, "resource": {}},
+            "Bundle.entry[3].resource is required for PATCH: a JSON Patch, a list of operations.",
+        ),
+        (
+            {"request": {"method": "DELETE", "url": "Observation?code=1"}},
+            "Bundle.entry[3].request.url needs an id for DELETE: Observation/[id].",
+        ),
+    ],
+)
+def test_parse_entry_refuses_a_malformed_entry_with_400(raw: Any, message: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        parse_entry(3, raw)
+
+    assert caught.value.status == 400
+    assert caught.value.diagnostics == message

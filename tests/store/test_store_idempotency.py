@@ -1,4 +1,4 @@
-"""Idempotency keys in the store: one run per (client, key), repeats wait or replay."""
+"""Idempotency keys in the store: one run per (owner, key), repeats wait or replay."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import pytest
 from starlette.requests import Request
 from starlette.responses import Response
 
+from bridge.auth.scopes import parse_scopes
+from bridge.auth.tokens import Principal
 from bridge.errors import FhirError, InvalidRequest
-from bridge.idempotency import Idempotency, IdempotencyConflict, parse_key
+from bridge.idempotency import Idempotency, IdempotencyConflict, owner_of, parse_key
 from bridge.store import Store
 
 
@@ -120,3 +122,63 @@ def test_unusable_keys_are_400(raw: str) -> None:
 def test_keys_may_be_quoted() -> None:
     assert parse_key('"abc-123"') == "abc-123"
     assert parse_key("x" * 256) == "x" * 256
+
+
+def _principal(
+    scope: str = "user/*.*",
+    *,
+    client_id: str = "app",
+    subject: str = "u1",
+    patient: str | None = None,
+    fhir_user: str | None = None,
+) -> Principal:
+    return Principal(
+        client_id=client_id,
+        subject=subject,
+        patient=patient,
+        scopes=parse_scopes(scope),
+        token_id=None,
+        fhir_user=fhir_user,
+    )
+
+
+def test_owner_of_is_the_client_the_user_and_the_patient_context() -> None:
+    owner = owner_of(_principal())
+    # Another token of the same user and launch: the same owner.
+    assert owner_of(_principal("user/Observation.rs")) == owner
+    others = [
+        _principal(client_id="another-app"),
+        _principal(subject="u2"),
+        _principal(patient="100001"),
+        _principal(fhir_user="Practitioner/DR1001"),
+        # Tokens without client_id share the client "-", never the owner.
+        _principal(client_id="-", subject="u2"),
+    ]
+    owners = {owner_of(p) for p in others}
+    assert len(owners) == len(others) and owner not in owners
+    # The store holds no user or patient ids.
+    assert "u1" not in owner and "100001" not in owner_of(others[2])
+    assert owner_of(None) == "anonymous"  # authentication off: one caller, no identities
+
+
+def test_a_key_of_one_owner_is_new_to_another(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = await Store.open(f"sqlite:///{tmp_path / 'store.db'}")
+        keys = Idempotency(store, ttl=3600, wait=0, pending_timeout=300)
+        runs = 0
+
+        async def handler(request: Request) -> Response:
+            nonlocal runs
+            runs += 1
+            return Response(f"run {runs}".encode(), 200)
+
+        mine, theirs = owner_of(_principal()), owner_of(_principal(patient="100001"))
+        first = await keys.run(_request(b"{}"), mine, "k4", handler, _render, 1000)
+        other = await keys.run(_request(b"{}"), theirs, "k4", handler, _render, 1000)
+        again = await keys.run(_request(b"{}"), mine, "k4", handler, _render, 1000)
+        assert (first.body, other.body, again.body) == (b"run 1", b"run 2", b"run 1")
+        assert "idempotent-replayed" not in other.headers
+        assert again.headers["idempotent-replayed"] == "true"
+        await store.close()
+
+    asyncio.run(main())

@@ -774,6 +774,7 @@ def create_app(
             admin_token=(settings.admin.token.get_secret_value() if settings.admin.token else None),
             base=base,
             max_body=settings.limits.max_body_bytes,
+            max_json_depth=settings.limits.max_json_depth,
         ),
         route("/fhir/metadata", metadata, methods=["GET"]),
         route("/fhir/.well-known/smart-configuration", smart, methods=["GET"]),

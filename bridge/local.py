@@ -10,10 +10,11 @@
 
 from __future__ import annotations
 
+import calendar
 import re
 import secrets
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -25,10 +26,19 @@ from starlette.routing import Route
 from bridge.audit import AuditTrail
 from bridge.auth.middleware import authorize
 from bridge.auth.tokens import Principal
-from bridge.errors import Forbidden, InvalidRequest, NotFound, Unauthorized, UnsupportedMediaType
-from bridge.fhir.negotiate import FHIR_JSON
+from bridge.errors import (
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+    UnsupportedMediaType,
+)
+from bridge.fhir.jsondepth import check_json_depth
+from bridge.fhir.negotiate import FHIR_JSON, check_acceptable
 from bridge.fhir.response import FhirResponse
 from bridge.privacy import Privacy
+from bridge.settings import Limits
 
 __all__ = ["LOCAL_TYPES", "local_capabilities", "local_routes"]
 
@@ -37,6 +47,10 @@ _DATE = re.compile(
     r"^(eq|ne|gt|lt|ge|le|sa|eb)?(\d{4})(?:-(\d{2})(?:-(\d{2})"
     r"(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?(Z|[+-]\d{2}:\d{2}))?)?)?$"
 )
+_DAY = 86_400
+# `_before` is a position in the trail that a `next` link gave: a row number.
+_MAX_POSITION = 2**63 - 1
+_MAX_JSON_DEPTH: int = Limits.model_fields["max_json_depth"].default
 
 
 def _principal(request: Request) -> Principal | None:
@@ -58,9 +72,12 @@ def date_bounds(values: list[str]) -> tuple[float | None, float | None]:
         prefix = m.group(1) or "eq"
         if prefix in ("ne", "sa", "eb"):
             raise InvalidRequest(
-                f"date: the prefix {prefix!r} is not supported here; use eq, gt, ge, lt or le."
+                f"date: the prefix {prefix!r} is not supported here; use eq, gt, ge, lt or le.",
+                expression=["date"],
             )
         year, month, day = int(m.group(2)), m.group(3), m.group(4)
+        # The end of each range is counted in seconds, not built as a datetime: the
+        # day after 9999-12-31 (or the second after its last) is past datetime's range.
         try:
             if m.group(5) is not None:
                 zone = m.group(8)
@@ -68,19 +85,21 @@ def date_bounds(values: list[str]) -> tuple[float | None, float | None]:
                     f"{m.group(2)}-{month}-{day}T{m.group(5)}:{m.group(6)}:{m.group(7) or '00'}"
                     + ("+00:00" if zone == "Z" else zone)
                 )
-                end = start + timedelta(seconds=1 if m.group(7) else 60)
+                lo = start.timestamp()
+                hi = lo + (1 if m.group(7) else 60)
             elif day is not None:
-                start = datetime(year, int(month or 1), int(day), tzinfo=UTC)
-                end = start + timedelta(days=1)
+                lo = datetime(year, int(month or 1), int(day), tzinfo=UTC).timestamp()
+                hi = lo + _DAY
             elif month is not None:
-                start = datetime(year, int(month), 1, tzinfo=UTC)
-                end = datetime(year + int(month) // 12, int(month) % 12 + 1, 1, tzinfo=UTC)
+                lo = datetime(year, int(month), 1, tzinfo=UTC).timestamp()
+                hi = lo + calendar.monthrange(year, int(month))[1] * _DAY
             else:
-                start = datetime(year, 1, 1, tzinfo=UTC)
-                end = datetime(year + 1, 1, 1, tzinfo=UTC)
-        except ValueError:
-            raise InvalidRequest(f"date: {raw!r} is not a valid date.") from None
-        lo, hi = start.timestamp(), end.timestamp()
+                lo = datetime(year, 1, 1, tzinfo=UTC).timestamp()
+                hi = datetime(year, 12, 31, tzinfo=UTC).timestamp() + _DAY
+        except (ValueError, OverflowError):
+            raise InvalidRequest(
+                f"date: {raw!r} is not a valid date.", expression=["date"]
+            ) from None
         low: float | None = {"eq": lo, "ge": lo, "gt": hi}.get(prefix)
         high: float | None = {"eq": hi, "le": hi, "lt": lo}.get(prefix)
         if low is not None:
@@ -135,6 +154,7 @@ def local_routes(
     admin_token: str | None,
     base: Callable[[Request], str],
     max_body: int,
+    max_json_depth: int = _MAX_JSON_DEPTH,
 ) -> list[Route]:
     def need_privacy() -> Privacy:
         current = privacy()
@@ -145,19 +165,23 @@ def local_routes(
     def pretty(request: Request) -> bool:
         return request.query_params.get("_pretty") == "true"
 
+    def negotiate(request: Request) -> None:
+        """406 unless the client takes FHIR JSON, as on every other FHIR route."""
+        check_acceptable(request.headers.get("accept"), request.query_params.get("_format"))
+
     async def body_json(request: Request, accepted: tuple[str, ...]) -> Any:
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media not in accepted:
             raise UnsupportedMediaType(f"Send the body as {' or '.join(accepted)}.")
         body = await request.body()
         if len(body) > max_body:
-            from bridge.errors import PayloadTooLarge
-
             raise PayloadTooLarge()
         try:
-            return orjson.loads(body)
+            parsed = orjson.loads(body)
         except orjson.JSONDecodeError:
             raise InvalidRequest("The body is not valid JSON.") from None
+        check_json_depth(parsed, body, max_json_depth)
+        return parsed
 
     def own(request: Request, rtype: str, letter: str, patient: str | None) -> str | None:
         """Authorize; the patient a patient-confined token is limited to, else None."""
@@ -172,6 +196,7 @@ def local_routes(
     # -- Consent ------------------------------------------------------------------
 
     async def consent_create(request: Request) -> Response:
+        negotiate(request)
         body = await body_json(request, (FHIR_JSON, "application/json"))
         from bridge.privacy import parse_consent
 
@@ -183,6 +208,7 @@ def local_routes(
         return FhirResponse(stored, 201, {"Location": location}, pretty=pretty(request))
 
     async def consent_update(request: Request) -> Response:
+        negotiate(request)
         rid = request.path_params["rid"]
         body = await body_json(request, (FHIR_JSON, "application/json"))
         if not isinstance(body, dict) or body.get("id") != rid:
@@ -198,12 +224,14 @@ def local_routes(
         return FhirResponse(stored, 200, pretty=pretty(request))
 
     async def consent_read(request: Request) -> Response:
+        negotiate(request)
         consent = await need_privacy().consent(request.path_params["rid"])
         own(request, "Consent", "r", _patient_of(consent))
         _note(request, _patient_of(consent))
         return FhirResponse(consent, pretty=pretty(request))
 
     async def consent_delete(request: Request) -> Response:
+        negotiate(request)
         rid = request.path_params["rid"]
         current = await need_privacy().consent(rid)
         own(request, "Consent", "d", _patient_of(current))
@@ -212,6 +240,7 @@ def local_routes(
         return Response(status_code=204)
 
     async def consent_search(request: Request) -> Response:
+        negotiate(request)
         patient = _patient_param(request.query_params.get("patient"))
         status = request.query_params.get("status")
         confined = own(request, "Consent", "s", patient)
@@ -227,6 +256,7 @@ def local_routes(
     # -- AuditEvent -------------------------------------------------------------------
 
     async def audit_search(request: Request) -> Response:
+        negotiate(request)
         current = trail()
         if current is None:
             raise NotFound("The gateway's store is not configured.")
@@ -236,11 +266,10 @@ def local_routes(
         since, until = date_bounds(request.query_params.getlist("date"))
         try:
             count = int(request.query_params.get("_count", "50"))
-            before = request.query_params.get("_before")
-            before_seq = int(before) if before is not None else None
         except ValueError:
-            raise InvalidRequest("_count and _before take whole numbers.") from None
+            raise InvalidRequest("_count takes a whole number.", expression=["_count"]) from None
         count = max(1, min(count, 500))
+        before_seq = _position(request.query_params.get("_before"))
         rows = await current.search(
             patient=patient, since=since, until=until, count=count, before=before_seq
         )
@@ -259,6 +288,7 @@ def local_routes(
         return FhirResponse(bundle, pretty=pretty(request))
 
     async def audit_read(request: Request) -> Response:
+        negotiate(request)
         current = trail()
         if current is None:
             raise NotFound("The gateway's store is not configured.")
@@ -319,6 +349,22 @@ def local_routes(
         Route("/admin/revocations", revocation_list, methods=["GET"]),
         Route("/admin/revocations/{rid}", revocation_delete, methods=["DELETE"]),
     ]
+
+
+def _position(before: str | None) -> int | None:
+    """The `_before` of a `next` link: a row number of the trail (400 if it cannot be)."""
+    if before is None:
+        return None
+    try:
+        position = int(before)
+    except ValueError:
+        position = 0
+    if not 0 < position <= _MAX_POSITION:
+        raise InvalidRequest(
+            "_before: not a position in the audit trail; follow the Bundle's next link.",
+            expression=["_before"],
+        )
+    return position
 
 
 def _seen_by(event: dict[str, Any], patient: str) -> dict[str, Any]:

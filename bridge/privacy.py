@@ -39,6 +39,11 @@ CLIENT_ID_SYSTEM = "urn:ietf:params:oauth:client-id"
 _PROVISION_KEYS = {"type", "actor", "class", "code", "securityLabel", "provision", "action"}
 _CODED = ("category", "code", "type")
 _STATES = ("draft", "proposed", "active", "rejected", "inactive", "entered-in-error")
+# Provisions nested deeper than this are refused before anything walks them
+# recursively (the R4B model's validation, `walk` below): a Consent needs two or
+# three levels, and the body's depth limit (limits.max_json_depth, 64 by default)
+# already stops ~31. The models' recursion gives out past ~100.
+MAX_PROVISION_NESTING = 32
 Coding = tuple[str | None, str]
 
 
@@ -119,13 +124,37 @@ def _codes(items: Any, path: str, *, concept: bool) -> frozenset[Coding] | None:
     return frozenset(found)
 
 
-def parse_consent(consent: Any) -> tuple[str, str, list[DenyRule]]:
-    """(patient id, status, deny rules) of a Consent; 422 naming the element if unusable."""
+def _check_nesting(top: Any, limit: int) -> None:
+    """422 naming the first provision nested past `limit` (a loop, not recursion:
+    the answer must not depend on how deep the stack already is)."""
+    level = [("Consent.provision", top)]
+    for depth in range(1, limit + 2):
+        level = [
+            (f"{path}.provision[{i}]", nested)
+            for path, provision in level
+            if isinstance(provision, dict) and isinstance(provision.get("provision"), list)
+            for i, nested in enumerate(provision["provision"])
+        ]
+        if not level:
+            return
+        if depth > limit:
+            raise _problem(level[0][0], f"provisions may nest at most {limit} levels deep")
+
+
+def parse_consent(
+    consent: Any, *, max_nesting: int | None = MAX_PROVISION_NESTING
+) -> tuple[str, str, list[DenyRule]]:
+    """(patient id, status, deny rules) of a Consent; 422 naming the element if unusable.
+
+    `max_nesting=None` is for Consents already stored: one accepted before the
+    limit existed stays enforced rather than dropped."""
     from fhir.resources.R4B import get_fhir_model_class
     from pydantic import ValidationError
 
     if not isinstance(consent, dict) or consent.get("resourceType") != "Consent":
         raise InvalidRequest("The body must be a Consent resource.")
+    if max_nesting is not None:
+        _check_nesting(consent.get("provision"), max_nesting)
     try:
         get_fhir_model_class("Consent").model_validate(consent)
     except ValidationError as exc:
@@ -266,7 +295,7 @@ class Privacy:
         rules: dict[str, list[DenyRule]] = {}
         for (body,) in consent_rows:
             try:
-                patient, _, parsed = parse_consent(orjson.loads(body))
+                patient, _, parsed = parse_consent(orjson.loads(body), max_nesting=None)
             except (InvalidRequest, UnprocessableEntity):
                 continue
             rules.setdefault(patient, []).extend(parsed)

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from bridge.errors import FhirError, InvalidRequest, UnprocessableEntity
 from bridge.fhir.compartment import patient_compartment
 from bridge.fhir.validate import validate_resource
 from bridge.gateway import Gateway
+from bridge.gateway.bundles import parse_entry
 from bridge.mapping.runner import BadValue
 from bridge.mapping.writer import legacy_record
 
@@ -73,20 +73,18 @@ def write_entries(body: Any) -> list[WriteEntry]:
                 f"Bundle.entry[{index}]: with Prefer: respond-async a Bundle may hold writes "
                 "only (POST, PUT, PATCH, DELETE); send reads and searches on their own."
             )
-        parts = [p for p in urlsplit(str(request.get("url", ""))).path.split("/") if p]
-        if "fhir" in parts:
-            parts = parts[parts.index("fhir") + 1 :]
-        if not parts or (method == "POST") != (len(parts) == 1):
+        entry = parse_entry(index, item)  # the url read as a synchronous Bundle reads it
+        if (method == "POST") != (entry.rid is None):
             raise InvalidRequest(f"Bundle.entry[{index}].request.url does not fit {method}.")
         out.append(
             WriteEntry(
                 index=index,
                 method=method,
                 interaction=_INTERACTIONS[method],
-                rtype=parts[0],
-                rid=parts[1] if len(parts) > 1 else None,
+                rtype=entry.rtype,
+                rid=entry.rid,
                 resource=item.get("resource"),
-                conditional=bool(request.get("ifNoneExist") or request.get("ifMatch")),
+                conditional=bool(entry.headers),
             )
         )
     return out

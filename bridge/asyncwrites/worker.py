@@ -8,6 +8,11 @@ and records the result:
     the legacy system is down (503, 504 before sending,    back to the queue,
       breaker open, session cap)                           tried again with backoff
     the answer was lost and nothing can tell (504)         failed, with that outcome
+    an unexpected error (a bug, not the network):
+      before any call of the write went out                failed (500): it never can
+      after one did                                        unsure once (below), then
+                                                           failed (504) if it recurs
+      while checking an unsure job                         failed (504): cannot tell
 
 A job that an attempt may have reached the legacy system with (its worker
 died or was stopped mid-delivery, or the write went through and what came
@@ -26,6 +31,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.asyncwrites.intake import write_entries
@@ -42,6 +48,7 @@ from bridge.fhir.outcome import operation_outcome
 from bridge.gateway import Gateway
 from bridge.gateway.lookups import OutcomeUnknown, found_records
 from bridge.mapping.compiled import CompiledWrite, RunContext
+from bridge.mapping.runner import BadValue
 from bridge.mapping.writer import legacy_record
 from bridge.settings import AsyncWriteSettings
 from bridge.soap.xml import SoapFault
@@ -93,12 +100,38 @@ def _transient(error: FhirError) -> bool:
     return isinstance(error, MappedFault) and error.status in (429, 503)
 
 
-def _unknown(what: str) -> OutcomeUnknown:
-    return OutcomeUnknown(
+def _unknown(what: str = "this write", *, why: str | None = None) -> OutcomeUnknown:
+    why = why or (
         f"The gateway was interrupted while delivering {what}; it may or may not have been "
-        "applied, and the mapping declares no way to check. Check the legacy system "
-        "before sending it again; sending it blindly may apply it twice."
+        "applied, and the mapping declares no way to check."
     )
+    return OutcomeUnknown(
+        f"{why} Check the legacy system before sending it again; sending it blindly may "
+        "apply it twice."
+    )
+
+
+# Unexpected failures (a bug, never a transport failure): outcomes without PHI.
+_NOT_APPLIED = (
+    "The server met an unexpected condition delivering this write; the legacy system "
+    "did not receive it."
+)
+_CHECK_FAILED = (
+    "The server met an unexpected condition checking whether an interrupted delivery "
+    "of this write was applied; it may or may not have been."
+)
+_AFTER_SENDING = (
+    "The server met an unexpected condition after this write reached the legacy "
+    "system; it may or may not have been applied."
+)
+
+
+@dataclass
+class _Attempt:
+    """How far one delivery attempt got, for what an unexpected error means."""
+
+    phase: str = "starting"  # then "checking" (an unsure job), "sending", "sent"
+    calls: list[tuple[str, str]] = field(default_factory=list)  # (operation, outcome)
 
 
 class _Later(Exception):
@@ -172,7 +205,12 @@ class Deliveries:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
                 continue
-            await self._attempt(job)
+            try:
+                await self._attempt(job)
+            except Exception as exc:  # recording the result failed: its lease will expire
+                log.error(
+                    "job %s: its attempt could not be recorded: %s", job.id, type(exc).__name__
+                )
 
     async def _attempt(self, job: Job) -> None:
         # Each attempt leaves an AuditEvent: its legacy calls, and 503 if it was deferred.
@@ -195,17 +233,13 @@ class Deliveries:
 
     async def _attempt_once(self, job: Job) -> None:
         renewer = asyncio.create_task(self._renew(job), name="delivery-lease")
-        sent = False
-
-        def sending() -> None:
-            nonlocal sent
-            sent = True
-
+        attempt = _Attempt()
         try:
-            await self._deliver(job, sending)
+            await self._deliver(job, attempt)
         except asyncio.CancelledError:
             # Stopped in the middle (shutdown past its grace): back to the queue at once,
             # unsure when a call may have gone out.
+            sent = attempt.phase in ("sending", "sent")
             await asyncio.shield(self._give_back(job, 0.0, unsure=sent or job.suspect))
             raise
         except _Later as later:
@@ -220,23 +254,63 @@ class Deliveries:
         except StoreUnavailable as exc:
             log.error("a delivery result could not be stored (%s); the lease will expire", exc)
         except Exception as exc:
-            log.error("delivering job %s failed: %s", job.id, type(exc).__name__)
-            if (sent or job.suspect) and time.time() - job.created <= self.settings.give_up_after:
-                # The write may have reached the legacy system: never call it failed;
-                # check it (through the mapping's lookup) on the next attempt.
-                await self._give_back(job, self._backoff(job.attempts), unsure=True)
-                return
-            await self._final(
-                job,
-                "failed",
-                500,
-                error_entry(
-                    FhirError("The server met an unexpected condition delivering this write.")
-                ),
-            )
+            await self._unexpected(job, attempt, type(exc).__name__)
         finally:
             renewer.cancel()
             await asyncio.gather(renewer, return_exceptions=True)
+
+    async def _unexpected(self, job: Job, attempt: _Attempt, error: str) -> None:
+        """End a job an unexpected error stopped: such an error comes back on every
+        attempt, so retrying would block the patient's later writes for good. Only a
+        write that may have reached the legacy system is tried once more, and then
+        only through the unsure check (the mapping's lookup), never blindly."""
+        if attempt.phase == "checking":
+            log.error("job %s: checking an interrupted delivery failed: %s", job.id, error)
+            await self._final(job, "failed", 504, self._failure(job, _unknown(why=_CHECK_FAILED)))
+            return
+        if not self._reached(job, attempt):
+            log.error("delivering job %s failed: %s; nothing was sent", job.id, error)
+            await self._final(job, "failed", 500, self._failure(job, FhirError(_NOT_APPLIED)))
+            return
+        request = job.request
+        if not request.get("unexpected") and (
+            time.time() - job.created <= self.settings.give_up_after
+        ):
+            log.error("delivering job %s failed: %s; it will be checked", job.id, error)
+            request["unexpected"] = True
+            await self._give_back(job, self._backoff(job.attempts), unsure=True)
+            return
+        log.error("delivering job %s failed again: %s", job.id, error)
+        await self._final(job, "failed", 504, self._failure(job, _unknown(why=_AFTER_SENDING)))
+
+    def _reached(self, job: Job, attempt: _Attempt) -> bool:
+        """Whether a call of the write itself may have reached the legacy system."""
+        if attempt.phase == "sent":
+            return True
+        if attempt.phase != "sending":
+            return False
+        try:
+            operations = self._operations(self.gateway(), job.request)
+        except Exception:
+            return True  # cannot tell: assume it may have
+        return any(op in operations and outcome != "unsent" for op, outcome in attempt.calls)
+
+    @staticmethod
+    def _failure(job: Job, error: FhirError) -> dict[str, Any]:
+        """A failed job's result; a batch keeps the answers its entries already have."""
+        request = job.request
+        answers = request.get("answers") if request["kind"] == "bundle" else None
+        out = error_entry(error)
+        if answers:
+            body = request["body"]
+            out["resource"] = {
+                "resourceType": "Bundle",
+                "type": "batch-response" if body.get("type") == "batch" else "transaction-response",
+                "entry": [
+                    answers.get(str(i)) or error_entry(error) for i in range(len(body["entry"]))
+                ],
+            }
+        return out
 
     async def _give_back(self, job: Job, delay: float, *, unsure: bool) -> None:
         try:
@@ -280,15 +354,17 @@ class Deliveries:
 
     # -- one attempt -------------------------------------------------------------
 
-    async def _deliver(self, job: Job, sending: Callable[[], None]) -> None:
+    async def _deliver(self, job: Job, attempt: _Attempt) -> None:
         gateway = self.gateway()
         request = job.request
-        if job.suspect and not await self._check(gateway, job):
-            return  # the check settled it
-        calls: list[tuple[str, str]] = []
+        if job.suspect:
+            attempt.phase = "checking"
+            if not await self._check(gateway, job):
+                return  # the check settled it
+        calls = attempt.calls
         token = _calls.set(calls)
         try:
-            sending()
+            attempt.phase = "sending"
             status, entry = await self._send(gateway, request)
         except FhirError as error:
             wrote = self._wrote(gateway, request, calls)
@@ -298,6 +374,7 @@ class Deliveries:
             raise _Later(wrote, error) from None
         finally:
             _calls.reset(token)
+        attempt.phase = "sent"
         if request["kind"] == "bundle" and self._retry_entries(job, entry):
             if time.time() - job.created <= self.settings.give_up_after:
                 raise _Later(unsure=self._wrote(gateway, request, calls))
@@ -332,9 +409,17 @@ class Deliveries:
             out["resource"] = result.resource
         return result.status, out
 
-    @staticmethod
-    def _wrote(gateway: Gateway, request: dict[str, Any], calls: list[tuple[str, str]]) -> bool:
+    @classmethod
+    def _wrote(
+        cls, gateway: Gateway, request: dict[str, Any], calls: list[tuple[str, str]]
+    ) -> bool:
         """Did a call of the write itself get through in this attempt?"""
+        operations = cls._operations(gateway, request)
+        return any(op in operations and outcome == "ok" for op, outcome in calls)
+
+    @staticmethod
+    def _operations(gateway: Gateway, request: dict[str, Any]) -> set[str]:
+        """The legacy operations the write's own calls use."""
         if request["kind"] == "bundle":
             pairs = [(e.rtype, e.interaction) for e in write_entries(request["body"])]
         else:
@@ -355,7 +440,7 @@ class Deliveries:
             for spec in specs:
                 if spec is not None:
                     operations.update(step.call.operation for step in spec.steps)
-        return any(op in operations and outcome == "ok" for op, outcome in calls)
+        return operations
 
     # -- batches answered in part ------------------------------------------------
 
@@ -437,7 +522,10 @@ class Deliveries:
         ):
             return None
         stripped = {k: v for k, v in body.items() if k not in ("id", "meta")}
-        tree = legacy_record(served.resource, stripped)
+        try:
+            tree = legacy_record(served.resource, stripped)
+        except BadValue:
+            return []  # no legacy form: it was never sent (sending it again answers 422)
         records = await found_records(
             served, spec.lookup, RunContext(record=tree), served.backend.deadline()
         )

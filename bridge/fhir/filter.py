@@ -7,13 +7,16 @@ parameter tests and the gateway keeps only the resources that match.
 
 from __future__ import annotations
 
+from calendar import monthrange
 from collections.abc import Sequence
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 
 from bridge.fhir.search import SearchValue
 
 __all__ = ["matches"]
+
+_LAST_SECOND = (23, 59, 59)
 
 
 def _values(node: Any, path: Sequence[str]) -> list[Any]:
@@ -52,18 +55,24 @@ def _token(value: Any, wanted: SearchValue) -> bool:
 
 
 def _bounds(text: str) -> tuple[datetime, datetime]:
-    """The instant range a FHIR date/dateTime value stands for."""
+    """The instant range a FHIR date/dateTime value stands for.
+
+    Each range ends on its last second, found inside the period (never as the
+    start of the next one minus a second: there is no day after 9999-12-31)."""
     text = text.strip()
-    second = timedelta(seconds=1)
     if len(text) == 4:
         y = int(text)
-        return datetime(y, 1, 1), datetime(y + 1, 1, 1) - second
+        return datetime(y, 1, 1), datetime(y, 12, 31, *_LAST_SECOND)
     if len(text) == 7:
         y, m = int(text[:4]), int(text[5:7])
-        return datetime(y, m, 1), datetime(y + (m == 12), m % 12 + 1, 1) - second
+        if not 1 <= m <= 12:
+            raise ValueError("not a month")
+        return datetime(y, m, 1), datetime(y, m, monthrange(y, m)[1], *_LAST_SECOND)
     if len(text) == 10:
-        day = datetime.combine(date.fromisoformat(text), datetime.min.time())
-        return day, day + timedelta(days=1) - second
+        day = date.fromisoformat(text)
+        return datetime(day.year, day.month, day.day), datetime(
+            day.year, day.month, day.day, *_LAST_SECOND
+        )
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     return moment, moment
 
@@ -150,6 +159,6 @@ def matches(resource: dict[str, Any], path: Sequence[str], kind: str, wanted: Se
         try:
             if test(value, wanted):
                 return True
-        except ValueError:
+        except (ValueError, OverflowError):
             continue  # a value the test cannot read matches nothing
     return False

@@ -618,6 +618,11 @@ def search_values(
                     day = datetime.date.fromisoformat(criterion.value[:10])
                     for bound in targets:
                         shift = -1 if bound in ("ge", "gt") else 1 if bound in ("le", "lt") else 0
+                        # Not past the calendar's ends: 0001-01-01 and 9999-12-31 stay.
+                        if (shift < 0 and day == datetime.date.min) or (
+                            shift > 0 and day == datetime.date.max
+                        ):
+                            shift = 0
                         wide = Criterion(name, (day + datetime.timedelta(days=shift)).isoformat())
                         values.setdefault(f"params.{name}.{bound}", _legacy_value(param, wide))
                     continue

@@ -14,6 +14,7 @@ steps of a pipeline:
 from __future__ import annotations
 
 import datetime
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -213,8 +214,29 @@ class DateTimeTransform(Transform):
             if len(text) > 10:
                 raise TransformError("a dateTime with a time needs a time zone")
             moment = moment.replace(tzinfo=self.zone)
-        local = moment.astimezone(self.zone)
-        return self._template % self._fields(local)
+        return self._template % self._fields(self._local(moment))
+
+    def _local(self, moment: datetime.datetime) -> datetime.datetime:
+        """`moment` on the legacy zone's wall clock, or TransformError past the calendar."""
+        try:
+            return moment.astimezone(self.zone)
+        except (OverflowError, ValueError):
+            pass
+        # Within a day of 0001-01-01 or 9999-12-31, the UTC time Python converts
+        # through may be off the calendar though the local time is not: convert a
+        # day nearer the middle and step back (the same offset, or no answer).
+        day = datetime.timedelta(days=1 if moment.year > 1 else -1)
+        try:
+            near = (moment - day).astimezone(self.zone)
+            local = near + day
+        except (OverflowError, ValueError):
+            local = None
+        if local is None or local.utcoffset() != near.utcoffset():
+            raise TransformError(
+                f"needs a dateTime that falls within the years 0001 to 9999 in the legacy "
+                f"system's time zone ({self.zone.key})"
+            )
+        return local
 
 
 # UCUM units the quantity transform converts between: (dimension, factor to base).
@@ -285,6 +307,8 @@ class QuantityTransform(Transform):
         except ValueError:
             raise TransformError("not a number") from None
         converted = round(self._convert(number, self.legacy, self.fhir), self.decimals)
+        if not math.isfinite(converted):  # "1e999", "nan": FHIR decimals are finite
+            raise TransformError("not a finite number")
         if self.decimals == 0:
             converted = int(converted)
         return {
@@ -302,9 +326,11 @@ class QuantityTransform(Transform):
             raise TransformError(f"the unit '{code}' cannot be converted to '{self.legacy}'")
         try:
             number = float(value["value"])
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise TransformError("the Quantity's value is not a number") from None
         converted = round(self._convert(number, code, self.legacy), max(self.decimals, 2))
+        if not math.isfinite(converted):  # never "inf" or "nan" to the legacy system
+            raise TransformError(f"the Quantity's value is too large to write in '{self.legacy}'")
         text = f"{converted:.{max(self.decimals, 2)}f}".rstrip("0").rstrip(".")
         return text or "0"
 

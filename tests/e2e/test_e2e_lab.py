@@ -348,6 +348,19 @@ def test_lab_search_with_an_empty_patient_id_is_400(
     assert mock_hospital.stats()["lab"]["faults"]["LAB-BAD-REQUEST"] == 1
 
 
+@pytest.mark.parametrize(
+    "date", ["le9999-12-31T10:00:00Z", "ge0001-01-01T10:00:00Z", "lt9999-12-31T23:59:59+14:00"]
+)
+def test_lab_search_dates_at_the_calendars_ends_are_answered(
+    portal: httpx.Client, fhir: Any, date: str
+) -> None:
+    # A dateTime widens the legacy day range a day each way, but not past the calendar.
+    params = {"patient": "100001", "category": "laboratory", "date": date}
+    reply = portal.get("/Observation", params=params)
+    assert reply.status_code == 200, reply.text
+    assert fhir(reply.json())["resourceType"] == "Bundle"
+
+
 def test_lab_cookie_loss_costs_one_relogin(
     portal: httpx.Client,
     mock_hospital: MockHospital,

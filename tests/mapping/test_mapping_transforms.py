@@ -161,6 +161,62 @@ def test_datetime_to_legacy_writes_each_tokens_first_place(fmt: str, fhir: str) 
     assert written == _written_token_by_token(fmt, local)
 
 
+@pytest.mark.parametrize(
+    "fhir",
+    [
+        "9999-12-31T23:59:59-14:00",  # 10000-01-01 in New York
+        "9999-12-31T20:00:00-10:00",  # 01:00 on 10000-01-01 in New York
+        "0001-01-01T00:00:00+14:00",  # the year 0 in New York
+        "0001-01-01T03:00:00Z",
+    ],
+)
+def test_datetime_to_legacy_refuses_a_moment_past_the_calendar_in_the_legacy_zone(
+    fhir: str,
+) -> None:
+    with pytest.raises(TransformError) as caught:
+        _build({"datetime": {"format": "MM/DD/YYYY HH:mm", "zone": "America/New_York"}}).to_legacy(
+            fhir
+        )
+    assert str(caught.value) == (
+        "needs a dateTime that falls within the years 0001 to 9999 in the legacy system's "
+        "time zone (America/New_York)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("zone", "fhir", "legacy"),
+    [
+        # Their UTC times are off the calendar; their local times are not.
+        ("America/New_York", "9999-12-31T23:59:59-05:00", "12/31/9999 23:59"),
+        ("Asia/Tokyo", "0001-01-01T00:30:00+09:00", "01/01/0001 00:48"),  # Tokyo's LMT
+        ("America/New_York", "9999-12-31", "12/31/9999 00:00"),
+    ],
+)
+def test_datetime_to_legacy_writes_the_calendar_edges_it_can(
+    zone: str, fhir: str, legacy: str
+) -> None:
+    step = {"datetime": {"format": "MM/DD/YYYY HH:mm", "zone": zone}}
+    assert _build(step).to_legacy(fhir) == legacy
+
+
+@pytest.mark.parametrize("legacy", ["1e999", "-1e999", "nan"])
+def test_quantity_to_fhir_refuses_numbers_that_are_not_finite(legacy: str) -> None:
+    step = {"quantity": {"legacy": "[lb_av]", "fhir": "kg", "decimals": 0}}
+    with pytest.raises(TransformError) as caught:
+        _build(step).to_fhir(legacy)
+    assert str(caught.value) in ("not a finite number", "not a number")
+
+
+def test_quantity_to_legacy_never_writes_infinity() -> None:
+    step = {"quantity": {"legacy": "[lb_av]", "fhir": "kg"}}
+    with pytest.raises(TransformError) as caught:
+        _build(step).to_legacy({"value": 1e308, "code": "kg"})
+    assert str(caught.value) == "the Quantity's value is too large to write in '[lb_av]'"
+    with pytest.raises(TransformError) as caught:
+        _build(step).to_legacy({"value": 10**400, "code": "kg"})
+    assert str(caught.value) == "the Quantity's value is not a number"
+
+
 def test_date_to_fhir_reads_a_value_that_is_not_text() -> None:
     assert _build({"date": "YYYYMMDD"}).to_fhir(19800507) == "1980-05-07"
 

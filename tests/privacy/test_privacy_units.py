@@ -19,7 +19,7 @@ from bridge.errors import FhirError, InvalidRequest, UnprocessableEntity
 from bridge.fhir.outcome import operation_outcome
 from bridge.fhir.response import FhirResponse
 from bridge.local import date_bounds
-from bridge.privacy import parse_consent
+from bridge.privacy import MAX_PROVISION_NESTING, parse_consent
 from bridge.store import Store, StoreUnavailable
 
 
@@ -52,6 +52,31 @@ def test_date_search_values_become_ranges(
 def test_bad_date_search_values_are_400(value: str) -> None:
     with pytest.raises(InvalidRequest):
         date_bounds([value])
+
+
+DAY = 86_400.0
+LAST_DAY = _ts("9999-12-31T00:00:00")
+FIRST_SECOND = _ts("0001-01-01T00:00:00") - 14 * 3600  # 0001-01-01T00:00:00+14:00
+
+
+@pytest.mark.parametrize(
+    ("values", "since", "until"),
+    [
+        # The calendar's last day, month and year end on the first second past it.
+        (["9999-12-31"], LAST_DAY, LAST_DAY + DAY),
+        (["ge9999-12-31"], LAST_DAY, None),
+        (["gt9999-12-31"], LAST_DAY + DAY, None),
+        (["le9999-12"], None, LAST_DAY + DAY),
+        (["9999"], _ts("9999-01-01T00:00:00"), LAST_DAY + DAY),
+        (["2024-02"], _ts("2024-02-01T00:00:00"), _ts("2024-03-01T00:00:00")),
+        (["le9999-12-31T23:59:59-14:00"], None, LAST_DAY + DAY + 14 * 3600),
+        (["0001-01-01T00:00:00+14:00"], FIRST_SECOND, FIRST_SECOND + 1),
+    ],
+)
+def test_date_search_values_at_the_calendars_ends(
+    values: list[str], since: float | None, until: float | None
+) -> None:
+    assert date_bounds(values) == (since, until)
 
 
 def _consent(provision: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -128,6 +153,37 @@ def test_a_top_level_deny_withholds_everything_from_its_apps() -> None:
 def test_consents_the_gateway_cannot_enforce_are_422(provision: dict[str, Any]) -> None:
     with pytest.raises(UnprocessableEntity):
         parse_consent(_consent(provision))
+
+
+def _nested(levels: int) -> dict[str, Any]:
+    """A permit provision with `levels` deny provisions nested in one another."""
+    provision: dict[str, Any] = {"type": "deny", "class": [{"code": "Observation"}]}
+    for _ in range(levels - 1):
+        provision = {"type": "deny", "provision": [provision]}
+    return {"type": "permit", "actor": [APP], "provision": [provision]}
+
+
+def test_provisions_nested_to_the_limit_are_enforced() -> None:
+    _, _, rules = parse_consent(_consent(_nested(MAX_PROVISION_NESTING)))
+    assert len(rules) == MAX_PROVISION_NESTING
+
+
+@pytest.mark.parametrize("levels", [MAX_PROVISION_NESTING + 1, 200, 2000])
+def test_provisions_nested_past_the_limit_are_422_naming_the_first_too_deep(levels: int) -> None:
+    # 2000 levels would exhaust the recursion of the model's validation: a 500.
+    with pytest.raises(UnprocessableEntity) as caught:
+        parse_consent(_consent(_nested(levels)))
+    where = "Consent.provision" + ".provision[0]" * (MAX_PROVISION_NESTING + 1)
+    assert caught.value.diagnostics == (
+        f"{where}: provisions may nest at most {MAX_PROVISION_NESTING} levels deep"
+    )
+    assert caught.value.expression == [where]
+
+
+def test_a_stored_consent_nested_past_the_limit_stays_enforced() -> None:
+    # Accepted before the limit existed: reloading it must not drop what it denies.
+    _, _, rules = parse_consent(_consent(_nested(40)), max_nesting=None)
+    assert len(rules) == 40
 
 
 @pytest.mark.parametrize(

@@ -211,7 +211,7 @@ def _post(client: httpx.Client, path: str, body: Any) -> httpx.Response:
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("path", ["/Observation", "", "/Appointment"])
+@pytest.mark.parametrize("path", ["/Observation", "", "/Appointment", "/Consent"])
 def test_a_body_nested_too_deep_is_400(limited: Gateway, fhir: Any, path: str) -> None:
     client = _client(limited, f"deep-{path}")
     body = {"resourceType": "Observation", "extension": [_nested(20)]}

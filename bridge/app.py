@@ -426,7 +426,13 @@ def create_app(
         allowed = rules(request, rtype, "search")
         limited = allowed is not None and not allowed.unlimited
         current = privacy()
-        if not limited and not (current is not None and current.withholding):
+        principal = _principal(request)
+        consents = (
+            current is not None
+            and principal is not None
+            and current.may_withhold(principal.client_id, rtype)
+        )
+        if not limited and not consents:
             return None
 
         def keep(resource: dict[str, Any]) -> bool:
@@ -573,13 +579,15 @@ def create_app(
                 return await handler(request)  # type: ignore[no-any-return]
             # Keyed by the whole caller, not the app alone: the replay comes before any
             # scope check, so another user or patient of the app must never reach it.
+            principal = _principal(request)
             return await keeper.run(
                 request,
-                owner_of(_principal(request)),
+                owner_of(principal),
                 key,
                 handler,
                 _outcome_response,
                 settings.limits.max_body_bytes,
+                earlier=(principal.client_id if principal is not None else None) or "-",
             )
 
         return once

@@ -61,6 +61,12 @@ class IdempotencyConflict(FhirError):
         super().__init__(diagnostics, headers={"Retry-After": "1"})
 
 
+_EARLIER = (
+    "This Idempotency-Key was used before the gateway was upgraded, and its result "
+    "cannot be replayed; check whether that request was applied, then use a new key."
+)
+
+
 def owner_of(principal: Principal | None) -> str:
     """Who a stored result belongs to: the app, the user and the patient context.
 
@@ -141,9 +147,12 @@ class Idempotency:
         handler: Callable[[Request], Awaitable[Response]],
         render: Callable[[FhirError], Response],
         max_body: int,
+        earlier: str | None = None,
     ) -> Response:
         """Answer `request` with `handler`, at most once per (owner, key); `owner_of` names
-        the owner."""
+        the owner. `earlier` is where the same caller's keys were kept before owners
+        (the bare client id, "-" without one): a key found there is refused, never run
+        again, until it expires."""
         key = parse_key(raw_key)
         body = await request.body()
         if len(body) > max_body:
@@ -152,7 +161,7 @@ class Idempotency:
         waited_until = time.monotonic() + self.wait
         pause = 0.05
         while True:
-            claim, replay = await self._claim(owner, key, fingerprint)
+            claim, replay = await self._claim(owner, key, fingerprint, earlier)
             if claim is not None:
                 break
             if replay is not None:
@@ -182,7 +191,7 @@ class Idempotency:
         return self.store.insert(idempotency_keys).values(**values).on_conflict_do_nothing()
 
     async def _claim(
-        self, owner: str, key: str, fingerprint: str
+        self, owner: str, key: str, fingerprint: str, earlier: str | None = None
     ) -> tuple[_Claim | None, Response | None]:
         """(claim, None) to run the request; (None, response) to replay; (None, None) to wait."""
         now = time.time()
@@ -204,6 +213,16 @@ class Idempotency:
                         ),
                     )
                 )
+                if earlier is not None and earlier != owner:
+                    before = await conn.execute(
+                        select(idempotency_keys.c.key).where(
+                            idempotency_keys.c.client_id == earlier,
+                            idempotency_keys.c.key == key,
+                            idempotency_keys.c.created >= now - self.ttl,
+                        )
+                    )
+                    if before.first() is not None:
+                        raise UnprocessableEntity(_EARLIER)
                 inserted = await conn.execute(
                     self._insert(
                         client_id=owner,

@@ -257,6 +257,8 @@ class Privacy:
         self.store = store
         self.poll_interval = poll_interval
         self._rules: dict[str, list[DenyRule]] = {}
+        # (app, type) pairs some rule may deny, None standing for any: see `may_withhold`.
+        self._reach: frozenset[tuple[str | None, str | None]] = frozenset()
         self._by_jti: dict[str, Revocation] = {}
         self._by_client: dict[str, list[Revocation]] = {}
         self._seen: dict[str, int] = {}
@@ -314,7 +316,15 @@ class Privacy:
                 by_jti[revocation.jti] = revocation
             elif revocation.client_id is not None:
                 by_client.setdefault(revocation.client_id, []).append(revocation)
+        reach = {
+            (client, rtype)
+            for patient_rules in rules.values()
+            for rule in patient_rules
+            for client in (rule.clients if rule.clients is not None else (None,))
+            for rtype in (rule.classes if rule.classes is not None else (None,))
+        }
         self._rules, self._by_jti, self._by_client, self._seen = rules, by_jti, by_client, seen
+        self._reach = frozenset(reach)
 
     # -- revocations ------------------------------------------------------------
 
@@ -396,6 +406,17 @@ class Privacy:
     def withholding(self) -> bool:
         """Whether any Consent withholds anything at all (else nothing is ever withheld)."""
         return bool(self._rules)
+
+    def may_withhold(self, client_id: str, rtype: str) -> bool:
+        """Whether any Consent in force may withhold a `rtype` resource from the app:
+        a search by any other app, or of another type, pays nothing for Consents."""
+        reach = self._reach
+        return bool(reach) and (
+            (client_id, rtype) in reach
+            or (client_id, None) in reach
+            or (None, rtype) in reach
+            or (None, None) in reach
+        )
 
     def withheld_by(self, client_id: str, resource: dict[str, Any]) -> str | None:
         """The id of the Consent that denies `resource` to the app, if one does."""

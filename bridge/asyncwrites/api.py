@@ -161,8 +161,9 @@ class AsyncWrites:
     async def _job(self, request: Request) -> Job:
         check_acceptable(request.headers.get("accept"), request.query_params.get("_format"))
         job = await self.queue.get(request.path_params["jid"], _client_id(request))
-        # A job without an owner predates owners: nobody can show it is theirs.
-        if job is None or job.request.get("owner") != owner_of(_principal(request)):
+        # A job queued before owners were kept is its client's, as it was then.
+        owner = job.request.get("owner") if job is not None else None
+        if job is None or (owner is not None and owner != owner_of(_principal(request))):
             raise NotFound("There is no asynchronous request at this address.")
         return job
 

@@ -284,8 +284,10 @@ class Deliveries:
         await self._final(job, "failed", 504, self._failure(job, _unknown(why=_AFTER_SENDING)))
 
     def _reached(self, job: Job, attempt: _Attempt) -> bool:
-        """Whether a call of the write itself may have reached the legacy system."""
-        if attempt.phase == "sent":
+        """Whether a call of the write itself may have reached the legacy system, in
+        this attempt or an earlier one (a suspect job's, or one an unexpected error
+        stopped after sending)."""
+        if attempt.phase == "sent" or job.suspect or job.request.get("unexpected"):
             return True
         if attempt.phase != "sending":
             return False

@@ -206,3 +206,23 @@ def test_an_unexpected_error_while_checking_an_unsure_write_fails_it_as_unknown(
     assert _lines(caplog, job)[-1] == (
         f"job {job.id}: checking an interrupted delivery failed: ZeroDivisionError"
     )
+
+
+def test_a_write_an_earlier_attempt_sent_is_never_said_not_received(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    attempts: list[int] = []
+
+    async def create(body: dict[str, Any]) -> Any:
+        attempts.append(1)
+        if len(attempts) == 1:
+            note_attempt_call("AddReading", "ok")  # the first attempt applied it
+        raise KeyError("ReadingId")  # the second breaks before any call of its own
+
+    gateway = _Gateway(create)
+    request = _request(1, if_none_exist="identifier=urn:x|1")
+    with caplog.at_level(logging.ERROR, logger="bridge.asyncwrites"):
+        (job,) = _deliver(tmp_path, gateway, [request])
+    assert (job.state, job.status, job.attempts) == ("failed", 504, 2)
+    assert "may or may not have been applied" in _diagnostics(job)
+    assert "did not receive it" not in _diagnostics(job)

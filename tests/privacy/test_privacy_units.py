@@ -19,7 +19,7 @@ from bridge.errors import FhirError, InvalidRequest, UnprocessableEntity
 from bridge.fhir.outcome import operation_outcome
 from bridge.fhir.response import FhirResponse
 from bridge.local import date_bounds
-from bridge.privacy import MAX_PROVISION_NESTING, parse_consent
+from bridge.privacy import MAX_PROVISION_NESTING, Privacy, parse_consent
 from bridge.store import Store, StoreUnavailable
 
 
@@ -140,6 +140,29 @@ def test_a_top_level_deny_withholds_everything_from_its_apps() -> None:
     _, _, (rule,) = parse_consent(_consent({"type": "deny", "actor": [APP]}))
     assert rule.applies("a", {"resourceType": "Patient"})
     assert not rule.applies("b", {"resourceType": "Patient"})
+
+
+def test_only_the_apps_and_types_a_consent_names_pay_for_it(tmp_path: Path) -> None:
+    # A search pays for Consents (filtering while it pages, a record read ahead) only
+    # where one may withhold something: its app and its type.
+    async def reach(provision: dict[str, Any], name: str) -> list[bool]:
+        store = await Store.open(f"sqlite:///{tmp_path / name}")
+        privacy = Privacy(store, poll_interval=60)
+        try:
+            await privacy.reload()
+            nothing = privacy.may_withhold("a", "Observation")
+            await privacy.save_consent(_consent(provision), None)
+            await privacy.reload()
+            asked = [("a", "Observation"), ("a", "Condition"), ("b", "Observation")]
+            return [nothing, *(privacy.may_withhold(c, t) for c, t in asked)]
+        finally:
+            await store.close()
+
+    deny = {"type": "deny", "class": [{"code": "Observation"}]}
+    by_type = {"type": "permit", "actor": [APP], "provision": [deny]}
+    assert asyncio.run(reach(by_type, "one.db")) == [False, True, False, False]
+    everything = {"type": "deny", "actor": [APP]}
+    assert asyncio.run(reach(everything, "two.db")) == [False, True, True, False]
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from bridge.auth.scopes import parse_scopes
 from bridge.auth.tokens import Principal
-from bridge.errors import FhirError, InvalidRequest
+from bridge.errors import FhirError, InvalidRequest, UnprocessableEntity
 from bridge.idempotency import Idempotency, IdempotencyConflict, owner_of, parse_key
 from bridge.store import Store
 
@@ -179,6 +179,35 @@ def test_a_key_of_one_owner_is_new_to_another(tmp_path: Path) -> None:
         assert (first.body, other.body, again.body) == (b"run 1", b"run 2", b"run 1")
         assert "idempotent-replayed" not in other.headers
         assert again.headers["idempotent-replayed"] == "true"
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_a_key_kept_before_owners_is_refused_not_run_again(tmp_path: Path) -> None:
+    # Before owners, a key was kept under the bare client id ("-" without one): after
+    # the upgrade, or on a replica still running the older gateway, a retry must not
+    # run the write a second time.
+    async def main() -> None:
+        store = await Store.open(f"sqlite:///{tmp_path / 'store.db'}")
+        keys = Idempotency(store, ttl=3600, wait=0, pending_timeout=300)
+        runs = 0
+
+        async def handler(request: Request) -> Response:
+            nonlocal runs
+            runs += 1
+            return Response(b"created", 201)
+
+        # What the older gateway stored for client "app".
+        await keys.run(_request(b"{}"), "app", "k5", handler, _render, 1000)
+        owner = owner_of(_principal())
+        with pytest.raises(UnprocessableEntity) as caught:
+            await keys.run(_request(b"{}"), owner, "k5", handler, _render, 1000, earlier="app")
+        assert caught.value.diagnostics.startswith("This Idempotency-Key was used before the")
+        assert runs == 1
+        # A key the older gateway never kept runs as new.
+        fresh = await keys.run(_request(b"{}"), owner, "k6", handler, _render, 1000, "app")
+        assert (fresh.status_code, runs) == (201, 2)
         await store.close()
 
     asyncio.run(main())

@@ -644,8 +644,23 @@ def create_app(
                 await allow(entry.rtype, entry.interaction, entry.resource, entry.rid)
             check_entries(gw_of(request), body, entries)
             return await later(request, "bundle", None, None, body)
+
+        async def vet(rtype: str, rid: str) -> None:
+            # A transaction's read of what the token may not see is refused before its
+            # writes: read it first, where the token's rules or a Consent may refuse it.
+            allowed = rules(request, rtype, "read")
+            current = privacy()
+            principal = _principal(request)
+            consents = (
+                current is not None
+                and principal is not None
+                and current.may_withhold(principal.client_id, rtype)
+            )
+            if (allowed is not None and not allowed.unlimited) or consents:
+                readable(request, rtype, await gw_of(request).read(rtype, rid))
+
         result = await gw_of(request).bundle(
-            body, base(request), allow, lambda rtype: search_scope(request, rtype)
+            body, base(request), allow, lambda rtype: search_scope(request, rtype), vet
         )
         confine_entries(request, body, result)
         return FhirResponse(result, pretty=_wants_pretty(request))

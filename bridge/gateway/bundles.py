@@ -40,6 +40,9 @@ MAX_ENTRIES = 500
 # it may see of a search on a type.
 Permit = Callable[[str, str, Any, str | None], Awaitable[None]]
 Scopes = Callable[[str], SearchScope | None]
+# A read entry of a transaction with writes, authorized on what it reads before any
+# write runs (its type and id); raises the error that refuses the transaction.
+Vet = Callable[[str, str], Awaitable[None]]
 _STATUS_TEXT = {
     200: "200 OK",
     201: "201 Created",
@@ -204,10 +207,17 @@ def _merge(trees: list[Any], element: ElementInfo | None) -> Any:
 
 class BundleInteractions(WriteInteractions):
     async def bundle(
-        self, body: Any, base: str, permit: Permit, scopes: Scopes | None = None
+        self,
+        body: Any,
+        base: str,
+        permit: Permit,
+        scopes: Scopes | None = None,
+        vet: Vet | None = None,
     ) -> dict[str, Any]:
         """Run a batch or transaction. Every entry is checked (shape, `permit`, a
-        search's `scopes`) before any entry runs."""
+        search's `scopes`) before any entry runs; in a transaction with writes, each
+        read entry is also `vet`ted on what it reads, as reads run last (FHIR's order)
+        and a refusal then would come after the writes were applied."""
         if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
             raise InvalidRequest("POST to the base takes a Bundle of type batch or transaction.")
         kind = body.get("type")
@@ -220,7 +230,7 @@ class BundleInteractions(WriteInteractions):
             raise UnprocessableEntity(f"A Bundle may hold at most {MAX_ENTRIES} entries.")
         if kind == "batch":
             return await self._batch(raw_entries, base, permit, scopes)
-        return await self._transaction(raw_entries, base, permit, scopes)
+        return await self._transaction(raw_entries, base, permit, scopes, vet)
 
     async def _checked(self, entry: BundleEntry, permit: Permit, scopes: Scopes | None) -> None:
         """Authorize an entry; a search is also checked and kept to what the caller may
@@ -326,7 +336,12 @@ class BundleInteractions(WriteInteractions):
         return {"resourceType": "Bundle", "type": "batch-response", "entry": entries}
 
     async def _transaction(
-        self, raw: list[Any], base: str, permit: Permit, scopes: Scopes | None
+        self,
+        raw: list[Any],
+        base: str,
+        permit: Permit,
+        scopes: Scopes | None,
+        vet: Vet | None = None,
     ) -> dict[str, Any]:
         entries = [parse_entry(i, item) for i, item in enumerate(raw)]
         for entry in entries:
@@ -342,10 +357,20 @@ class BundleInteractions(WriteInteractions):
                     ) from None
                 except FhirError as error:
                     raise type(error)(f"Bundle.entry[{entry.index}]: {error.diagnostics}") from None
+        writes = [e for e in entries if e.interaction not in ("read", "search")]
+        if vet is not None and writes:
+            for entry in entries:
+                if entry.interaction == "read":
+                    assert entry.rid is not None
+                    try:
+                        await vet(entry.rtype, entry.rid)
+                    except FhirError as error:
+                        raise type(error)(
+                            f"Bundle.entry[{entry.index}]: {error.diagnostics}"
+                        ) from None
         groups = self._groups(entries)
         answers: dict[int, dict[str, Any]] = {}
         applied: list[int] = []
-        writes = [e for e in entries if e.interaction not in ("read", "search")]
         atomic = len(groups) == 1 and len(writes) == sum(len(g) for g, _ in groups)
         for group, merged in groups:
             try:

@@ -273,6 +273,27 @@ def test_search_entry_for_another_patient_is_refused_before_anything_runs(
     assert mock_hospital.stats()["lab"]["calls"] == lab
 
 
+def test_transaction_read_of_another_patient_is_refused_before_its_writes(
+    gateway: Gateway, mock_hospital: MockHospital, fhir: Any, warm: None
+) -> None:
+    # Reads run last in a transaction (FHIR's order): a refusal then came after the
+    # writes were applied, inside a 200. It is now refused before anything is sent.
+    client = gateway.client("patient/Observation.crs patient/Patient.rs", patient="100003")
+    before = _stored(mock_hospital)
+    other = {"request": {"method": "GET", "url": "Patient/100004"}}
+    refused = _send(client, "transaction", [_reading("HR", 63), other])
+    assert refused.status_code == 403, refused.text
+    assert fhir(refused.json())["issue"][0]["diagnostics"].startswith("Bundle.entry[1]: ")
+    assert _stored(mock_hospital) == before
+    own = {"request": {"method": "GET", "url": "Patient/100003"}}
+    done = _send(client, "transaction", [_reading("HR", 64), own])
+    assert done.status_code == 200, done.text
+    entries = fhir(done.json())["entry"]
+    assert [e["response"]["status"] for e in entries] == ["201 Created", "200 OK"]
+    assert entries[1]["resource"]["id"] == "100003"
+    assert _stored(mock_hospital) == before + 1
+
+
 @pytest.mark.parametrize(
     "entry",
     [

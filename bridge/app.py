@@ -239,9 +239,14 @@ class GatewayHolder:
 _LETTERS = {"read": "r", "search": "s", "create": "c", "update": "u", "delete": "d"}
 
 
+def _included(entry: dict[str, Any]) -> bool:
+    """Whether a searchset's entry is an `_include`d resource, not a match."""
+    return bool(entry.get("search", {}).get("mode") == "include")
+
+
 def _matches(entries: list[dict[str, Any]]) -> int:
     """How many of a searchset's entries are matches (not `_include`d resources)."""
-    return sum(1 for e in entries if e.get("search", {}).get("mode") != "include")
+    return sum(1 for e in entries if not _included(e))
 
 
 def _principal(request: Request) -> Principal | None:
@@ -384,11 +389,20 @@ def create_app(
         patient_only = allowed is not None and not allowed.unlimited
         current = privacy()
         consents = current is not None and current.withholding
+        entries = bundle.get("entry", [])
+        if (
+            not patient_only
+            and not consents
+            and all(e.get("search", {}).get("mode") != "include" for e in entries)
+        ):
+            # Nothing to take out (an unrestricted token, no Consent, no _include).
+            note_patients(request.scope["state"], (e["resource"] for e in entries))
+            return bundle
         kept = []
-        for entry in bundle.get("entry", []):
+        for entry in entries:
             resource = entry["resource"]
             entry_rules = allowed
-            if entry.get("search", {}).get("mode") == "include":
+            if _included(entry):
                 # An included resource needs the token's permission for its own type.
                 try:
                     entry_rules = rules(request, resource["resourceType"], "search")
@@ -403,7 +417,6 @@ def create_app(
             if consents and withheld(request, resource):
                 continue
             kept.append(entry)
-        entries = bundle.get("entry", [])
         if patient_only or len(kept) != len(entries):
             # A patient scope sees its own patient's entries only, and no total
             # that would count anyone else's (or what a Consent withholds).

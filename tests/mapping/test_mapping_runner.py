@@ -255,6 +255,11 @@ _VARIANTS = [
     {"DeceasedDate": " \t", "DeceasedFlag": "Y"},
     {"DeceasedDate": "03/14/2021", "DeceasedFlag": " "},
     {"City": "Hartford", "AddressLine1": " ", "AddressLine2": "Apt 2"},
+    # The name's components (split inline by the builder, by `to_fhir` in `_fill`).
+    {"Name": "Smith"},
+    {"Name": "Smith^^"},
+    {"Name": " ^ John ^"},
+    {"Name": "^^^Extra^Parts"},
 ]
 
 

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bridge.errors import ConfigError, FhirError
+from bridge.errors import ConfigError, FhirError, Problem
 
 if TYPE_CHECKING:
     from bridge.mapping.compiled import CompiledSystem
@@ -205,7 +205,26 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _folders(given: list[Path]) -> list[Path]:
-    return given or sorted(p.parent for p in Path("mappings").glob("*/system.yaml"))
+    """The system folders named, or every folder of mappings/ that holds YAML (one
+    whose system.yaml is missing or misnamed is compiled too, and says so)."""
+    if given:
+        return given
+    found = sorted(
+        p for p in Path("mappings").glob("*/") if any(p.glob("*.yaml")) or any(p.glob("*.yml"))
+    )
+    if not found:
+        raise ConfigError(
+            [
+                Problem(
+                    "mappings",
+                    1,
+                    1,
+                    "no system folder found (mappings/<system>/system.yaml); run from the "
+                    "folder that holds mappings/, or name the system folders",
+                )
+            ]
+        )
+    return found
 
 
 def _compile_all(folders: list[Path]) -> list[CompiledSystem]:

@@ -282,6 +282,10 @@ class _Compiler(ResourceCompiler):
 
     def system(self) -> CompiledSystem:
         path = self.folder / "system.yaml"
+        misnamed = self.folder / "system.yml"
+        if not path.exists() and misnamed.exists():
+            message = "mapping files end in .yaml; rename it to system.yaml"
+            raise MappingError([Problem(self._display(misnamed), 1, 1, message)])
         doc = load_document(path)
         spec = load_model(doc, s.SystemFile)
         if spec.system != self.folder.name:
@@ -321,6 +325,16 @@ class _Compiler(ResourceCompiler):
             if e
         }
         tables = self.tables()
+        for file in sorted(self.folder.glob("*.yml")):
+            # Not read as a mapping: said, not skipped.
+            self.problems.append(
+                Problem(
+                    self._display(file),
+                    1,
+                    1,
+                    f"mapping files end in .yaml; rename it to {file.stem}.yaml",
+                )
+            )
         resources: dict[str, CompiledResource] = {}
         for file in sorted(self.folder.glob("*.yaml")):
             if file.name == "system.yaml":

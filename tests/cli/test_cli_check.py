@@ -80,3 +80,35 @@ def test_check_refuses_an_alias_bomb_at_once(tmp_path: Path) -> None:
         f"mappings/hospital/Patient.yaml:{line}:5: YAML anchors are not supported (found "
         "'&a0'); remove it and write the value out where it is used"
     ]
+
+
+def test_check_refuses_a_mapping_file_it_would_not_read(tmp_path: Path) -> None:
+    # A .yml file was skipped: its resource silently missing from the gateway.
+    folder = copy_mappings(tmp_path)
+    (folder / "Condition.yaml").rename(folder / "Condition.yml")
+    result = _check(cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "mappings/hospital/Condition.yml:1:1: mapping files end in .yaml; rename it to "
+        "Condition.yaml"
+    ]
+
+
+def test_check_refuses_a_misnamed_system_file(tmp_path: Path) -> None:
+    # Without system.yaml, a plain `bridge check` skipped the folder and said ok.
+    folder = copy_mappings(tmp_path)
+    (folder / "system.yaml").rename(folder / "system.yml")
+    result = _check(cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "mappings/hospital/system.yml:1:1: mapping files end in .yaml; rename it to system.yaml"
+    ]
+
+
+def test_check_with_no_system_folder_says_so(tmp_path: Path) -> None:
+    result = _check(cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "mappings:1:1: no system folder found (mappings/<system>/system.yaml); run from the "
+        "folder that holds mappings/, or name the system folders"
+    ]

@@ -216,9 +216,47 @@ class SessionSpec(Strict):
         return self
 
 
+# FHIR R4's IssueType (http://hl7.org/fhir/issue-type): what OperationOutcome.issue.code takes.
+IssueCode = Literal[
+    "invalid",
+    "structure",
+    "required",
+    "value",
+    "invariant",
+    "security",
+    "login",
+    "unknown",
+    "expired",
+    "forbidden",
+    "suppressed",
+    "processing",
+    "not-supported",
+    "duplicate",
+    "multiple-matches",
+    "not-found",
+    "deleted",
+    "too-long",
+    "code-invalid",
+    "extension",
+    "too-costly",
+    "business-rule",
+    "conflict",
+    "transient",
+    "lock-error",
+    "no-store",
+    "exception",
+    "timeout",
+    "incomplete",
+    "throttled",
+    "informational",
+]
+
+
 class FaultRule(Strict):
     status: int = Field(ge=400, le=599)
-    issue: str = Field(description="OperationOutcome issue code, e.g. not-found, invalid.")
+    issue: IssueCode = Field(
+        description="OperationOutcome issue code (FHIR's IssueType), e.g. not-found, invalid."
+    )
     diagnostics: str | None = Field(
         None, description="What the client reads. Never the legacy fault text, which may hold PHI."
     )

@@ -112,3 +112,18 @@ def test_check_with_no_system_folder_says_so(tmp_path: Path) -> None:
         "mappings:1:1: no system folder found (mappings/<system>/system.yaml); run from the "
         "folder that holds mappings/, or name the system folders"
     ]
+
+
+def test_check_refuses_a_fault_issue_fhir_does_not_have(tmp_path: Path) -> None:
+    # It was served as an OperationOutcome whose issue code no FHIR client knows.
+    folder = copy_mappings(tmp_path)
+    system = folder / "system.yaml"
+    text = system.read_text()
+    system.write_text(text.replace("issue: not-found", "issue: notfound", 1))
+    line = next(i for i, row in enumerate(system.read_text().splitlines(), 1) if "notfound" in row)
+    result = _check(cwd=tmp_path)
+    assert result.returncode == 1
+    (message,) = result.stderr.splitlines()
+    assert message.startswith(f"mappings/hospital/system.yaml:{line}:")
+    assert "issue: Input should be 'invalid', 'structure'," in message
+    assert message.endswith("(got 'notfound')")

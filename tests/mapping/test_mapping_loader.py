@@ -197,7 +197,7 @@ def test_load_model_several_problems_are_all_reported() -> None:
         ),
         (
             SYSTEM_HEAD
-            + "  endpoint: http://x\nfaults:\n  table:\n    EHR-X: {status: 200, issue: x}\n",
+            + "  endpoint: http://x\nfaults:\n  table:\n    EHR-X: {status: 200, issue: invalid}\n",
             "system.yaml:7:13: faults.table.EHR-X.status: Input should be greater than or "
             "equal to 400 (got 200)",
         ),

@@ -242,6 +242,8 @@ class ResourceCompiler:
             return None, {}
         if p.type == "reference" and p.target is None:
             self.fail(doc, loc, f"param '{name}': a reference parameter needs 'target'")
+        elif p.target is not None and not resource_exists(p.target):
+            self.fail(doc, (*loc, "target"), f"'{p.target}' is not a FHIR R4 resource type")
         compiled = CompiledParam(
             name=name,
             type=p.type,
@@ -323,6 +325,10 @@ class ResourceCompiler:
             return None, None
         include = {}
         for name, inc in spec.include.items():
+            if not resource_exists(inc.resource):
+                where = (*loc, "include", name, "resource")
+                self.fail(doc, where, f"'{inc.resource}' is not a FHIR R4 resource type")
+                continue
             found = self.resolve(doc, (*loc, "include", name, "each"), records[1], inc.each, "each")
             if found is not None:
                 include[name] = CompiledInclude(name, inc.resource, found[0])

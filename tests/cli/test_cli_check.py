@@ -127,3 +127,23 @@ def test_check_refuses_a_fault_issue_fhir_does_not_have(tmp_path: Path) -> None:
     assert message.startswith(f"mappings/hospital/system.yaml:{line}:")
     assert "issue: Input should be 'invalid', 'structure'," in message
     assert message.endswith("(got 'notfound')")
+
+
+def test_check_refuses_resource_types_fhir_does_not_have(tmp_path: Path) -> None:
+    # A misspelt target or _include type answered every such search with nothing.
+    condition = copy_mappings(tmp_path) / "Condition.yaml"
+    condition.write_text(condition.read_text().replace("target: Patient", "target: Patinet", 1))
+    lab = copy_mappings(tmp_path, "lab") / "DiagnosticReport.yaml"
+    lab.write_text(lab.read_text().replace("{resource: Observation,", "{resource: Observatoin,"))
+    result = _check(cwd=tmp_path)
+    assert result.returncode == 1
+    assert [line.split(":", 3)[::3] for line in result.stderr.splitlines()] == [
+        [
+            "mappings/hospital/Condition.yaml",
+            " 'Patinet' is not a FHIR R4 resource type",
+        ],
+        [
+            "mappings/lab/DiagnosticReport.yaml",
+            " 'Observatoin' is not a FHIR R4 resource type",
+        ],
+    ]

@@ -432,20 +432,23 @@ def create_app(
             bundle.pop("entry", None)
         return bundle
 
+    def consents_concern(request: Request, rtype: str) -> bool:
+        """Whether a Consent in force may withhold a `rtype` resource from the caller's app."""
+        current = privacy()
+        principal = _principal(request)
+        return (
+            current is not None
+            and principal is not None
+            and current.may_withhold(principal.client_id, rtype)
+        )
+
     def search_scope(request: Request, rtype: str) -> SearchScope | None:
         """What the token (its patient, its rules on each resource) and the patients'
         Consents let the caller see of a search on `rtype`, for the gateway to apply
         before it pages: links and totals then count nothing else."""
         allowed = rules(request, rtype, "search")
         limited = allowed is not None and not allowed.unlimited
-        current = privacy()
-        principal = _principal(request)
-        consents = (
-            current is not None
-            and principal is not None
-            and current.may_withhold(principal.client_id, rtype)
-        )
-        if not limited and not consents:
+        if not limited and not consents_concern(request, rtype):
             return None
 
         def keep(resource: dict[str, Any]) -> bool:
@@ -662,14 +665,7 @@ def create_app(
             # A transaction's read of what the token may not see is refused before its
             # writes: read it first, where the token's rules or a Consent may refuse it.
             allowed = rules(request, rtype, "read")
-            current = privacy()
-            principal = _principal(request)
-            consents = (
-                current is not None
-                and principal is not None
-                and current.may_withhold(principal.client_id, rtype)
-            )
-            if (allowed is not None and not allowed.unlimited) or consents:
+            if (allowed is not None and not allowed.unlimited) or consents_concern(request, rtype):
                 readable(request, rtype, await gw_of(request).read(rtype, rid))
 
         result = await gw_of(request).bundle(

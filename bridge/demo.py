@@ -220,6 +220,8 @@ Press Ctrl+C to stop.
             access_log=False,
             loop="uvloop",
             http=HttpProtocol,
+            ws="none",  # as `bridge serve`: no WebSockets, no server header
+            server_header=False,
             **client_address_options(settings.trusted_proxies),
         )
     finally:

@@ -99,6 +99,7 @@ def test_demo_sample_requests_work_as_printed(demo: tuple[str, list[str]], fhir:
         else:
             reply = httpx.get(url, headers=headers, timeout=30)
             assert reply.status_code == 200, (curl, reply.text)
+        assert "server" not in reply.headers  # as `bridge serve` answers
         resource = fhir(reply.json())
         if "/Patient/" in url:
             assert resource["resourceType"] == "Patient"

@@ -14,7 +14,6 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from bridge.errors import MappingError, Problem
 from bridge.mapping import schema as s
@@ -310,20 +309,6 @@ class _Compiler(ResourceCompiler):
         endpoint = self.endpoint_override or self.env_value(
             doc, ("connection", "endpoint"), conn.endpoint
         )
-        if endpoint and not self.endpoint_override and not _http_url(endpoint):
-            # Else every request answered 503 ("unavailable") and never said why.
-            if not isinstance(conn.endpoint, s.EnvValue):
-                given = f"endpoint '{endpoint}'"
-            elif conn.endpoint.env in self.env:  # its value is the operator's: not shown
-                given = f"the endpoint from {conn.endpoint.env}"
-            else:
-                given = f"the endpoint's default '{endpoint}'"
-            self.fail(
-                doc,
-                ("connection", "endpoint"),
-                f"{given} is not an http:// or https:// URL; give the address the legacy "
-                "system answers SOAP at, like https://ehr.example.org/soap",
-            )
         username = self.env_value(doc, ("connection", "username"), conn.username) or ""
         password = self.env_value(doc, ("connection", "password"), conn.password) or ""
         session = self.session(doc, wsdl, spec.session, username, password)
@@ -594,14 +579,6 @@ class _Compiler(ResourceCompiler):
             return str(path.resolve().relative_to(Path.cwd()))
         except ValueError:
             return str(path)
-
-
-def _http_url(value: str) -> bool:
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def compile_system(

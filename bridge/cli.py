@@ -205,12 +205,15 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _folders(given: list[Path]) -> list[Path]:
-    """The system folders named, or every folder of mappings/ that holds YAML (one
-    whose system.yaml is missing or misnamed is compiled too, and says so)."""
+    """The system folders named, or every folder of mappings/ with a system.yaml (or a
+    misnamed system.yml, which the compiler then reports)."""
     if given:
         return given
     found = sorted(
-        p for p in Path("mappings").glob("*/") if any(p.glob("*.yaml")) or any(p.glob("*.yml"))
+        p.parent
+        for name in ("system.yaml", "system.yml")
+        for p in Path("mappings").glob(f"*/{name}")
+        if not p.parent.name.startswith(".")
     )
     if not found:
         raise ConfigError(

@@ -243,7 +243,12 @@ class ResourceCompiler:
         if p.type == "reference" and p.target is None:
             self.fail(doc, loc, f"param '{name}': a reference parameter needs 'target'")
         elif p.target is not None and not resource_exists(p.target):
-            self.fail(doc, (*loc, "target"), f"'{p.target}' is not a FHIR R4 resource type")
+            self.fail(
+                doc,
+                (*loc, "target"),
+                f"'{p.target}' is not a FHIR R4 resource type; give the referred type as FHIR "
+                "spells it, like Patient",
+            )
         compiled = CompiledParam(
             name=name,
             type=p.type,
@@ -327,7 +332,12 @@ class ResourceCompiler:
         for name, inc in spec.include.items():
             if not resource_exists(inc.resource):
                 where = (*loc, "include", name, "resource")
-                self.fail(doc, where, f"'{inc.resource}' is not a FHIR R4 resource type")
+                self.fail(
+                    doc,
+                    where,
+                    f"'{inc.resource}' is not a FHIR R4 resource type; give the included "
+                    "type as FHIR spells it, like Observation",
+                )
                 continue
             found = self.resolve(doc, (*loc, "include", name, "each"), records[1], inc.each, "each")
             if found is not None:

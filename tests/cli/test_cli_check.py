@@ -140,10 +140,26 @@ def test_check_refuses_resource_types_fhir_does_not_have(tmp_path: Path) -> None
     assert [line.split(":", 3)[::3] for line in result.stderr.splitlines()] == [
         [
             "mappings/hospital/Condition.yaml",
-            " 'Patinet' is not a FHIR R4 resource type",
+            " 'Patinet' is not a FHIR R4 resource type; give the referred type as FHIR spells "
+            "it, like Patient",
         ],
         [
             "mappings/lab/DiagnosticReport.yaml",
-            " 'Observatoin' is not a FHIR R4 resource type",
+            " 'Observatoin' is not a FHIR R4 resource type; give the included type as FHIR "
+            "spells it, like Observation",
         ],
+    ]
+
+
+def test_check_leaves_folders_that_are_no_systems_alone(tmp_path: Path) -> None:
+    # mappings/ kept as a repository of its own holds .github/; templates have no system.yaml.
+    copy_mappings(tmp_path)
+    (tmp_path / "mappings" / ".github").mkdir()
+    (tmp_path / "mappings" / ".github" / "dependabot.yml").write_text("version: 2\n")
+    (tmp_path / "mappings" / "_templates").mkdir()
+    (tmp_path / "mappings" / "_templates" / "Patient.yaml").write_text("resource: Patient\n")
+    result = _check(cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "mappings/hospital: ok (AllergyIntolerance, Condition, Observation, Patient)"
     ]

@@ -35,8 +35,8 @@ class SearchScope:
     `keep`: whether one resource found may be answered. It is applied as records
     are read, so pages, `next` links and totals count only what it keeps.
 
-        scope = SearchScope(patient="100001", keep=rules.allows)
-        bundle = await gateway.search("Observation", [("code", "2345-7")], base, scope=scope)
+        scope = SearchScope(patient=token_patient, keep=rules.allows)
+        bundle = await gateway.search(rtype, items, base, scope=scope)
     """
 
     patient: str | None = None
@@ -47,13 +47,15 @@ def _about_patient(
     rtype: str, search: CompiledSearch, param: CompiledParam, value: SearchValue, own: str
 ) -> str | None:
     """Whether a search value names the patient `own` ("own"), another ("other"), or
-    no patient although the parameter is about one ("none"); None: not about a patient."""
-    if param.type == "reference" and param.target == "Patient":
+    no patient although the parameter is about one ("none"); None: not about a patient.
+    The patient is the owner of FHIR's patient compartment (its `code`, the type)."""
+    owner = patient_compartment().code
+    if param.type == "reference" and param.target == owner:
         head, _, tail = value.value.rpartition("/")
-        if head and head.rsplit("/", 1)[-1] != "Patient":
+        if head and head.rsplit("/", 1)[-1] != owner:
             return "none"  # another type: the runner finds nothing (NoMatch)
         return "own" if tail == own else "other"
-    if rtype != "Patient":
+    if rtype != owner:
         return None
     if param.name == "_id":
         return "own" if value.value == own else "other"
@@ -140,7 +142,8 @@ class SearchInteractions(GatewayCore):
         if scope is None or scope.patient is None:
             return list(items)
         patient = scope.patient
-        if rtype not in patient_compartment().members:
+        compartment = patient_compartment()
+        if rtype not in compartment.members:
             return None
         named = [
             (name, about)
@@ -152,16 +155,16 @@ class SearchInteractions(GatewayCore):
         if others:
             raise Forbidden(
                 f"{others[0]}: this access token may search its own patient's data only "
-                f"(Patient/{patient}), not another patient's."
+                f"({compartment.code}/{patient}), not another patient's."
             )
         if named:
             return list(items)
         for name, param in search.params.items():
             if param.required:
                 continue
-            if param.type == "reference" and param.target == "Patient":
-                return [*items, (name, f"Patient/{patient}")]
-            if rtype == "Patient" and name == "_id":
+            if param.type == "reference" and param.target == compartment.code:
+                return [*items, (name, f"{compartment.code}/{patient}")]
+            if rtype == compartment.code and name == "_id":
                 return [*items, (name, patient)]
         return list(items)  # no way to narrow it: `keep` leaves out the rest
 

@@ -548,11 +548,21 @@ def create_app(
         permit(request, rtype, "create")
         body = await json_body(request)
         await own_patient(request, rtype, "create", body, None)
-        if wants_async(request.headers.get("prefer")):
+        condition = request.headers.get("if-none-exist")
+        scope = None
+        if condition is not None:
+            # The condition is a search, and a match is answered: the token must be
+            # allowed to search, and finds only what it may see.
+            permit(request, rtype, "search")
+            scope = search_scope(request, rtype)
+            gw_of(request).conditional_search(rtype, condition, scope)
+        # What a caller may see is known here, not at delivery: a conditional create
+        # that must be kept to it runs now (a server may answer a preference so).
+        if wants_async(request.headers.get("prefer")) and scope is None:
             check_create(gw_of(request), rtype, body)
             return await later(request, "create", rtype, None, body)
         result = await gw_of(request).create(
-            rtype, body, base(request), if_none_exist=request.headers.get("if-none-exist")
+            rtype, body, base(request), if_none_exist=condition, scope=scope
         )
         return written(request, result)
 
@@ -658,8 +668,14 @@ def create_app(
             entries = write_entries(body)
             for entry in entries:
                 await allow(entry.rtype, entry.interaction, entry.resource, entry.rid)
-            check_entries(gw_of(request), body, entries)
-            return await later(request, "bundle", None, None, body)
+            # A conditional create's search must be kept to what the caller may see,
+            # known here and not at delivery: such a Bundle runs now.
+            conditions = [e.rtype for e in entries if e.interaction == "create" and e.conditional]
+            if not any(search_scope(request, rtype) is not None for rtype in conditions):
+                for rtype in conditions:
+                    await allow(rtype, "search", None, None)
+                check_entries(gw_of(request), body, entries)
+                return await later(request, "bundle", None, None, body)
 
         async def vet(rtype: str, rid: str) -> None:
             # A transaction's read of what the token may not see is refused before its

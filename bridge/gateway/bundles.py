@@ -66,7 +66,8 @@ class BundleEntry:
     # what a create writes (the resource without id and meta).
     tree: dict[str, Any] | None = None
     body: dict[str, Any] | None = None
-    scope: SearchScope | None = None  # a search's: what the caller may see of it
+    # A search's or a conditional create's: what the caller may see of its search.
+    scope: SearchScope | None = None
 
     def __post_init__(self) -> None:
         self.interaction = _interaction(self.method, self.rid)
@@ -239,6 +240,11 @@ class BundleInteractions(WriteInteractions):
         if entry.interaction == "search":
             entry.scope = scopes(entry.rtype) if scopes is not None else None
             entry.query = self.scoped_search(entry.rtype, entry.query, entry.scope) or entry.query
+        elif entry.interaction == "create" and "if-none-exist" in entry.headers:
+            # Its condition is a search, and what it finds is answered: the caller's.
+            await permit(entry.rtype, "search", None, None)
+            entry.scope = scopes(entry.rtype) if scopes is not None else None
+            self.conditional_search(entry.rtype, entry.headers["if-none-exist"], entry.scope)
 
     async def _one(self, entry: BundleEntry, base: str) -> dict[str, Any]:
         interaction = entry.interaction
@@ -255,7 +261,11 @@ class BundleInteractions(WriteInteractions):
             result = await self._insert(entry.rtype, spec, entry.body, base, tree=entry.tree)
         elif interaction == "create":
             result = await self.create(
-                entry.rtype, entry.resource, base, if_none_exist=entry.headers.get("if-none-exist")
+                entry.rtype,
+                entry.resource,
+                base,
+                if_none_exist=entry.headers.get("if-none-exist"),
+                scope=entry.scope,
             )
         elif interaction == "update":
             assert entry.rid is not None

@@ -25,7 +25,7 @@ from bridge.errors import (
 from bridge.fhir.validate import validate_resource
 from bridge.gateway.core import FAULTS
 from bridge.gateway.lookups import LOST, resolve_lost_write
-from bridge.gateway.searching import SearchInteractions
+from bridge.gateway.searching import SearchInteractions, SearchScope
 from bridge.gateway.steps import run_steps
 from bridge.mapping.compiled import CompiledWrite, RunContext
 from bridge.mapping.runner import BadValue, build_resource
@@ -135,14 +135,22 @@ class WriteInteractions(SearchInteractions):
         return {**body, "id": rid}
 
     async def create(
-        self, rtype: str, body: Any, base: str, *, if_none_exist: str | None = None
+        self,
+        rtype: str,
+        body: Any,
+        base: str,
+        *,
+        if_none_exist: str | None = None,
+        scope: SearchScope | None = None,
     ) -> WriteResult:
+        """Create `body`; with `if_none_exist`, first search for it as a caller that may
+        see `scope` of `rtype` would (what it may not see is not found)."""
         served = self.route(rtype, "create")
         spec = served.resource.create
         assert spec is not None
         resource = validate_resource(body, rtype)
         if if_none_exist is not None:
-            existing = await self._conditional(rtype, spec, if_none_exist, base)
+            existing = await self._conditional(rtype, spec, if_none_exist, base, scope)
             if existing is not None:
                 return WriteResult(200, existing, f"{base}/{rtype}/{existing['id']}")
         resource = {k: v for k, v in resource.items() if k not in ("id", "meta")}
@@ -151,7 +159,7 @@ class WriteInteractions(SearchInteractions):
             query = if_none_exist
 
             async def again() -> dict[str, Any] | None:
-                return await self._conditional(rtype, spec, query, base)
+                return await self._conditional(rtype, spec, query, base, scope)
 
         return await self._insert(rtype, spec, resource, base, again)
 
@@ -175,9 +183,13 @@ class WriteInteractions(SearchInteractions):
         answer = await self._respond(rtype, spec, resource, new_id, built)
         return WriteResult(201, answer, f"{base}/{rtype}/{new_id}")
 
-    async def _conditional(
-        self, rtype: str, spec: CompiledWrite, query: str, base: str
-    ) -> dict[str, Any] | None:
+    def conditional_search(
+        self, rtype: str, query: str, scope: SearchScope | None = None
+    ) -> list[tuple[str, str]]:
+        """An If-None-Exist search, checked (400) and, for a caller confined to a
+        patient, checked against `scope` (403 for another patient's) before any call."""
+        spec = self.route(rtype, "create").resource.create
+        assert spec is not None
         items = parse_qsl(query.lstrip("?"), keep_blank_values=True)
         if not items:
             raise InvalidRequest("If-None-Exist needs a search, like identifier=system|value.")
@@ -186,7 +198,19 @@ class WriteInteractions(SearchInteractions):
         if unknown:
             known = ", ".join(sorted(allowed)) or "none"
             raise InvalidRequest(f"If-None-Exist may use {known}; not {', '.join(unknown)}.")
-        bundle = await self.search(rtype, [*items, ("_count", "2")], base, strict=True)
+        self.scoped_search(rtype, items, scope)
+        return items
+
+    async def _conditional(
+        self,
+        rtype: str,
+        spec: CompiledWrite,
+        query: str,
+        base: str,
+        scope: SearchScope | None = None,
+    ) -> dict[str, Any] | None:
+        items = self.conditional_search(rtype, query, scope)
+        bundle = await self.search(rtype, [*items, ("_count", "2")], base, strict=True, scope=scope)
         entries = bundle.get("entry", [])
         if len(entries) > 1:
             raise PreconditionFailed("If-None-Exist matches more than one resource.")

@@ -115,3 +115,76 @@ def test_booking_answers_the_appointment_as_the_system_recorded_it(
     actors = [p["actor"]["reference"] for p in booked["participant"]]
     assert f"Patient/{mrn}" in actors
     assert any(a.startswith("Practitioner/") for a in actors)
+
+
+def test_a_conditional_create_finds_only_what_the_token_may_see(tmp_path: Path, fhir: Any) -> None:
+    # The condition is a search whose match is answered: a patient token's finds
+    # its own patient's resources only, and needs the right to search.
+    folder = copy_mappings(tmp_path, "scheduling")
+    mapping = folder / "Appointment.yaml"
+    mapping.write_text(
+        mapping.read_text().replace(
+            "  respond: answer\n", "  respond: answer\n  conditional: patient\n", 1
+        )
+    )
+    with (
+        MockHospital.start(patients=300, today="2026-11-24") as mock,
+        start_gateway(tmp_path, mock.ehr_url, mappings=folder) as gw,
+    ):
+        other = _by_count(mock)[0]
+        own = next(
+            r["MRN"]
+            for r in mock.sample_patients(300)
+            if r["MRN"] != other and not mock.get("/_mock/scheduling/appointments", mrn=r["MRN"])
+        )
+        slots = _free_slots(mock)
+        theirs = gw.client("user/*.*").post(
+            "/Appointment", json=_appointment(other, slots[0]), headers=JSON
+        )
+        assert theirs.status_code == 201, theirs.text
+        patient = gw.client("patient/Appointment.crs", patient=own)
+
+        def post(condition: str, slot: str, **extra: str) -> Any:
+            headers = {**JSON, "If-None-Exist": condition, **extra}
+            return patient.post("/Appointment", json=_appointment(own, slot), headers=headers)
+
+        peek = post(f"patient=Patient/{other}", slots[1])
+        assert peek.status_code == 403, peek.text
+        assert theirs.json()["id"] not in peek.text
+        assert "own patient" in fhir(peek.json())["issue"][0]["diagnostics"]
+        batch = patient.post(
+            "/",
+            json={
+                "resourceType": "Bundle",
+                "type": "batch",
+                "entry": [
+                    {
+                        "resource": _appointment(own, slots[1]),
+                        "request": {
+                            "method": "POST",
+                            "url": "Appointment",
+                            "ifNoneExist": f"patient=Patient/{other}",
+                        },
+                    }
+                ],
+            },
+            headers=JSON,
+        )
+        assert batch.status_code == 200, batch.text
+        [answer] = batch.json()["entry"]
+        assert answer["response"]["status"].startswith("403")
+        assert theirs.json()["id"] not in batch.text
+        blind = gw.client("patient/Appointment.c", patient=own).post(
+            "/Appointment",
+            json=_appointment(own, slots[1]),
+            headers={**JSON, "If-None-Exist": f"patient=Patient/{own}"},
+        )
+        assert blind.status_code == 403
+        assert slots[1] in _free_slots(mock)  # nothing refused booked anything
+        # Its own: created, then found; a preference for an asynchronous answer is
+        # answered at once, where what the token may see is known.
+        mine = post(f"patient=Patient/{own}", slots[1], Prefer="respond-async")
+        assert mine.status_code == 201, mine.text
+        again = post(f"patient=Patient/{own}", slots[2])
+        assert again.status_code == 200
+        assert fhir(again.json())["id"] == mine.json()["id"]

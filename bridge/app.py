@@ -804,13 +804,18 @@ def create_app(
         gateway = holder.current
         store = runtime["store"]
         reachable = store is not None and await store.ping()
+        body: dict[str, Any] = {
+            "status": "ready" if reachable else "unavailable",
+            "resources": sorted(gateway.routes),
+            "store": "reachable" if reachable else "unreachable",
+            "breakers": {name: b.breaker.state for name, b in gateway.backends.items()},
+        }
+        watching: MappingReloader | None = getattr(request.app.state, "reloader", None)
+        if watching is not None:
+            # A refused edit leaves the previous mapping serving: still ready.
+            body["mappings"] = watching.state()
         return FhirResponse(
-            {
-                "status": "ready" if reachable else "unavailable",
-                "resources": sorted(gateway.routes),
-                "store": "reachable" if reachable else "unreachable",
-                "breakers": {name: b.breaker.state for name, b in gateway.backends.items()},
-            },
+            body,
             200 if reachable else 503,
             media_type="application/json",
         )

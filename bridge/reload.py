@@ -6,7 +6,8 @@ mapping serving and logs its `file:line` problems. Systems whose connection,
 session and WSDL did not change keep their backend and legacy sessions;
 replaced backends are closed after in-flight requests had time to finish.
 Nothing an edit does stops the watching: a reload that fails in any way is
-logged as refused, and the next edit is tried again.
+logged as refused, and the next edit is tried again. `/readyz` tells whether
+the last edit was refused, since when, and how many problems it has.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bridge.errors import ConfigError, FhirError
@@ -46,6 +49,10 @@ class MappingReloader:
         self.retry = retry
         self.reloads = 0
         self.failures = 0
+        # Since when the files on disk are not what serves (a refused edit), and
+        # how many problems that edit has; None once a reload succeeds again.
+        self.refused_since: float | None = None
+        self.problems = 0
         self._stop = asyncio.Event()
         self._closing: set[asyncio.Task[None]] = set()
 
@@ -63,6 +70,9 @@ class MappingReloader:
             problems: list[object] = [*exc.problems] if isinstance(exc, ConfigError) else []
             for problem in problems or [_describe(exc, changed)]:
                 log.error("mapping not reloaded, the previous one keeps serving: %s", problem)
+            if self.refused_since is None:
+                self.refused_since = time.time()
+            self.problems = len(problems) or 1
             return False
         old: Gateway = self.holder.swap(gateway)  # type: ignore[attr-defined]
         kept = {id(b) for b in gateway.backends.values()}
@@ -72,6 +82,8 @@ class MappingReloader:
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
         self.reloads += 1
+        self.refused_since = None
+        self.problems = 0
         log.info("mappings reloaded", extra={"resources": sorted(gateway.routes)})
         return True
 
@@ -100,6 +112,19 @@ class MappingReloader:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def state(self) -> dict[str, object]:
+        """For `/readyz`: whether what serves is what the folders hold. A refused
+        edit names no file or value here (the log has them: `bridge.reload`)."""
+        if self.refused_since is None:
+            return {"reload": "current", "reloads": self.reloads}
+        since = datetime.fromtimestamp(self.refused_since, UTC)
+        return {
+            "reload": "refused",
+            "refused_since": since.isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "problems": self.problems,
+            "reloads": self.reloads,
+        }
 
 
 def _shown(path: str) -> str:

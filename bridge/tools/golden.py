@@ -19,7 +19,7 @@ import orjson
 from lxml import etree
 
 from bridge.errors import BackendError, FhirError, Problem
-from bridge.mapping.compiled import CompiledResource, CompiledSystem, RunContext
+from bridge.mapping.compiled import CompiledField, CompiledResource, CompiledSystem, RunContext
 from bridge.mapping.runner import BadValue, build_resource
 from bridge.mapping.writer import legacy_record
 from bridge.soap.envelope import nest
@@ -217,6 +217,8 @@ def check_samples(system: CompiledSystem) -> list[Problem]:
     from pydantic import ValidationError
 
     problems: list[Problem] = []
+    # One line per field and fault: the samples that show it, named in it.
+    seen: dict[tuple[str, int, str, str, str], list[tuple[str, str]]] = {}
     folder = system.folder / "tests"
     for response in sorted(folder.glob("*.response.xml")) if folder.is_dir() else []:
         try:
@@ -241,17 +243,47 @@ def check_samples(system: CompiledSystem) -> list[Problem]:
                 try:
                     get_fhir_model_class(resource.type).model_validate(built)
                 except ValidationError as exc:
-                    where = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})
-                    problems.append(
-                        Problem(
-                            _shown(response),
-                            1,
-                            1,
-                            f"the {resource.type} built from this sample answer is not valid "
-                            f"FHIR ({resource.file}): {', '.join(where[:5])}",
-                        )
-                    )
+                    for error in exc.errors()[:5]:
+                        file, line, element, why, fix, value = _invalid_field(resource, error)
+                        shows = seen.setdefault((file, line, element, why, fix), [])
+                        if _shown(response) not in (sample for sample, _ in shows):
+                            shows.append((_shown(response), value))
+    for (file, line, element, why, fix), shows in seen.items():
+        (sample, value), more = shows[0], len(shows) - 1
+        samples = f"{sample} and {more} more" if more else sample
+        message = f"{element} built from the sample answer {samples} is not valid FHIR"
+        problems.append(Problem(file, line, 1, f"{message}: {why}{value}; {fix}"))
     return problems
+
+
+def _invalid_field(resource: CompiledResource, error: Any) -> tuple[str, int, str, str, str, str]:
+    """Where in the mapping an element FHIR refuses comes from: the field that
+    builds it (file, line), the element, why, the fix, and the value refused."""
+    loc = [str(p) for p in error["loc"] if isinstance(p, str) and not p[:1].isupper()]
+    element = ".".join([resource.type, *loc])
+    why = str(error["msg"])
+    value = error.get("input")
+    shown = f" (value {value!r})" if isinstance(value, str | int | float | bool) else ""
+    found = _field_for(resource.fields, loc)
+    file, line = resource.file, 1
+    if found is not None:  # else a required element no field maps
+        file, _, number = found.where.rpartition(":")
+        line = int(number) if number.isdigit() else 1
+    if error["type"] == "missing":
+        fix = f"map {element}, which FHIR requires"
+    else:
+        fix = f"make the field's value or transform give what {element} takes"
+    return file, line, element, why, fix, shown
+
+
+def _field_for(fields: tuple[CompiledField, ...], loc: list[str]) -> CompiledField | None:
+    """The deepest mapped field whose FHIR path leads to the element at `loc`."""
+    for f in fields:
+        names = [step.name for step in f.steps]
+        if loc[: len(names)] == names and names:
+            deeper = _field_for(f.children, loc[len(names) :]) if f.children else None
+            return deeper or f
+    return None
 
 
 def run_cases(system: CompiledSystem) -> list[CaseResult]:

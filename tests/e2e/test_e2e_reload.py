@@ -53,6 +53,11 @@ def test_reload_swaps_clean_edits_and_survives_broken_ones(
         for t in threads:
             t.start()
         client = gw.client()
+
+        def ready() -> dict[str, Any]:
+            answer = httpx.get(gw.base.removesuffix("/fhir") + "/readyz", timeout=5)
+            return answer.json()  # type: ignore[no-any-return]
+
         try:
             mapping.write_text(original + EXTRA)
 
@@ -61,10 +66,21 @@ def test_reload_swaps_clean_edits_and_survives_broken_ones(
                 return len(ids) == 2
 
             assert _wait_for(has_zip), gw.logs()
+            assert ready()["mappings"]["reload"] == "current"
             mapping.write_text(original.replace("from: DOB\n", "from: DOB_TYPO\n") + EXTRA)
             assert _wait_for(lambda: "DOB_TYPO" in gw.logs()), gw.logs()
             time.sleep(0.5)
             assert has_zip()  # the previous mapping keeps serving
+            # Still ready, and saying that the files on disk are not what serves.
+            refused = httpx.get(gw.base.removesuffix("/fhir") + "/readyz", timeout=5)
+            assert refused.status_code == 200
+            state = refused.json()["mappings"]
+            assert state["reload"] == "refused"
+            assert state["problems"] >= 1
+            assert state["refused_since"].endswith("Z")
+            assert "DOB_TYPO" not in refused.text  # the log has the problem, not readiness
+            mapping.write_text(original)
+            assert _wait_for(lambda: ready()["mappings"]["reload"] == "current"), gw.logs()
         finally:
             stop.set()
             for t in threads:

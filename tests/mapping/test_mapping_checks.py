@@ -26,11 +26,31 @@ def test_check_samples_flag_an_invalid_resource(hospital_copy) -> None:
         "  - fhir: birthDate\n    from: DOB\n",
     )
     system = compile_system(Path("mappings/hospital"), {})
+    # One line, at the field that builds the element, naming the value, why, the fix
+    # and the samples that showed it.
+    where = hospital_copy.at("Patient.yaml", "  - fhir: birthDate").rsplit(":", 1)[0]
+    assert [str(p) for p in check_samples(system)] == [
+        f"{where}:1: Patient.birthDate built from the sample answer "
+        "mappings/hospital/tests/find_patients_obrien.response.xml and 4 more is not valid "
+        "FHIR: Value error, Date value string does not match spec regex. (value '11/30/1985'); "
+        "make the field's value or transform give what Patient.birthDate takes"
+    ]
+
+
+def test_check_samples_name_a_required_element_left_out(hospital_copy) -> None:
+    # communication.language is required where there is a communication: the group's line.
+    hospital_copy.edit(
+        "Patient.yaml",
+        "      - fhir: language\n        from: Language\n        transform: [{table: {name: "
+        "language, as: CodeableConcept, unmapped: text}}]\n",
+        "",
+    )
+    where = hospital_copy.at("Patient.yaml", "  - fhir: communication[0]").rsplit(":", 1)[0]
+    system = compile_system(Path("mappings/hospital"), {})
     problems = [str(p) for p in check_samples(system)]
     assert problems
-    assert all("birthDate" in p for p in problems)
-    assert problems[0].startswith("mappings/hospital/tests/")
-    assert "the Patient built from this sample answer is not valid FHIR" in problems[0]
+    assert problems[0].startswith(f"{where}:1: Patient.communication.language built from ")
+    assert problems[0].endswith("map Patient.communication.language, which FHIR requires")
 
 
 def test_contained_group_builds_a_typed_resource(hospital_copy) -> None:

@@ -127,7 +127,15 @@ def _demo(args: argparse.Namespace) -> int:
 def _token(args: argparse.Namespace) -> int:
     from bridge.auth.devissuer import DevIssuer, default_key_file
     from bridge.auth.scopes import ScopeError, parse_scopes
+    from bridge.fhir.ids import is_fhir_id
 
+    if args.patient is not None and not is_fhir_id(args.patient):
+        print(
+            "--patient: a patient's FHIR id (1-64 letters, digits, '-' or '.', like 100002); "
+            "the gateway would refuse this token",
+            file=sys.stderr,
+        )
+        return 2
     try:
         parse_scopes(args.scope)
         issuer = DevIssuer.load(args.issuer_file or default_key_file())

@@ -17,6 +17,7 @@ patient's data to its actors.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
@@ -29,6 +30,7 @@ from sqlalchemy import delete, select
 from bridge.auth.tokens import Principal
 from bridge.errors import InvalidRequest, NotFound, Unauthorized, UnprocessableEntity
 from bridge.fhir.compartment import patient_compartment
+from bridge.fhir.ids import is_fhir_id
 from bridge.store import Store, StoreUnavailable
 from bridge.store.tables import consents, revocations
 
@@ -44,6 +46,13 @@ _STATES = ("draft", "proposed", "active", "rejected", "inactive", "entered-in-er
 # three levels, and the body's depth limit (limits.max_json_depth, 64 by default)
 # already stops ~31. The models' recursion gives out past ~100.
 MAX_PROVISION_NESTING = 32
+# Modifier elements change what a Consent means; the gateway cannot enforce what
+# they say (a provision's modifierExtension is refused with its other unknown keys).
+_MODIFIERS = ("modifierExtension", "implicitRules")
+# The longest value each revocation key may have: the store's column widths.
+_REVOCATION_KEYS = {"jti": 256, "client_id": 256, "patient": 128, "reason": 256}
+# A revocation that lifts itself ends within ten years; without expires_in it never does.
+MAX_REVOCATION_SECONDS = 10 * 365 * 86_400
 Coding = tuple[str | None, str]
 
 
@@ -62,8 +71,12 @@ class DenyRule:
             return False
         if self.codes is not None and not _match(self.codes, _codings(resource)):
             return False
-        security = resource.get("meta", {}).get("security", [])
-        return self.labels is None or _match(self.labels, _coding_list(security))
+        if self.labels is None:
+            return True
+        meta = resource.get("meta")
+        return _match(
+            self.labels, _coding_list(meta.get("security") if isinstance(meta, dict) else None)
+        )
 
 
 def _match(wanted: frozenset[Coding], found: list[Coding]) -> bool:
@@ -124,6 +137,40 @@ def _codes(items: Any, path: str, *, concept: bool) -> frozenset[Coding] | None:
     return frozenset(found)
 
 
+@functools.cache
+def _resource_type(code: str) -> bool:
+    """Whether `code` names a concrete FHIR resource type (what `class` must name)."""
+    from fhir.resources.R4B import get_fhir_model_class
+    from fhir.resources.R4B.resource import Resource
+
+    if code in ("Resource", "DomainResource"):
+        return False
+    try:
+        return issubclass(get_fhir_model_class(code), Resource)
+    except ValueError:
+        return False
+
+
+def _classes(provision: dict[str, Any], path: str, *, stored: bool) -> frozenset[str] | None:
+    items = provision.get("class")
+    if not items:
+        return None
+    if stored:
+        # As it was enforced when it was accepted: a class without a code named nothing.
+        return frozenset(str(c.get("code")) for c in items if c.get("code"))
+    for i, item in enumerate(items):
+        code = item.get("code")
+        if not isinstance(code, str) or not _resource_type(code):
+            # Without this, a rule for a class nobody has denies nothing, silently.
+            raise _problem(
+                f"{path}.class[{i}].code",
+                f"{code!r} is not a FHIR resource type; name one, e.g. 'Observation'"
+                if code
+                else "give the resource type as the code, e.g. 'Observation'",
+            )
+    return frozenset(str(c["code"]) for c in items)
+
+
 def _check_nesting(top: Any, limit: int) -> None:
     """422 naming the first provision nested past `limit` (a loop, not recursion:
     the answer must not depend on how deep the stack already is)."""
@@ -142,12 +189,12 @@ def _check_nesting(top: Any, limit: int) -> None:
 
 
 def parse_consent(
-    consent: Any, *, max_nesting: int | None = MAX_PROVISION_NESTING
+    consent: Any, *, max_nesting: int | None = MAX_PROVISION_NESTING, stored: bool = False
 ) -> tuple[str, str, list[DenyRule]]:
     """(patient id, status, deny rules) of a Consent; 422 naming the element if unusable.
 
-    `max_nesting=None` is for Consents already stored: one accepted before the
-    limit existed stays enforced rather than dropped."""
+    `max_nesting=None` and `stored=True` are for Consents already stored: one
+    accepted before a limit or a check existed stays enforced rather than dropped."""
     from fhir.resources.R4B import get_fhir_model_class
     from pydantic import ValidationError
 
@@ -165,6 +212,15 @@ def parse_consent(
     if not reference.startswith("Patient/") or len(reference) <= len("Patient/"):
         raise _problem("Consent.patient", "reference the patient as Patient/[id]")
     patient = reference[len("Patient/") :]
+    if not stored:
+        if not is_fhir_id(patient):
+            # `Patient/7/_history/2` or `Patient/ 7` would be a Consent for nobody.
+            raise _problem(
+                "Consent.patient.reference", "reference the patient as Patient/[id], nothing more"
+            )
+        modifier = next((name for name in _MODIFIERS if name in consent), None)
+        if modifier is not None:
+            raise _problem(f"Consent.{modifier}", "this gateway does not enforce it; leave it out")
     status = str(consent.get("status"))
     if status not in _STATES:
         raise _problem("Consent.status", f"{status!r} is not one of {', '.join(_STATES)}")
@@ -184,9 +240,7 @@ def parse_consent(
             )
         clients = _clients(provision, path) or inherited
         if provision.get("type") == "deny":
-            classes = None
-            if provision.get("class"):
-                classes = frozenset(str(c.get("code")) for c in provision["class"] if c.get("code"))
+            classes = _classes(provision, path, stored=stored)
             rules.append(
                 DenyRule(
                     cid,
@@ -247,7 +301,11 @@ class Revocation:
 def _iso(seconds: float) -> str:
     from datetime import UTC, datetime
 
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
+    try:
+        return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
+    except (OverflowError, OSError, ValueError):
+        # A row stored before expires_in had an upper bound: listing it must not fail.
+        return "9999-12-31T23:59:59+00:00" if seconds > 0 else "0001-01-01T00:00:00+00:00"
 
 
 class Privacy:
@@ -259,7 +317,7 @@ class Privacy:
         self._rules: dict[str, list[DenyRule]] = {}
         # (app, type) pairs some rule may deny, None standing for any: see `may_withhold`.
         self._reach: frozenset[tuple[str | None, str | None]] = frozenset()
-        self._by_jti: dict[str, Revocation] = {}
+        self._by_jti: dict[str, list[Revocation]] = {}
         self._by_client: dict[str, list[Revocation]] = {}
         self._seen: dict[str, int] = {}
         self._poller: asyncio.Task[None] | None = None
@@ -296,12 +354,21 @@ class Privacy:
             revocation_rows = (await conn.execute(select(revocations))).mappings().all()
         rules: dict[str, list[DenyRule]] = {}
         for (body,) in consent_rows:
+            stored = orjson.loads(body)
             try:
-                patient, _, parsed = parse_consent(orjson.loads(body), max_nesting=None)
-            except (InvalidRequest, UnprocessableEntity):
+                patient, _, parsed = parse_consent(stored, max_nesting=None, stored=True)
+            except (InvalidRequest, UnprocessableEntity) as exc:
+                # Said by id and element only: the operator finds it, no patient data.
+                log.warning(
+                    "stored Consent %s is not enforced: %s",
+                    stored.get("id") if isinstance(stored, dict) else "?",
+                    exc.diagnostics,
+                )
                 continue
             rules.setdefault(patient, []).extend(parsed)
-        by_jti: dict[str, Revocation] = {}
+        # Lists: one token may be revoked twice (for an hour, then for good), and the
+        # revocation that has ended must not hide the one still in force.
+        by_jti: dict[str, list[Revocation]] = {}
         by_client: dict[str, list[Revocation]] = {}
         for row in revocation_rows:
             revocation = Revocation(
@@ -313,7 +380,7 @@ class Privacy:
                 row["expires"],
             )
             if revocation.jti is not None:
-                by_jti[revocation.jti] = revocation
+                by_jti.setdefault(revocation.jti, []).append(revocation)
             elif revocation.client_id is not None:
                 by_client.setdefault(revocation.client_id, []).append(revocation)
         reach = {
@@ -331,9 +398,9 @@ class Privacy:
     async def guard(self, principal: Principal) -> None:
         """Refuse a token that a revocation covers (the auth middleware's guard)."""
         if principal.token_id is not None:
-            hit = self._by_jti.get(principal.token_id)
-            if hit is not None and hit.cuts(principal):
-                raise Unauthorized("The access token has been revoked.")
+            for revocation in self._by_jti.get(principal.token_id, ()):
+                if revocation.cuts(principal):
+                    raise Unauthorized("The access token has been revoked.")
         for revocation in self._by_client.get(principal.client_id, ()):
             if revocation.cuts(principal):
                 raise Unauthorized("Access for this app has been revoked.")
@@ -348,19 +415,29 @@ class Privacy:
             raise InvalidRequest(
                 f"Unknown field {unknown[0]!r}; use jti, client_id, patient, reason, expires_in."
             )
-        values = {k: body.get(k) for k in ("jti", "client_id", "patient", "reason")}
+        values = {k: body.get(k) for k in _REVOCATION_KEYS}
         for name, value in values.items():
-            if value is not None and (not isinstance(value, str) or not value or len(value) > 256):
+            limit = _REVOCATION_KEYS[name]
+            if value is not None and (
+                not isinstance(value, str) or not value or len(value) > limit
+            ):
                 raise InvalidRequest(
-                    f"{name} must be a non-empty string of at most 256 characters."
+                    f"{name} must be a non-empty string of at most {limit} characters."
                 )
         if bool(values["jti"]) == bool(values["client_id"]):
             raise InvalidRequest("Give either jti, or client_id (with patient, optionally).")
         if values["jti"] and values["patient"]:
             raise InvalidRequest("A jti names one token; patient goes with client_id.")
         expires_in = body.get("expires_in")
-        if expires_in is not None and (not isinstance(expires_in, int) or expires_in <= 0):
-            raise InvalidRequest("expires_in must be a positive number of seconds.")
+        if expires_in is not None and (
+            isinstance(expires_in, bool)
+            or not isinstance(expires_in, int)
+            or not 0 < expires_in <= MAX_REVOCATION_SECONDS
+        ):
+            raise InvalidRequest(
+                f"expires_in must be a whole number of seconds from 1 to {MAX_REVOCATION_SECONDS}"
+                " (ten years); leave it out for a revocation that never ends."
+            )
         now = time.time()
         revocation = Revocation(
             str(uuid.uuid4()),
@@ -387,7 +464,7 @@ class Privacy:
         return revocation
 
     async def revocations(self) -> list[Revocation]:
-        out = list(self._by_jti.values())
+        out = [r for items in self._by_jti.values() for r in items]
         for items in self._by_client.values():
             out.extend(items)
         return sorted(out, key=lambda r: r.created)

@@ -46,11 +46,14 @@ def check_url(url: str) -> str | None:
     """Why `url` is no place to fetch keys or introspect from (None when it is fine).
 
     HTTPS always, except on loopback (a development or test issuer)."""
-    parts = urlsplit(url)
-    if parts.scheme == "https" and parts.hostname:
-        return None
-    if parts.scheme == "http" and parts.hostname:
+    try:
+        parts = urlsplit(url)
         host = parts.hostname
+    except ValueError:  # e.g. an unclosed IPv6 bracket in a discovery document
+        return f"{url} is not a valid URL"
+    if parts.scheme == "https" and host:
+        return None
+    if parts.scheme == "http" and host:
         try:
             if host == "localhost" or ipaddress.ip_address(host).is_loopback:
                 return None
@@ -97,7 +100,8 @@ class AiohttpFetcher:
             ):
                 body = await reply.content.read(_MAX_BYTES + 1)
                 status = reply.status
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            # ValueError: a host name IDNA cannot encode (an empty or 64+ character label).
             raise FetchError(f"{method} {url}: {type(exc).__name__}") from exc
         if status != 200:
             raise FetchError(f"{method} {url}: HTTP {status}")

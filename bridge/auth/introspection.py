@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -71,7 +72,7 @@ class Introspector:
             del self._cache[key]
         claims = self._accept(await self._ask(token), now)
         until = now + self.cache_ttl
-        if claims is not None and "exp" in claims:
+        if claims is not None and claims.get("exp") is not None:
             until = min(until, float(claims["exp"]) + self.leeway)
         if self.cache_ttl > 0:
             if len(self._cache) >= self.cache_size:
@@ -108,14 +109,18 @@ class Introspector:
             return None  # a refresh token, or a sender-constrained one this server cannot check
         if "cnf" in answer:
             return None
-        exp = answer.get("exp")
-        if exp is not None:
-            if not isinstance(exp, int | float) or isinstance(exp, bool):
-                return None
-            if now > exp + self.leeway:
-                return None
-        nbf = answer.get("nbf")
-        if isinstance(nbf, int | float) and not isinstance(nbf, bool) and now + self.leeway < nbf:
+        # Times, when given, must be numbers a float holds (a NumericDate): a garbage
+        # answer is refused, never a 500 and never a token without an end.
+        times = {name: answer.get(name) for name in ("exp", "nbf", "iat")}
+        if not all(v is None or _numeric(v) for v in times.values()):
+            return None
+        exp, nbf, iat = times["exp"], times["nbf"], times["iat"]
+        if exp is not None and now > exp + self.leeway:
+            return None
+        if nbf is not None and now + self.leeway < nbf:
+            return None
+        if iat is not None and iat > now + self.leeway:
+            # As for a JWT: issued in the future, it would pass every revocation.
             return None
         iss = answer.get("iss")
         if iss is not None and iss != self.issuer:
@@ -126,3 +131,12 @@ class Introspector:
             if self.audience not in audiences:
                 return None
         return answer
+
+
+def _numeric(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False

@@ -31,8 +31,12 @@ __all__ = ["Discovery", "KeySource", "RemoteKeys", "StaticKeys", "import_keys"]
 log = logging.getLogger("bridge.auth")
 
 
-def import_keys(data: Any) -> KeySet:
-    """The public signing keys of a JWKS document (keys for encryption are left out)."""
+def import_keys(data: Any, *, skip_unreadable: bool = False) -> KeySet:
+    """The public signing keys of a JWKS document (keys for encryption are left out).
+
+    A key that cannot be read is a ValueError; with `skip_unreadable` (a key set
+    fetched from the issuer) it is left out instead, so that one key of a kind
+    this gateway does not know cannot lock every token out."""
     if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
         raise ValueError("a JWKS needs a 'keys' list")
     usable = [
@@ -43,10 +47,24 @@ def import_keys(data: Any) -> KeySet:
     public = [
         {n: v for n, v in k.items() if n not in ("d", "p", "q", "dp", "dq", "qi")} for k in usable
     ]
-    if not public:
+    if not skip_unreadable:
+        return _import(public)
+    readable = []
+    for i, key in enumerate(public):
+        try:
+            _import([key])
+        except ValueError as exc:
+            log.warning("the token issuer's JWKS: leaving out signing key %d: %s", i, exc)
+            continue
+        readable.append(key)
+    return _import(readable)
+
+
+def _import(keys: list[dict[str, Any]]) -> KeySet:
+    if not keys:
         return KeySet([])
     try:
-        return KeySet.import_key_set({"keys": public})  # type: ignore[typeddict-item,unused-ignore]
+        return KeySet.import_key_set({"keys": keys})  # type: ignore[typeddict-item,unused-ignore]
     except (JoseError, ValueError, TypeError) as exc:
         raise ValueError(f"the JWKS holds a key that cannot be read: {exc}") from exc
 
@@ -167,7 +185,7 @@ class RemoteKeys(KeySource):
                 url = await self.discovery.endpoint("jwks_uri")
                 if url is None:
                     raise FetchError(f"{self.discovery.url} names no jwks_uri")
-            keys = import_keys(await self.fetcher.get_json(url))
+            keys = import_keys(await self.fetcher.get_json(url), skip_unreadable=True)
         except (FetchError, ValueError) as exc:
             log.warning("cannot fetch the token issuer's keys: %s", exc)
             return

@@ -62,10 +62,15 @@ class Restriction:
     terms: tuple[_Term, ...]
 
     def allows(self, resource: dict[str, Any]) -> bool:
-        return all(
-            any(matches(resource, term.path, term.kind, v) for v in term.values)
-            for term in self.terms
-        )
+        try:
+            return all(
+                any(matches(resource, term.path, term.kind, v) for v in term.values)
+                for term in self.terms
+            )
+        except (AttributeError, TypeError):
+            # A resource of the wrong shape (a body a client wrote: `coding` as a string
+            # or a list of strings) matches no restriction: refused, never a 500.
+            return False
 
 
 def _token_value(name: str, raw: str) -> SearchValue:

@@ -10,6 +10,7 @@ key source refetch (rate-limited, see `bridge.auth.keys`).
 from __future__ import annotations
 
 import base64
+import math
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ from bridge.auth.introspection import Introspector
 from bridge.auth.keys import KeySource, StaticKeys, import_keys
 from bridge.auth.scopes import ScopeError, Scopes, parse_scopes
 from bridge.errors import Unauthorized
+from bridge.fhir.ids import is_fhir_id
 
 if TYPE_CHECKING:
     from bridge.auth.access import Access
@@ -31,6 +33,7 @@ __all__ = ["Principal", "TokenVerifier"]
 
 _ALLOWED = {"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384"}
 _INVALID = "The access token is invalid or expired."
+_ODD_CLAIM = "The access token carries a claim of the wrong type."
 
 
 @dataclass(frozen=True)
@@ -128,10 +131,11 @@ class TokenVerifier:
         try:
             decoded = jwt.decode(token, keys, algorithms=self.algorithms)
             self.claims.validate(decoded.claims)
-        except (JoseError, ValueError, TypeError) as exc:
-            # The reason stays generic: details help forgers, not clients.
+        except (JoseError, ValueError, TypeError, RecursionError) as exc:
+            # The reason stays generic: details help forgers, not clients. A payload
+            # nested past the interpreter's recursion limit is only refused, too.
             raise Unauthorized(_INVALID) from exc
-        return self._principal(decoded.claims), float(decoded.claims["exp"])
+        return self._principal(decoded.claims), _numeric_date(decoded.claims["exp"])
 
     def _principal(self, claims: dict[str, Any]) -> Principal:
         scope = claims.get("scope", "")
@@ -141,14 +145,44 @@ class TokenVerifier:
             scopes = parse_scopes(scope)
         except ScopeError as exc:
             raise Unauthorized("The access token carries a scope this server refuses.") from exc
-        patient = claims.get("patient")
-        fhir_user = claims.get("fhirUser")
+        patient = _text(claims.get("patient"))
+        if patient is not None and not is_fhir_id(patient):
+            raise Unauthorized("The access token's patient claim is not a FHIR resource id.")
+        iat = claims.get("iat")
         return Principal(
-            client_id=str(claims.get("client_id") or claims.get("azp") or "-"),
-            subject=str(claims.get("sub", "-")),
-            patient=str(patient) if patient else None,
+            client_id=_text(claims.get("client_id")) or _text(claims.get("azp")) or "-",
+            subject=_text(claims.get("sub")) or "-",
+            patient=patient,
             scopes=scopes,
-            token_id=str(claims["jti"]) if claims.get("jti") else None,
-            fhir_user=str(fhir_user) if fhir_user else None,
-            issued_at=float(claims["iat"]) if isinstance(claims.get("iat"), int | float) else None,
+            token_id=_text(claims.get("jti")),
+            fhir_user=_text(claims.get("fhirUser")),
+            issued_at=None if iat is None else _numeric_date(iat),
         )
+
+
+def _text(value: Any) -> str | None:
+    """A claim naming someone or something: a string (or a number, as some issuers
+    send ids), None when absent or empty. Anything else (a list, an object, a
+    boolean) is refused rather than turned into text that matches nobody's
+    revocation or Consent."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise Unauthorized(_ODD_CLAIM)
+
+
+def _numeric_date(value: Any) -> float:
+    """A NumericDate claim (exp, iat) as a float; 401 for anything else, an integer
+    too large for a float included."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            seconds = float(value)
+        except OverflowError:
+            pass
+        else:
+            if math.isfinite(seconds):
+                return seconds
+    raise Unauthorized(_ODD_CLAIM)

@@ -36,12 +36,15 @@ def _values(node: Any, path: Sequence[str]) -> list[Any]:
 def _token(value: Any, wanted: SearchValue) -> bool:
     codings: list[Any]
     if isinstance(value, dict) and "coding" in value:
-        codings = list(value.get("coding") or [])
+        found = value.get("coding")
+        codings = found if isinstance(found, list) else []
     elif isinstance(value, dict):
         codings = [value]  # a Coding or an Identifier
     else:
         codings = [{"code": str(value).lower() if isinstance(value, bool) else str(value)}]
     for coding in codings:
+        if not isinstance(coding, dict):
+            continue  # not a Coding: a body that FHIR validation refuses anyway
         code = coding.get("code", coding.get("value"))
         if code is None or str(code) != wanted.value:
             continue

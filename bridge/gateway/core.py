@@ -27,6 +27,7 @@ from bridge.errors import (
     UnmappedFault,
 )
 from bridge.fhir.capability import ResourceCapability, capability_statement
+from bridge.fhir.ids import is_fhir_id
 from bridge.fhir.paging import PageTokens
 from bridge.gateway.steps import run_steps
 from bridge.mapping.compiled import CompiledResource, CompiledSystem, RunContext
@@ -47,7 +48,6 @@ __all__ = ["FAULTS", "INTERACTIONS", "GatewayCore", "Served"]
 FAULTS = (SoapFault, EnvelopeValueError)
 
 log = logging.getLogger("bridge.gateway")
-_FHIR_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
 INTERACTIONS = ("read", "search", "create", "update", "delete")
 
 
@@ -288,7 +288,7 @@ class GatewayCore:
     # -- read ------------------------------------------------------------------
 
     def check_id(self, rid: str) -> None:
-        if not rid or len(rid) > 64 or not set(rid) <= _FHIR_ID_CHARS:
+        if not is_fhir_id(rid):
             raise InvalidRequest("A resource id is 1-64 letters, digits, '-' or '.'.")
 
     async def read(self, rtype: str, rid: str) -> dict[str, Any]:

@@ -97,6 +97,22 @@ def test_bridge_token_refuses_a_scope_the_gateway_would_refuse(
     assert capsys.readouterr().out == ""
 
 
+@pytest.mark.parametrize("patient", ["100001,100002", "Patient/100002", "", "x" * 65])
+def test_bridge_token_refuses_a_patient_that_is_no_fhir_id(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], patient: str
+) -> None:
+    _, path = saved(tmp_path)
+
+    code = main(
+        ["token", "--scope", "patient/*.rs", "--patient", patient, "--issuer-file", str(path)]
+    )
+
+    assert code == 2
+    printed = capsys.readouterr()
+    assert printed.out == ""
+    assert "--patient: a patient's FHIR id" in printed.err
+
+
 def test_bridge_token_finds_the_demo_key_in_the_home_directory(tmp_path: Path) -> None:
     env = {**os.environ, "HOME": str(tmp_path)}
     issuer = DevIssuer("http://127.0.0.1:8080/dev-issuer", BASE)

@@ -47,3 +47,16 @@ def test_filter_resource_dates_at_the_calendars_ends_are_read(start: str) -> Non
     resource = {"resourceType": "Appointment", "start": start}
     assert matches(resource, ["start"], "date", _date(f"eq{start}"))
     assert not matches(resource, ["start"], "date", _date("eq2026-11-24"))
+
+
+@pytest.mark.parametrize("coding", ["laboratory", ["laboratory"], [None], [1, {"code": "x"}], 7])
+def test_filter_a_coding_of_the_wrong_shape_matches_nothing(coding: object) -> None:
+    # A body a client wrote, checked against a granular scope before validation.
+    resource = {"resourceType": "Observation", "category": [{"coding": coding}]}
+    wanted = SearchValue("token", "laboratory")
+    assert matches(resource, ["category"], "token", wanted) is False
+
+
+def test_filter_a_well_formed_coding_still_matches() -> None:
+    resource = {"resourceType": "Observation", "category": [{"coding": [{"code": "laboratory"}]}]}
+    assert matches(resource, ["category"], "token", SearchValue("token", "laboratory"))

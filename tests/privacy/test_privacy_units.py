@@ -326,3 +326,189 @@ def test_a_request_waiting_for_its_turn_is_not_awaited_by_other_commits(tmp_path
 
     asyncio.run(main())
     assert counted == [1, 0, 1]
+
+
+# -- hostile Consents and revocation bodies ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("consent", "where"),
+    [
+        # Each of these was accepted and then withheld nothing, silently.
+        (
+            _consent(
+                {
+                    "type": "permit",
+                    "actor": [APP],
+                    "provision": [{"type": "deny", "class": [{"system": "x"}]}],
+                }
+            ),
+            "Consent.provision.provision[0].class[0].code",
+        ),
+        (
+            _consent(
+                {
+                    "type": "permit",
+                    "actor": [APP],
+                    "provision": [{"type": "deny", "class": [{"code": "observation"}]}],
+                }
+            ),
+            "Consent.provision.provision[0].class[0].code",
+        ),
+        (
+            _consent(
+                {
+                    "type": "permit",
+                    "actor": [APP],
+                    "provision": [{"type": "deny", "class": [{"code": "Coding"}]}],
+                }
+            ),
+            "Consent.provision.provision[0].class[0].code",
+        ),
+        (
+            _consent(
+                {"type": "deny", "actor": [APP]}, patient={"reference": "Patient/7/_history/1"}
+            ),
+            "Consent.patient.reference",
+        ),
+        (
+            _consent({"type": "deny", "actor": [APP]}, patient={"reference": "Patient/ 7"}),
+            "Consent.patient.reference",
+        ),
+        (
+            _consent(
+                {"type": "deny", "actor": [APP]}, patient={"reference": "Patient/" + "7" * 65}
+            ),
+            "Consent.patient.reference",
+        ),
+        # A modifier changes what the Consent means: the gateway cannot enforce it.
+        (
+            _consent(
+                {"type": "deny", "actor": [APP]},
+                modifierExtension=[{"url": "http://example.org/x", "valueBoolean": True}],
+            ),
+            "Consent.modifierExtension",
+        ),
+        (
+            _consent({"type": "deny", "actor": [APP]}, implicitRules="http://example.org/rules"),
+            "Consent.implicitRules",
+        ),
+    ],
+)
+def test_a_consent_that_would_deny_nothing_or_something_else_is_422(
+    consent: dict[str, Any], where: str
+) -> None:
+    with pytest.raises(UnprocessableEntity) as caught:
+        parse_consent(consent)
+    assert caught.value.expression == [where]
+
+
+def test_a_stored_consent_is_enforced_as_it_was_accepted() -> None:
+    # Stored before the class check: reloading it must not drop its other rules.
+    provision = {
+        "type": "permit",
+        "actor": [APP],
+        "provision": [
+            {"type": "deny", "class": [{"system": "x"}]},
+            {"type": "deny", "class": [{"code": "Condition"}]},
+        ],
+    }
+    _, _, rules = parse_consent(_consent(provision), max_nesting=None, stored=True)
+    assert [r.classes for r in rules] == [frozenset(), frozenset({"Condition"})]
+
+
+def test_a_security_label_rule_reads_a_resource_without_a_usable_meta() -> None:
+    provision = {"type": "deny", "actor": [APP], "securityLabel": [{"system": "conf", "code": "R"}]}
+    _, _, (rule,) = parse_consent(_consent(provision))
+    for meta in (None, "R", ["R"], {"security": "R"}):
+        assert not rule.applies("a", {"resourceType": "Condition", "meta": meta})  # was a 500
+
+
+def _privacy_run(tmp_path: Path, body: Any) -> Any:
+    async def main() -> Any:
+        store = await Store.open(f"sqlite:///{tmp_path / 'store.db'}")
+        try:
+            privacy = Privacy(store, poll_interval=60)
+            await privacy.reload()
+            return await body(privacy, store)
+        finally:
+            await store.close()
+
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            {"client_id": "app", "expires_in": True},  # was a revocation for 1 second
+            "expires_in must be a whole number of seconds from 1 to 315360000 (ten years); "
+            "leave it out for a revocation that never ends.",
+        ),
+        (
+            {"client_id": "app", "expires_in": 2**62},  # was stored, then a 500 on every list
+            "expires_in must be a whole number of seconds from 1 to 315360000 (ten years); "
+            "leave it out for a revocation that never ends.",
+        ),
+        (
+            {"client_id": "app", "patient": "7" * 129},  # wider than the store's column
+            "patient must be a non-empty string of at most 128 characters.",
+        ),
+    ],
+)
+def test_a_revocation_body_of_the_wrong_type_or_size_is_400(
+    tmp_path: Path, body: dict[str, Any], message: str
+) -> None:
+    async def revoke(privacy: Privacy, store: Store) -> Any:
+        with pytest.raises(InvalidRequest) as caught:
+            await privacy.revoke(body)
+        return caught.value.diagnostics, await privacy.revocations()
+
+    assert _privacy_run(tmp_path, revoke) == (message, [])
+
+
+def test_a_stored_revocation_with_an_expiry_past_the_calendar_is_still_listed(
+    tmp_path: Path,
+) -> None:
+    from bridge.store.tables import revocations
+
+    async def listed(privacy: Privacy, store: Store) -> Any:
+        async with store.write() as conn:
+            await conn.execute(
+                revocations.insert().values(
+                    id="r1", client_id="app", created=1.0, expires=4.6e18, reason="old"
+                )
+            )
+            await Store.bump(conn, "revocations")
+        await privacy.reload()
+        return [r.json() for r in await privacy.revocations()]
+
+    assert _privacy_run(tmp_path, listed) == [
+        {
+            "id": "r1",
+            "client_id": "app",
+            "created": "1970-01-01T00:00:01+00:00",
+            "expires": "9999-12-31T23:59:59+00:00",
+        }
+    ]
+
+
+def test_a_token_revoked_twice_stays_revoked_when_the_shorter_revocation_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bridge.auth.scopes import parse_scopes
+    from bridge.auth.tokens import Principal
+    from bridge.errors import Unauthorized
+
+    principal = Principal("app", "u", None, parse_scopes("user/*.rs"), "j-1", issued_at=1.0)
+
+    async def guard(privacy: Privacy, store: Store) -> Any:
+        await privacy.revoke({"jti": "j-1", "reason": "lost phone"})
+        await privacy.revoke({"jti": "j-1", "expires_in": 60, "reason": "checking"})
+        later = datetime.now(UTC).timestamp() + 3600
+        monkeypatch.setattr("bridge.privacy.time.time", lambda: later)
+        with pytest.raises(Unauthorized):
+            await privacy.guard(principal)  # was let through: the ended one hid the other
+        return len(await privacy.revocations())
+
+    assert _privacy_run(tmp_path, guard) == 2

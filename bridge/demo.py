@@ -120,6 +120,18 @@ def _forget_key(path: Path | None) -> None:
         pass
 
 
+def _bridge_command() -> str:
+    """`bridge` as the user's shell finds it: the command beside this interpreter (the
+    venv's, which `make run` does not put on the PATH), relative to here if it can be."""
+    command = Path(sys.executable).parent / "bridge"
+    if not command.exists():
+        return "bridge"
+    try:
+        return str(command.relative_to(Path.cwd()))
+    except ValueError:
+        return str(command)
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -184,7 +196,9 @@ Mock hospital:  {mock_url}/ehr  (WSDL: {mock_url}/ehr?wsdl, stats: {mock_url}/_m
 !! DEVELOPMENT TOKEN ISSUER: loopback only, tokens valid 8 hours.          !!
 !! Never use these tokens or this issuer outside this demo.                 !!
 More tokens, from another shell, while the demo runs:
-  bridge token --scope "patient/*.rs" --patient {mrn}
+  {_bridge_command()} token --scope "patient/*.rs" --patient {mrn}
+
+export BASE={base}
 
 Clinician app token (user/*.*: read and write):
 export TOKEN={clinician}

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -78,9 +79,15 @@ def test_demo_prints_the_base_url_first(demo: tuple[str, list[str]]) -> None:
 
 
 def test_demo_sample_requests_work_as_printed(demo: tuple[str, list[str]], fhir: Any) -> None:
-    _, lines = demo
+    base, lines = demo
     tokens = dict(re.findall(r"^export (\w+)=(\S+)$", "\n".join(lines), re.M))
+    assert tokens.pop("BASE") == f"{base}/fhir"  # what the README's workflows use
     assert set(tokens) == {"TOKEN", "PATIENT_TOKEN", "SERVICE_TOKEN", "ADMIN_TOKEN"}
+    # `bridge` as the shell finds it: the venv's, which nothing put on the PATH.
+    minting = next(line.strip() for line in lines if " token --scope " in line)
+    command = minting.split()[0]
+    assert Path(command).name == "bridge"
+    assert (ROOT / command).exists()  # from where the demo runs
     curls = [line.strip() for line in lines if line.strip().startswith("curl ")]
     assert len(curls) >= 4
     posts = 0

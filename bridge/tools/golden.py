@@ -305,4 +305,14 @@ def run_cases(system: CompiledSystem) -> list[CaseResult]:
             results.append(CaseResult(name, False, f"{expected} is missing"))
             continue
         results.append(_write_case(system, name, request, expected))
+    # An expectation with nothing to check it against would pass unseen.
+    for expected, given in (
+        (".expected.json", ".response.xml"),
+        (".expected.xml", ".request.json"),
+    ):
+        for path in sorted(folder.glob(f"*{expected}")):
+            name = path.name.removesuffix(expected)
+            if not path.with_name(name + given).exists():
+                detail = f"{path} has no {name}{given} beside it; add it, or remove {path.name}"
+                results.append(CaseResult(name, False, detail))
     return results

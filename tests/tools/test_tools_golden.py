@@ -43,6 +43,25 @@ def test_golden_case_without_its_expectation_fails(tmp_path: Path) -> None:
     assert "orphan.expected.json is missing" in results["orphan"].detail
 
 
+@pytest.mark.parametrize(
+    ("source", "orphan", "missing"),
+    [
+        ("patient_middle_name.expected.json", "lone.expected.json", "lone.response.xml"),
+        ("vitals_weight.expected.xml", "lone.expected.xml", "lone.request.json"),
+    ],
+)
+def test_golden_expectation_without_its_case_fails(
+    tmp_path: Path, source: str, orphan: str, missing: str
+) -> None:
+    # A renamed or deleted answer must not leave its expectation passing unseen.
+    folder = copy_mappings(tmp_path)
+    tests = folder / "tests"
+    shutil.copy(tests / source, tests / orphan)
+    results = {r.name: r for r in run_cases(compile_system(folder, {}))}
+    assert not results["lone"].ok
+    assert f"has no {missing} beside it" in results["lone"].detail
+
+
 def _cases_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A copy of the hospital's folder, run from its root: files read mappings/hospital/..."""
     copy_mappings(tmp_path)

@@ -57,6 +57,7 @@ from bridge.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    Problem,
     ServiceUnavailable,
     UnsupportedMediaType,
 )
@@ -88,6 +89,7 @@ from bridge.soap.backend import Backend
 from bridge.soap.tls import ClientTls
 from bridge.store import Store, StoreUnavailable
 from bridge.store.budget import SessionBudget
+from bridge.urls import http_url
 
 __all__ = ["FhirResponse", "GatewayHolder", "create_app", "create_gateway", "worker_app"]
 
@@ -169,6 +171,15 @@ def compile_systems(settings: Settings) -> list[CompiledSystem]:
         if ref.origin:
             path = urlsplit(system.endpoint).path
             system = dataclasses.replace(system, endpoint=ref.origin.rstrip("/") + path)
+        if not http_url(system.endpoint):
+            # A path alone is for an origin to complete; without one every request
+            # would answer 503 and never say why.
+            message = (
+                f"endpoint '{system.endpoint}' has no scheme and host; give the full URL "
+                "(https://ehr.example.org/soap), or this system's origin in the gateway "
+                "config (systems: [{path: ..., origin: https://ehr.example.org}])"
+            )
+            raise MappingError([Problem(*system.endpoint_at, message)])
         if ref.tls is not None:
             tls = ClientTls(
                 *(

@@ -19,6 +19,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bridge.errors import ConfigError, Problem
+from bridge.urls import http_url
 
 __all__ = [
     "AdminSettings",
@@ -63,6 +64,17 @@ class SystemRef(_Strict):
     tls: SystemTls | None = Field(
         None, description="HTTPS to this system: own CA bundle, client certificate."
     )
+
+    @field_validator("endpoint", "origin")
+    @classmethod
+    def _http(cls, value: str | None) -> str | None:
+        # Else every request to the system would answer 503 and never say why.
+        if value is not None and not http_url(value):
+            raise ValueError(
+                f"'{value}' is not an http:// or https:// URL with a host, like "
+                "https://ehr.example.org/soap"
+            )
+        return value
 
 
 class Limits(_Strict):

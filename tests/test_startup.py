@@ -248,3 +248,43 @@ def test_the_app_refuses_a_sample_answer_that_bridge_check_refuses(
         "Opening and ending tag mismatch: b line 1 and a; it must hold the legacy system's SOAP "
         "answer, as it sends it"
     )
+
+
+def test_the_app_refuses_an_endpoint_left_a_path_without_an_origin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bridge.errors import MappingError
+    from tests.support import copy_mappings
+
+    system = copy_mappings(tmp_path) / "system.yaml"
+    system.write_text(system.read_text().replace('"http://127.0.0.1:8081/ehr"', '"/ehr"'))
+    monkeypatch.chdir(tmp_path)
+    alone = load_settings(_config(tmp_path, systems=[{"path": "mappings/hospital"}]))
+    with pytest.raises(MappingError) as refused:
+        create_app(alone)
+    assert str(refused.value) == (
+        "mappings/hospital/system.yaml:9:3: endpoint '/ehr' has no scheme and host; give the "
+        "full URL (https://ehr.example.org/soap), or this system's origin in the gateway "
+        "config (systems: [{path: ..., origin: https://ehr.example.org}])"
+    )
+    completed = load_settings(
+        _config(
+            tmp_path,
+            systems=[{"path": "mappings/hospital", "origin": "http://127.0.0.1:18081"}],
+        )
+    )
+    app = create_app(completed)
+    assert app.state.gateway.current.systems[0].endpoint == "http://127.0.0.1:18081/ehr"
+
+
+@pytest.mark.parametrize(
+    "override", [{"endpoint": "ehr:8081"}, {"origin": "127.0.0.1:18081"}, {"origin": "http://"}]
+)
+def test_settings_refuse_a_system_override_that_is_not_a_url(
+    tmp_path: Path, override: dict[str, str]
+) -> None:
+    from bridge.errors import ConfigError
+
+    with pytest.raises(ConfigError) as refused:
+        load_settings(_config(tmp_path, systems=[{"path": "mappings/hospital", **override}]))
+    assert "is not an http:// or https:// URL with a host" in str(refused.value)

@@ -381,6 +381,7 @@ class CompiledSystem:
     tables: dict[str, CodeTable]
     body_errors: BodyErrors | None = None
     files: tuple[Path, ...] = ()
+    endpoint_at: tuple[str, int, int] = ("", 1, 1)  # system.yaml's endpoint: file, line, col
     # Changes when anything the backend depends on changes (connection,
     # session, WSDL): a reload keeps the sessions of a system whose print holds.
     fingerprint: str = ""

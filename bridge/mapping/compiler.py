@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from bridge.errors import MappingError, Problem
 from bridge.mapping import schema as s
@@ -34,6 +35,7 @@ from bridge.soap.envelope import EnvelopeTemplate, HeaderTemplate, Value
 from bridge.soap.wsdl import ElementInfo, OperationInfo, ServiceDescription, WsdlError, load_wsdl
 from bridge.soap.wssecurity import UsernameToken
 from bridge.soap.xml import FaultCodePath, compile_local_path
+from bridge.urls import http_url
 
 __all__ = ["compile_system"]
 
@@ -309,6 +311,17 @@ class _Compiler(ResourceCompiler):
         endpoint = self.endpoint_override or self.env_value(
             doc, ("connection", "endpoint"), conn.endpoint
         )
+        endpoint_at = (doc.display, *doc.position(("connection", "endpoint")))
+        if endpoint and not self.endpoint_override and not _endpoint_shape(endpoint):
+            # Else every request answered 503 ("unavailable") and never said why.
+            self.fail(
+                doc,
+                ("connection", "endpoint"),
+                f"{_endpoint_named(conn.endpoint, endpoint, self.env)} is not an http:// or "
+                "https:// URL; give the address the legacy system answers SOAP at, like "
+                "https://ehr.example.org/soap (or only its path, /soap, where the gateway "
+                "config gives the system an origin)",
+            )
         username = self.env_value(doc, ("connection", "username"), conn.username) or ""
         password = self.env_value(doc, ("connection", "password"), conn.password) or ""
         session = self.session(doc, wsdl, spec.session, username, password)
@@ -357,6 +370,7 @@ class _Compiler(ResourceCompiler):
             description=spec.description,
             wsdl=wsdl,
             endpoint=endpoint or "",
+            endpoint_at=endpoint_at,
             timeout=conn.timeout,
             connect_timeout=conn.connect_timeout,
             max_connections=conn.max_connections,
@@ -579,6 +593,27 @@ class _Compiler(ResourceCompiler):
             return str(path.resolve().relative_to(Path.cwd()))
         except ValueError:
             return str(path)
+
+
+def _endpoint_shape(value: str) -> bool:
+    """A full URL, or a path alone (served where the gateway config adds an origin)."""
+    if value.startswith("/") and not value.startswith("//"):
+        try:
+            urlsplit(value)
+        except ValueError:
+            return False
+        return " " not in value
+    return http_url(value)
+
+
+def _endpoint_named(raw: str | s.EnvValue | None, value: str, env: Mapping[str, str]) -> str:
+    """The endpoint as a message may name it: an operator's value from the environment
+    is named by its variable, not shown."""
+    if not isinstance(raw, s.EnvValue):
+        return f"endpoint '{value}'"
+    if raw.env in env:
+        return f"the endpoint from {raw.env}"
+    return f"the endpoint's default '{value}'"
 
 
 def compile_system(

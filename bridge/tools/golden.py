@@ -306,12 +306,12 @@ def run_cases(system: CompiledSystem) -> list[CaseResult]:
             continue
         results.append(_write_case(system, name, request, expected))
     # An expectation with nothing to check it against would pass unseen.
-    for expected, given in (
+    for suffix, given in (
         (".expected.json", ".response.xml"),
         (".expected.xml", ".request.json"),
     ):
-        for path in sorted(folder.glob(f"*{expected}")):
-            name = path.name.removesuffix(expected)
+        for path in sorted(folder.glob(f"*{suffix}")):
+            name = path.name.removesuffix(suffix)
             if not path.with_name(name + given).exists():
                 detail = f"{path} has no {name}{given} beside it; add it, or remove {path.name}"
                 results.append(CaseResult(name, False, detail))

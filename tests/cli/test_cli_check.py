@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -163,3 +164,38 @@ def test_check_leaves_folders_that_are_no_systems_alone(tmp_path: Path) -> None:
     assert result.stdout.splitlines() == [
         "mappings/hospital: ok (AllergyIntolerance, Condition, Observation, Patient)"
     ]
+
+
+def test_check_refuses_an_endpoint_that_is_not_a_url(tmp_path: Path) -> None:
+    # Every request answered 503 ("unavailable"), and nothing said why.
+    system = copy_mappings(tmp_path) / "system.yaml"
+    system.write_text(system.read_text().replace('"http://127.0.0.1:8081/ehr"', '"ehr:8081"'))
+    result = _check(cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "mappings/hospital/system.yaml:9:3: the endpoint's default 'ehr:8081' is not an "
+        "http:// or https:// URL; give the address the legacy system answers SOAP at, like "
+        "https://ehr.example.org/soap (or only its path, /soap, where the gateway config "
+        "gives the system an origin)"
+    ]
+    # An operator's value is named by its variable, not shown.
+    env = {**os.environ, "BRIDGE_HOSPITAL_URL": "ftp://ehr"}
+    result = subprocess.run(
+        [sys.executable, "-m", "bridge", "check"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=60,
+    )
+    assert "the endpoint from BRIDGE_HOSPITAL_URL is not an http://" in result.stderr
+    assert "ftp://ehr" not in result.stderr
+
+
+def test_check_takes_an_endpoint_that_is_a_path_for_an_origin_to_complete(
+    tmp_path: Path,
+) -> None:
+    system = copy_mappings(tmp_path) / "system.yaml"
+    system.write_text(system.read_text().replace('"http://127.0.0.1:8081/ehr"', '"/ehr"'))
+    result = _check(cwd=tmp_path)
+    assert result.returncode == 0, result.stderr

@@ -395,6 +395,15 @@ def create_app(
         allowed = rules(request, rtype, interaction)
         return allowed is not None and not allowed.unlimited
 
+    def may_search_for(request: Request, rtype: str) -> None:
+        """A conditional create's condition: the token must be allowed to search (403)."""
+        try:
+            permit(request, rtype, "search")
+        except Forbidden:
+            raise Forbidden(
+                f"If-None-Exist runs a search: this access token needs search (s) on {rtype}."
+            ) from None
+
     def confine(request: Request, rtype: str, bundle: dict[str, Any]) -> dict[str, Any]:
         allowed = rules(request, rtype, "search")
         patient_only = allowed is not None and not allowed.unlimited
@@ -564,7 +573,7 @@ def create_app(
         if condition is not None:
             # The condition is a search, and a match is answered: the token must be
             # allowed to search, and finds only what it may see.
-            permit(request, rtype, "search")
+            may_search_for(request, rtype)
             scope = search_scope(request, rtype)
             gw_of(request).conditional_search(rtype, condition, scope)
         # What a caller may see is known here, not at delivery: a conditional create
@@ -669,6 +678,9 @@ def create_app(
 
         async def allow(rtype: str, interaction: str, resource: Any, rid: str | None) -> None:
             # Each entry is authorized as if it came alone.
+            if interaction == "if-none-exist":  # a conditional create's search
+                may_search_for(request, rtype)
+                return
             limited = checked.get((rtype, interaction))
             if limited is None:
                 limited = checked[(rtype, interaction)] = permit(request, rtype, interaction)
@@ -681,10 +693,10 @@ def create_app(
                 await allow(entry.rtype, entry.interaction, entry.resource, entry.rid)
             # A conditional create's search must be kept to what the caller may see,
             # known here and not at delivery: such a Bundle runs now.
-            conditions = [e.rtype for e in entries if e.interaction == "create" and e.conditional]
+            conditions = [e.rtype for e in entries if e.interaction == "create" and e.if_none_exist]
+            for rtype in conditions:
+                may_search_for(request, rtype)
             if not any(search_scope(request, rtype) is not None for rtype in conditions):
-                for rtype in conditions:
-                    await allow(rtype, "search", None, None)
                 check_entries(gw_of(request), body, entries)
                 return await later(request, "bundle", None, None, body)
 

@@ -193,7 +193,7 @@ def _check(args: argparse.Namespace) -> int:
             failed = True
             print(exc, file=sys.stderr)
             continue
-        problems = check_value_sets(system) + check_samples(system)
+        problems = check_value_sets(system) + check_samples(system, values=True)
         if problems:
             failed = True
             print("\n".join(str(p) for p in problems), file=sys.stderr)

@@ -197,6 +197,7 @@ def local_routes(
 
     async def consent_create(request: Request) -> Response:
         negotiate(request)
+        own(request, "Consent", "c", None)  # the scope first: parsing is for those it allows
         body = await body_json(request, (FHIR_JSON, "application/json"))
         from bridge.privacy import parse_consent
 
@@ -210,6 +211,7 @@ def local_routes(
     async def consent_update(request: Request) -> Response:
         negotiate(request)
         rid = request.path_params["rid"]
+        own(request, "Consent", "u", None)
         body = await body_json(request, (FHIR_JSON, "application/json"))
         if not isinstance(body, dict) or body.get("id") != rid:
             raise InvalidRequest("The Consent's id must match the id in the URL.")

@@ -137,9 +137,14 @@ def _codes(items: Any, path: str, *, concept: bool) -> frozenset[Coding] | None:
     return frozenset(found)
 
 
-@functools.cache
 def _resource_type(code: str) -> bool:
     """Whether `code` names a concrete FHIR resource type (what `class` must name)."""
+    # Only a name's shape reaches the cache: a client's codes must not fill it.
+    return 0 < len(code) <= 64 and code.isascii() and code.isalpha() and _known_type(code)
+
+
+@functools.cache
+def _known_type(code: str) -> bool:
     from fhir.resources.R4B import get_fhir_model_class
     from fhir.resources.R4B.resource import Resource
 
@@ -149,6 +154,12 @@ def _resource_type(code: str) -> bool:
         return issubclass(get_fhir_model_class(code), Resource)
     except ValueError:
         return False
+
+
+def _shown(value: Any) -> str:
+    """A client's value as an error quotes it: at most 64 characters of it."""
+    text = repr(value)
+    return text if len(text) <= 66 else text[:64] + "..."
 
 
 def _classes(provision: dict[str, Any], path: str, *, stored: bool) -> frozenset[str] | None:
@@ -164,7 +175,7 @@ def _classes(provision: dict[str, Any], path: str, *, stored: bool) -> frozenset
             # Without this, a rule for a class nobody has denies nothing, silently.
             raise _problem(
                 f"{path}.class[{i}].code",
-                f"{code!r} is not a FHIR resource type; name one, e.g. 'Observation'"
+                f"{_shown(code)} is not a FHIR resource type; name one, e.g. 'Observation'"
                 if code
                 else "give the resource type as the code, e.g. 'Observation'",
             )
@@ -424,6 +435,9 @@ class Privacy:
                 raise InvalidRequest(
                     f"{name} must be a non-empty string of at most {limit} characters."
                 )
+        if values["patient"] is not None and not is_fhir_id(values["patient"]):
+            # `Patient/100001` would match no token's patient: a revocation of nothing.
+            raise InvalidRequest("patient is the patient's FHIR id, like 100001.")
         if bool(values["jti"]) == bool(values["client_id"]):
             raise InvalidRequest("Give either jti, or client_id (with patient, optionally).")
         if values["jti"] and values["patient"]:

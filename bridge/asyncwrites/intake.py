@@ -49,6 +49,7 @@ class WriteEntry:
     rid: str | None
     resource: Any
     conditional: bool  # ifNoneExist or ifMatch
+    if_none_exist: bool = False  # a conditional create: its condition is a search
 
 
 def write_entries(body: Any) -> list[WriteEntry]:
@@ -85,6 +86,7 @@ def write_entries(body: Any) -> list[WriteEntry]:
                 rid=entry.rid,
                 resource=item.get("resource"),
                 conditional=bool(entry.headers),
+                if_none_exist="if-none-exist" in entry.headers,
             )
         )
     return out

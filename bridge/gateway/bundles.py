@@ -36,8 +36,9 @@ __all__ = ["BundleEntry", "BundleInteractions", "parse_entry"]
 
 MAX_ENTRIES = 500
 
-# The caller's authorization of one entry, as if it came alone (403 else), and what
-# it may see of a search on a type.
+# The caller's authorization of one entry, as if it came alone (403 else): type,
+# interaction ("if-none-exist" for a conditional create's search), resource, id;
+# and what it may see of a search on a type.
 Permit = Callable[[str, str, Any, str | None], Awaitable[None]]
 Scopes = Callable[[str], SearchScope | None]
 # A read entry of a transaction with writes, authorized on what it reads before any
@@ -242,7 +243,7 @@ class BundleInteractions(WriteInteractions):
             entry.query = self.scoped_search(entry.rtype, entry.query, entry.scope) or entry.query
         elif entry.interaction == "create" and "if-none-exist" in entry.headers:
             # Its condition is a search, and what it finds is answered: the caller's.
-            await permit(entry.rtype, "search", None, None)
+            await permit(entry.rtype, "if-none-exist", None, None)
             entry.scope = scopes(entry.rtype) if scopes is not None else None
             self.conditional_search(entry.rtype, entry.headers["if-none-exist"], entry.scope)
 

@@ -211,8 +211,11 @@ def _write_case(system: CompiledSystem, name: str, request: Path, expected: Path
     return CaseResult(name, False, _diff(wanted_lines, got_lines, name))
 
 
-def check_samples(system: CompiledSystem) -> list[Problem]:
-    """Every resource the mapping builds from the system's sample answers must be valid FHIR."""
+def check_samples(system: CompiledSystem, *, values: bool = False) -> list[Problem]:
+    """Every resource the mapping builds from the system's sample answers must be valid FHIR.
+
+    `values`: quote the value refused (for `bridge check`'s own output; a running
+    gateway logs the problems, and a sample may hold what the system really sent)."""
     from fhir.resources.R4B import get_fhir_model_class
     from pydantic import ValidationError
 
@@ -252,15 +255,16 @@ def check_samples(system: CompiledSystem) -> list[Problem]:
         (sample, value), more = shows[0], len(shows) - 1
         samples = f"{sample} and {more} more" if more else sample
         message = f"{element} built from the sample answer {samples} is not valid FHIR"
-        problems.append(Problem(file, line, 1, f"{message}: {why}{value}; {fix}"))
+        shown = value if values else ""
+        problems.append(Problem(file, line, 1, f"{message}: {why}{shown}; {fix}"))
     return problems
 
 
 def _invalid_field(resource: CompiledResource, error: Any) -> tuple[str, int, str, str, str, str]:
     """Where in the mapping an element FHIR refuses comes from: the field that
     builds it (file, line), the element, why, the fix, and the value refused."""
-    loc = [str(p) for p in error["loc"] if isinstance(p, str) and not p[:1].isupper()]
-    element = ".".join([resource.type, *loc])
+    loc = [p for p in error["loc"] if isinstance(p, int) or not str(p)[:1].isupper()]
+    element = resource.type + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
     why = str(error["msg"])
     value = error.get("input")
     shown = f" (value {value!r})" if isinstance(value, str | int | float | bool) else ""
@@ -276,14 +280,46 @@ def _invalid_field(resource: CompiledResource, error: Any) -> tuple[str, int, st
     return file, line, element, why, fix, shown
 
 
-def _field_for(fields: tuple[CompiledField, ...], loc: list[str]) -> CompiledField | None:
-    """The deepest mapped field whose FHIR path leads to the element at `loc`."""
+def _field_for(fields: tuple[CompiledField, ...], loc: list[Any]) -> CompiledField | None:
+    """The mapped field that builds the element at `loc` (names and list positions, as
+    pydantic gives them): the one whose path accounts for most of it, list positions
+    that agree first (they shift where an earlier item was left out)."""
+    best = _best(fields, loc)
+    return best[0] if best is not None else None
+
+
+def _best(
+    fields: tuple[CompiledField, ...], loc: list[Any]
+) -> tuple[CompiledField, int, bool] | None:
+    """(field, how much of `loc` its path and its children's account for, whether
+    every list position agreed), the best of `fields`; None: none leads there."""
+    best: tuple[CompiledField, int, bool] | None = None
     for f in fields:
-        names = [step.name for step in f.steps]
-        if loc[: len(names)] == names and names:
-            deeper = _field_for(f.children, loc[len(names) :]) if f.children else None
-            return deeper or f
-    return None
+        taken, exact = _leads(f, loc)
+        if not taken:
+            continue
+        found = (f, taken, exact)
+        deeper = _best(f.children, loc[taken:]) if f.children else None
+        if deeper is not None:
+            found = (deeper[0], taken + deeper[1], exact and deeper[2])
+        if best is None or found[1:] > best[1:]:
+            best = found
+    return best
+
+
+def _leads(f: CompiledField, loc: list[Any]) -> tuple[int, bool]:
+    """How many items of `loc` the field's own path accounts for (0: it leads
+    elsewhere), and whether the list positions it names agree."""
+    i, exact = 0, True
+    for step in f.steps:
+        if i >= len(loc) or loc[i] != step.name:
+            return 0, False
+        i += 1
+        if i < len(loc) and isinstance(loc[i], int):
+            if step.index is not None and step.index >= 0 and loc[i] != step.index:
+                exact = False
+            i += 1
+    return i, exact
 
 
 def run_cases(system: CompiledSystem) -> list[CaseResult]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -188,3 +189,73 @@ def test_a_conditional_create_finds_only_what_the_token_may_see(tmp_path: Path, 
         again = post(f"patient=Patient/{own}", slots[2])
         assert again.status_code == 200
         assert fhir(again.json())["id"] == mine.json()["id"]
+
+
+def test_conditional_creates_go_asynchronously_where_the_caller_sees_everything(
+    tmp_path: Path, fhir: Any
+) -> None:
+    folder = copy_mappings(tmp_path, "scheduling")
+    mapping = folder / "Appointment.yaml"
+    mapping.write_text(
+        mapping.read_text().replace(
+            "  respond: answer\n", "  respond: answer\n  conditional: patient\n", 1
+        )
+    )
+    with (
+        MockHospital.start(patients=300, today="2026-11-24") as mock,
+        start_gateway(tmp_path, mock.ehr_url, mappings=folder) as gw,
+    ):
+        free = [
+            r["MRN"]
+            for r in mock.sample_patients(300)
+            if not mock.get("/_mock/scheduling/appointments", mrn=r["MRN"])
+        ]
+        slots = _free_slots(mock)
+        later = {**JSON, "Prefer": "respond-async"}
+
+        def entry(mrn: str, slot: str, **request: str) -> dict[str, Any]:
+            return {
+                "resource": _appointment(mrn, slot),
+                "request": {"method": "POST", "url": "Appointment", **request},
+            }
+
+        def bundle(*entries: dict[str, Any]) -> dict[str, Any]:
+            return {"resourceType": "Bundle", "type": "transaction", "entry": list(entries)}
+
+        clinician = gw.client("user/*.*")
+        condition = {"If-None-Exist": f"patient=Patient/{free[0]}"}
+        accepted = clinician.post(
+            "/Appointment", json=_appointment(free[0], slots[0]), headers={**later, **condition}
+        )
+        assert accepted.status_code == 202, accepted.text
+        status = accepted.headers["content-location"].removeprefix(gw.base)
+        for _ in range(300):
+            done = clinician.get(status)
+            if done.status_code != 202:
+                break
+            time.sleep(0.1)
+        assert done.status_code == 200, done.text
+        [result] = fhir(done.json())["entry"]
+        assert result["response"]["status"].startswith("201")
+        conditional = entry(free[1], slots[1], ifNoneExist=f"patient=Patient/{free[1]}")
+        assert clinician.post("/", json=bundle(conditional), headers=later).status_code == 202
+        # A patient token's is kept to what it may see: answered at once.
+        own = gw.client("patient/Appointment.crs", patient=free[2])
+        mine = entry(free[2], slots[2], ifNoneExist=f"patient=Patient/{free[2]}")
+        at_once = own.post("/", json=bundle(mine), headers=later)
+        assert at_once.status_code == 200, at_once.text
+        assert fhir(at_once.json())["type"] == "transaction-response"
+        # A token that may not search may not make a conditional create, and is told why;
+        # an If-Match alone asks nothing of search.
+        blind = gw.client("patient/Appointment.c", patient=free[3])
+        refused = blind.post(
+            "/",
+            json=bundle(entry(free[3], slots[3], ifNoneExist=f"patient=Patient/{free[3]}")),
+            headers=later,
+        )
+        assert refused.status_code == 403
+        assert "If-None-Exist runs a search" in fhir(refused.json())["issue"][0]["diagnostics"]
+        matched = blind.post(
+            "/", json=bundle(entry(free[3], slots[3], ifMatch='W/"1"')), headers=later
+        )
+        assert matched.status_code == 202, matched.text

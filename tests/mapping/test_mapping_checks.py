@@ -29,12 +29,25 @@ def test_check_samples_flag_an_invalid_resource(hospital_copy) -> None:
     # One line, at the field that builds the element, naming the value, why, the fix
     # and the samples that showed it.
     where = hospital_copy.at("Patient.yaml", "  - fhir: birthDate").rsplit(":", 1)[0]
-    assert [str(p) for p in check_samples(system)] == [
+    assert [str(p) for p in check_samples(system, values=True)] == [
         f"{where}:1: Patient.birthDate built from the sample answer "
         "mappings/hospital/tests/find_patients_obrien.response.xml and 4 more is not valid "
         "FHIR: Value error, Date value string does not match spec regex. (value '11/30/1985'); "
         "make the field's value or transform give what Patient.birthDate takes"
     ]
+
+
+def test_check_samples_quote_values_only_when_asked(hospital_copy) -> None:
+    # A running gateway logs what a reload refuses: a sample may hold real data.
+    hospital_copy.edit(
+        "Patient.yaml",
+        "  - fhir: birthDate\n    from: DOB\n    transform: [{date: MM/DD/YYYY}]\n",
+        "  - fhir: birthDate\n    from: DOB\n",
+    )
+    system = compile_system(Path("mappings/hospital"), {})
+    logged = [str(p) for p in check_samples(system)]
+    assert logged
+    assert all("(value " not in p and "/19" not in p for p in logged)
 
 
 def test_check_samples_name_a_required_element_left_out(hospital_copy) -> None:
@@ -49,8 +62,25 @@ def test_check_samples_name_a_required_element_left_out(hospital_copy) -> None:
     system = compile_system(Path("mappings/hospital"), {})
     problems = [str(p) for p in check_samples(system)]
     assert problems
-    assert problems[0].startswith(f"{where}:1: Patient.communication.language built from ")
-    assert problems[0].endswith("map Patient.communication.language, which FHIR requires")
+    assert problems[0].startswith(f"{where}:1: Patient.communication[0].language built from ")
+    assert problems[0].endswith("map Patient.communication[0].language, which FHIR requires")
+
+
+def test_check_samples_name_the_field_of_the_list_item_at_fault(hospital_copy) -> None:
+    # Two groups build telecom: the second one's bad value is reported at its line.
+    hospital_copy.edit(
+        "Patient.yaml",
+        "      - {fhir: value, from: Phone}\n",
+        "      - {fhir: value, from: Phone}\n"
+        "  - fhir: telecom[1]\n    fields:\n      - {fhir: rank, value: first}\n",
+    )
+    where = hospital_copy.at("Patient.yaml", "{fhir: rank, value: first}").rsplit(":", 1)[0]
+    system = compile_system(Path("mappings/hospital"), {})
+    problems = [str(p) for p in check_samples(system, values=True)]
+    assert problems
+    # A sample without a phone has it as telecom[0]: the same field, the same line.
+    assert all(p.startswith(f"{where}:1: Patient.telecom[") for p in problems), problems
+    assert all("(value 'first')" in p for p in problems)
 
 
 def test_contained_group_builds_a_typed_resource(hospital_copy) -> None:

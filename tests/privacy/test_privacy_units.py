@@ -403,6 +403,18 @@ def test_a_consent_that_would_deny_nothing_or_something_else_is_422(
     assert caught.value.expression == [where]
 
 
+def test_a_consents_class_codes_never_fill_memory_or_the_answer() -> None:
+    from bridge.privacy import _known_type
+
+    before = _known_type.cache_info().currsize
+    for n in range(50):
+        code = f"Nothing{n}" + "x" * 100_000
+        with pytest.raises(UnprocessableEntity) as caught:
+            parse_consent(_consent({"type": "deny", "actor": [APP], "class": [{"code": code}]}))
+        assert len(caught.value.diagnostics or "") < 300
+    assert _known_type.cache_info().currsize == before
+
+
 def test_a_stored_consent_is_enforced_as_it_was_accepted() -> None:
     # Stored before the class check: reloading it must not drop its other rules.
     provision = {
@@ -453,6 +465,10 @@ def _privacy_run(tmp_path: Path, body: Any) -> Any:
         (
             {"client_id": "app", "patient": "7" * 129},  # wider than the store's column
             "patient must be a non-empty string of at most 128 characters.",
+        ),
+        (
+            {"client_id": "app", "patient": "Patient/100001"},  # would match no token's patient
+            "patient is the patient's FHIR id, like 100001.",
         ),
     ],
 )

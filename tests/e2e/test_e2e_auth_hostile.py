@@ -99,3 +99,22 @@ def test_a_consent_for_a_class_nobody_has_is_422(gateway: Gateway, fhir: Any) ->
     assert reply.status_code == 422, reply.text
     issue = fhir(reply.json())["issue"][0]
     assert issue["expression"] == ["Consent.provision.provision[0].class[0].code"]
+
+
+def test_a_consent_from_a_token_without_consent_scopes_is_403_before_it_is_read(
+    gateway: Gateway, fhir: Any
+) -> None:
+    # Its content is for those allowed to write Consents: no 422 quoting it back.
+    token = gateway.issuer.mint(scope="patient/Observation.rs", client_id="app", patient="100001")
+    code = "Nothing" + "x" * 200_000
+    consent = {
+        "resourceType": "Consent",
+        "status": "active",
+        "patient": {"reference": "Patient/100001"},
+        "provision": {"type": "deny", "class": [{"code": code}]},
+    }
+    reply = _client(gateway, token).post("/Consent", json=consent, headers=FHIR_JSON)
+
+    assert reply.status_code == 403, reply.text[:300]
+    assert len(reply.content) < 1000
+    assert fhir(reply.json())["issue"][0]["code"] == "forbidden"

@@ -32,8 +32,9 @@ class LimitsMiddleware:
             await self.render(UriTooLong())(scope, receive, send)
             return
         for name, value in scope["headers"]:
-            too_large = not value.isdigit() or int(value) > self.limits.max_body_bytes
-            if name == b"content-length" and too_large:
+            if name == b"content-length" and (
+                not value.isdigit() or int(value) > self.limits.max_body_bytes
+            ):
                 await self.render(PayloadTooLarge())(scope, receive, send)
                 return
         limit = self.limits.max_body_bytes

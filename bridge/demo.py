@@ -36,12 +36,18 @@ def _mappings() -> list[Path]:
     return sorted(p.parent for p in _mappings_root().glob("*/system.yaml"))
 
 
-def start_mock(host: str, port: int, *extra: str) -> subprocess.Popen[str]:
-    """Start `bridge mock` and wait until it says it is ready."""
+def start_mock(
+    host: str, port: int, *extra: str, own_session: bool = False
+) -> subprocess.Popen[str]:
+    """Start `bridge mock` and wait until it says it is ready.
+
+    `own_session`: out of the terminal's reach, so that Ctrl+C stops the caller
+    alone, which stops the mock once it no longer needs it (after its logouts)."""
     process = subprocess.Popen(
         [sys.executable, "-m", "bridge.mock", "--host", host, "--port", str(port), *extra],
         stdout=subprocess.PIPE,
         text=True,
+        start_new_session=own_session,
     )
     assert process.stdout is not None
     deadline = time.monotonic() + 30
@@ -153,7 +159,7 @@ def run_demo(*, host: str, port: int, mock_port: int) -> int:
     if not _is_loopback(host):
         print("bridge demo serves on loopback only (its token issuer is for development).")
         return 2
-    mock = start_mock("127.0.0.1", mock_port)
+    mock = start_mock("127.0.0.1", mock_port, own_session=True)
     key_file: Path | None = None
     try:
         mock_url = f"http://127.0.0.1:{mock_port}"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -37,6 +39,7 @@ def demo() -> Iterator[tuple[str, list[str]]]:
         stderr=subprocess.STDOUT,
         text=True,
         cwd=ROOT,
+        start_new_session=True,  # a terminal's process group, for Ctrl+C below
     )
     assert process.stdout is not None
     lines: list[str] = []
@@ -58,9 +61,13 @@ def demo() -> Iterator[tuple[str, list[str]]]:
                 time.sleep(0.1)
         yield base, lines
     finally:
-        process.terminate()
+        # Ctrl+C in the terminal: SIGINT to the whole foreground group.
+        os.killpg(process.pid, signal.SIGINT)
         process.wait(timeout=20)
+        rest = process.stdout.read()
         process.stdout.close()
+    # The gateway logged out of the mock before the mock stopped.
+    assert "logout from" not in rest, rest
     # The demo stops the mock hospital it started: nothing listens on its port any more.
     deadline = time.monotonic() + 10
     while True:

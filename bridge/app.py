@@ -23,6 +23,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match, Route
 
 from bridge.asyncwrites import (
     AsyncWrites,
@@ -59,10 +60,11 @@ from bridge.errors import (
     PayloadTooLarge,
     Problem,
     ServiceUnavailable,
+    UnknownResourceType,
     UnsupportedMediaType,
 )
 from bridge.fhir.jsondepth import check_json_depth
-from bridge.fhir.negotiate import FHIR_JSON, check_acceptable
+from bridge.fhir.negotiate import FHIR_JSON, check_acceptable, check_body_version
 from bridge.fhir.outcome import operation_outcome
 from bridge.fhir.paging import PageTokens
 from bridge.fhir.response import FhirResponse
@@ -83,7 +85,7 @@ from bridge.middleware import (
 )
 from bridge.privacy import Privacy
 from bridge.reload import MappingReloader
-from bridge.routing import App, IndexedRouter, route
+from bridge.routing import App, IndexedRouter, route, same_without_slash
 from bridge.settings import Settings, environment
 from bridge.soap.backend import Backend
 from bridge.soap.tls import ClientTls
@@ -109,13 +111,31 @@ async def _fhir_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 405:
-        return _outcome_response(MethodNotAllowed("This interaction is not supported here."))
+        allowed = _allowed_methods(request)
+        return _outcome_response(
+            MethodNotAllowed(
+                f"{request.method} is not supported at this address; it takes "
+                f"{', '.join(allowed)}.",
+                headers={"Allow": ", ".join(allowed)},
+            )
+        )
     if exc.status_code == 404:
         return _outcome_response(NotFound("There is nothing at this address."))
     error = FhirError(str(exc.detail) if exc.detail else None)
     error.status = exc.status_code
     error.code = "invalid" if exc.status_code < 500 else "exception"
     return _outcome_response(error)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route takes at the request's path (a 405's `Allow`, which
+    RFC 9110 requires), not only the first route's that Starlette names."""
+    methods: set[str] = set()
+    scope = {**request.scope, "method": "\x00"}  # no route takes it: each that fits is PARTIAL
+    for candidate in request.app.router.routes:
+        if isinstance(candidate, Route) and candidate.matches(scope)[0] is not Match.NONE:
+            methods.update(candidate.methods or ())
+    return sorted(methods)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
@@ -139,6 +159,56 @@ def _wants_pretty(request: Request) -> bool:
 
 def _negotiate(request: Request) -> None:
     check_acceptable(request.headers.get("accept"), _param(request, "_format"))
+
+
+def _returning(request: Request) -> str | None:
+    """What `Prefer: return=` asks a write to answer with (minimal, representation or
+    operationoutcome), or None."""
+    prefer = request.headers.get("prefer")
+    if not prefer:
+        return None
+    for part in prefer.split(","):
+        name, _, value = part.split(";")[0].partition("=")
+        if name.strip().lower() == "return":
+            return value.strip().strip('"').lower()
+    return None
+
+
+# The methods that serve each interaction at an instance's or a type's address.
+_INSTANCE_METHODS = {"read": ("GET", "HEAD"), "update": ("PATCH", "PUT"), "delete": ("DELETE",)}
+_TYPE_METHODS = {"search": ("GET", "HEAD"), "create": ("POST",)}
+
+
+def _no_history(rtype: str | None = None, rid: str | None = None) -> NotFound:
+    about = f"; read {rtype}/{rid} for its current state" if rtype and rid else ""
+    error = NotFound(
+        "This server keeps no versions of resources: history and version reads "
+        f"(_history) are not supported{about}."
+    )
+    error.code = "not-supported"
+    return error
+
+
+def _refused(gw: Gateway, rtype: str, interaction: str, error: FhirError) -> FhirError:
+    """A refused interaction (unknown type, or not served), made as helpful as it can be:
+    a type named in the wrong case says which is meant; a 405 says which methods its
+    address takes (`Allow`, as RFC 9110 requires)."""
+    if isinstance(error, UnknownResourceType):
+        if rtype == "_history":
+            return _no_history()
+        meant = next((t for t in (*gw.routes, *LOCAL_TYPES) if t.lower() == rtype.lower()), None)
+        if meant is not None:
+            return UnknownResourceType(
+                f"This server does not serve '{rtype}' resources; resource type names are "
+                f"case-sensitive: did you mean '{meant}'?"
+            )
+        return error
+    level = _INSTANCE_METHODS if interaction in _INSTANCE_METHODS else _TYPE_METHODS
+    served = gw.routes.get(rtype, {})
+    error.headers["Allow"] = ", ".join(
+        sorted(m for i, methods in level.items() if i in served for m in methods)
+    )
+    return error
 
 
 def _strict(request: Request) -> bool:
@@ -316,7 +386,14 @@ def create_app(
 
     async def metadata(request: Request) -> Response:
         _negotiate(request)
-        statement = gw_of(request).capability(base(request), security())
+        gw = gw_of(request)
+        statement = gw.capability(base(request), security())
+        for rest in statement.get("rest", []):
+            for entry in rest.get("resource", []):
+                served = gw.routes.get(entry["type"], {}).get("create")
+                if served is not None and served.resource.create is not None:
+                    # If-None-Exist is honoured where the mapping names its parameters.
+                    entry["conditionalCreate"] = bool(served.resource.create.conditional)
         if trail() is not None:
             for rest in statement.get("rest", []):
                 rest["resource"] = sorted(
@@ -352,6 +429,8 @@ def create_app(
         _negotiate(request)
         name = request.path_params["op"]
         if not name.startswith("$"):
+            if name == "_history":
+                return await version_read(request)
             raise NotFound("There is nothing at this address.")
         return await operation(request, request.path_params["rid"], name[1:])
 
@@ -362,13 +441,24 @@ def create_app(
             raise MethodNotAllowed("POST goes to [type] (create) or [type]/$operation.")
         return await operation(request, None, name[1:])
 
+    async def version_read(request: Request) -> Response:
+        """`_history` of an instance, or one of its versions: the legacy systems keep none."""
+        rtype, rid = request.path_params["rtype"], request.path_params["rid"]
+        permit(request, rtype, "read")
+        raise _no_history(rtype, rid)
+
     async def read(request: Request) -> Response:
         _negotiate(request)
         rtype = request.path_params["rtype"]
-        if request.path_params["rid"].startswith("$"):
-            return await type_operation(request)
+        rid = request.path_params["rid"]
+        if rid[0] in "$_":  # no id starts so
+            if rid == "_history":
+                permit(request, rtype, "search")
+                raise _no_history()
+            if rid[0] == "$":
+                return await type_operation(request)
         permit(request, rtype, "read")
-        resource = await gw_of(request).read(rtype, request.path_params["rid"])
+        resource = await gw_of(request).read(rtype, rid)
         readable(request, rtype, resource)
         note_patients(request.scope["state"], (resource,))
         return FhirResponse(resource, pretty=_wants_pretty(request))
@@ -391,7 +481,11 @@ def create_app(
 
         True when each resource needs checking against the token's rules (a patient
         compartment, a granular scope's restriction)."""
-        gw_of(request).route(rtype, interaction)
+        gw = gw_of(request)
+        try:
+            gw.route(rtype, interaction)
+        except (UnknownResourceType, MethodNotAllowed) as error:
+            raise _refused(gw, rtype, interaction, error) from None
         allowed = rules(request, rtype, interaction)
         return allowed is not None and not allowed.unlimited
 
@@ -517,10 +611,13 @@ def create_app(
         return FhirResponse(confine(request, rtype, bundle), pretty=_wants_pretty(request))
 
     async def json_body(request: Request, *, patch: bool = False) -> Any:
-        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        content_type = request.headers.get("content-type", "")
+        media = content_type.split(";")[0].strip().lower()
         accepted = ("application/json-patch+json",) if patch else (FHIR_JSON, "application/json")
         if media not in accepted:
             raise UnsupportedMediaType(f"Send the body as {' or '.join(accepted)}.")
+        if ";" in content_type:
+            check_body_version(content_type)
         body = await request.body()
         if len(body) > settings.limits.max_body_bytes:
             raise PayloadTooLarge()
@@ -537,7 +634,29 @@ def create_app(
             note_patients(request.scope["state"], (result.resource,))
         if result.resource is None:
             return Response(status_code=204, headers=headers)
+        returning = _returning(request)
+        if returning == "minimal":
+            headers["Preference-Applied"] = "return=minimal"
+            return Response(status_code=result.status, headers=headers)
+        if returning == "operationoutcome" and result.resource.get("resourceType") != (
+            "OperationOutcome"
+        ):
+            headers["Preference-Applied"] = "return=OperationOutcome"
+            body = operation_outcome(
+                "informational", _done(request, result), severity="information"
+            )
+            return FhirResponse(body, result.status, headers, pretty=_wants_pretty(request))
         return FhirResponse(result.resource, result.status, headers, pretty=_wants_pretty(request))
+
+    def _done(request: Request, result: WriteResult) -> str:
+        """What a write did, for `Prefer: return=OperationOutcome`."""
+        assert result.resource is not None
+        what = f"{result.resource.get('resourceType')}/{result.resource.get('id')}"
+        if result.status == 201:
+            return f"{what} was created."
+        if request.method == "POST":
+            return f"{what} already exists (If-None-Exist found it); nothing was created."
+        return f"{what} was updated."
 
     async def own_patient(
         request: Request, rtype: str, interaction: str, resource: Any, rid: str | None
@@ -811,6 +930,8 @@ def create_app(
             ],
             "description": "OAuth 2.0 bearer tokens with SMART on FHIR scopes (v1 and v2).",
         }
+        if settings.cors_origins:
+            out["cors"] = True
         if uris:
             out["extension"] = [
                 {
@@ -859,6 +980,7 @@ def create_app(
         route("/fhir/", taking_turns(idempotent(bundle)), methods=["POST"]),
         route("/fhir/{rtype}/_search", search_post, methods=["POST"]),
         route("/fhir/{rtype}/{rid}/{op}", instance_operation, methods=["GET", "POST"]),
+        route("/fhir/{rtype}/{rid}/_history/{vid}", version_read, methods=["GET"]),
         route("/fhir/{rtype}/{rid}", read, methods=["GET"]),
         route("/fhir/{rtype}/{rid}", idempotent(update), methods=["PUT", "PATCH"]),
         route("/fhir/{rtype}/{rid}", delete, methods=["DELETE"]),
@@ -920,6 +1042,8 @@ def create_app(
                         "Retry-After",
                         "X-Progress",
                         "Idempotent-Replayed",
+                        "Preference-Applied",
+                        "WWW-Authenticate",
                     ],
                 )
             ]
@@ -1034,7 +1158,8 @@ def create_app(
         lifespan=lifespan,
     )
     # The same routes, tried only where a path can match them (bridge/routing.py).
-    app.router = IndexedRouter(routes=routes, lifespan=lifespan)
+    app.router = IndexedRouter(routes=routes, lifespan=lifespan, redirect_slashes=False)
+    app.router.default = same_without_slash(app.router)
     app.state.gateway = holder
     app.state.reloader = reloader
     return app

@@ -39,7 +39,15 @@ from starlette.types import ASGIApp, ExceptionHandler, Message, Receive, Scope, 
 from bridge.errors import ConfigError
 from bridge.middleware.status import STARTED, noting
 
-__all__ = ["App", "Endpoint", "HandledErrors", "IndexedRouter", "ServerErrors", "route"]
+__all__ = [
+    "App",
+    "Endpoint",
+    "HandledErrors",
+    "IndexedRouter",
+    "ServerErrors",
+    "route",
+    "same_without_slash",
+]
 
 _Shape = tuple[int, str, str]
 _MAX_SHAPES = 4096  # paths of unknown shapes past this are not remembered
@@ -136,6 +144,35 @@ class IndexedRouter(Router):
                     return
         # No route fully matches (405, a redirect, 404), or not HTTP: as Starlette does.
         await super().app(scope, receive, send)
+
+
+def same_without_slash(router: Router) -> ASGIApp:
+    """A router's `default` (what answers a path no route takes) that serves a path with a
+    trailing slash as the same path without it: `[base]/Patient/` is `[base]/Patient`.
+
+    Starlette would redirect instead (`redirect_slashes`), to a URL made from the
+    request's Host header, with an empty body that a client which does not follow
+    redirects (httpx, by default) is left with. Only paths no route takes come here:
+    nothing is added to a request that matches.
+
+        router = IndexedRouter(routes=routes, redirect_slashes=False)
+        router.default = same_without_slash(router)
+    """
+
+    async def default(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            trimmed = path.rstrip("/")
+            if trimmed != path and len(trimmed) > len(scope.get("root_path", "")):
+                scope["path"] = trimmed
+                raw = scope.get("raw_path")
+                if raw:
+                    scope["raw_path"] = raw.rstrip(b"/")
+                await router.app(scope, receive, send)
+                return
+        await router.not_found(scope, receive, send)
+
+    return default
 
 
 class Endpoint:

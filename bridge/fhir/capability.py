@@ -9,6 +9,7 @@ from typing import Any
 __all__ = ["ResourceCapability", "capability_statement"]
 
 _SEARCH_TYPES = {"string": "string", "token": "token", "date": "date"}
+_JSON_PATCH = "application/json-patch+json"
 
 
 @dataclass(frozen=True)
@@ -30,13 +31,20 @@ def capability_statement(
     security: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     rest_resources = []
+    patches = False
     for r in sorted(resources, key=lambda r: r.type):
         entry: dict[str, Any] = {"type": r.type}
         if r.profiles:
             entry["supportedProfile"] = list(r.profiles)
         if r.documentation:
             entry["documentation"] = r.documentation
-        entry["interaction"] = [{"code": i} for i in r.interactions]
+        interactions = list(r.interactions)
+        if "update" in interactions and "patch" not in interactions:
+            # PATCH (JSON Patch) is served wherever update is: the patched resource is
+            # updated (bridge/gateway/writes.py).
+            interactions.insert(interactions.index("update") + 1, "patch")
+        patches = patches or "patch" in interactions
+        entry["interaction"] = [{"code": i} for i in interactions]
         entry["versioning"] = "no-version"
         entry["readHistory"] = False
         entry["updateCreate"] = False
@@ -47,9 +55,12 @@ def capability_statement(
                 for n, t, d in r.search_params
             ]
         rest_resources.append(entry)
-    rest: dict[str, Any] = {"mode": "server", "resource": rest_resources}
+    rest: dict[str, Any] = {"mode": "server"}
     if security:
         rest["security"] = security
+    rest["resource"] = rest_resources
+    # `POST [base]` takes both kinds of Bundle, whatever the mappings serve.
+    rest["interaction"] = [{"code": "transaction"}, {"code": "batch"}]
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -60,5 +71,6 @@ def capability_statement(
         "implementation": {"description": "FHIR gateway over legacy SOAP systems", "url": base},
         "fhirVersion": "4.0.1",
         "format": ["json"],
+        **({"patchFormat": [_JSON_PATCH]} if patches else {}),
         "rest": [rest],
     }

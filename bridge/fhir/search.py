@@ -17,7 +17,7 @@ from bridge.errors import InvalidRequest
 __all__ = ["ParamSpec", "SearchQuery", "SearchValue", "parse_search"]
 
 # Parameters every search understands; the rest come from the mapping.
-RESULT_PARAMS = {"_count", "_format", "_pretty", "_page"}
+RESULT_PARAMS = {"_count", "_format", "_pretty", "_page", "_summary"}
 _DATE = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
 _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$")
 _DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
@@ -138,6 +138,7 @@ def parse_search(
     """Parse a search's (name, value) pairs against the declared `{name: type}`."""
     query = SearchQuery(count=default_count)
     seen: set[str] = set()
+    summary_count = False
     for key, raw in items:
         name, _, modifier = key.partition(":")
         if name in ("_format", "_pretty", "_page"):
@@ -147,6 +148,19 @@ def parse_search(
                 raise InvalidRequest("_count must be a whole number.")
             # Any count above the cap is the cap; long digit strings never reach int().
             query.count = max_count if len(raw) > 9 else min(int(raw), max_count)
+            continue
+        if name == "_summary":
+            if raw == "count":
+                summary_count = True
+            elif raw != "false":  # false is a full answer, as without it
+                # true, text and data would leave elements out: not served, so
+                # ignored as an unknown parameter is (or refused under strict).
+                if strict:
+                    raise InvalidRequest(
+                        f"_summary={raw} is not supported; this server supports "
+                        "_summary=count and _summary=false."
+                    )
+                query.ignored.append(key)
             continue
         if name not in declared:
             if strict:
@@ -168,5 +182,8 @@ def parse_search(
         query.values.setdefault(name, value)
         query.all.setdefault(name, []).append(value)
         query.canonical.append((name, raw))
+    if summary_count:
+        # The total only, as `_count=0` answers (and says in its `self` link).
+        query.count = 0
     query.canonical.sort()
     return query

@@ -318,10 +318,10 @@ class Interaction:
     """One interaction of the CapabilityStatement, and a request for it on patient A's data."""
 
     rtype: str
-    code: str  # read, search-type, create, update, delete, or $operation
+    code: str  # read, search-type, create, update, patch, delete, or $operation
     letter: str  # the SMART permission it needs: one of c r u d s
     call: Callable[[World], Call]
-    variant: str = ""  # a second request for the same interaction (update by PATCH)
+    variant: str = ""  # a second request for the same interaction
     compartment: bool = True  # the data is patient A's; False: no patient's (Practitioner, Slot)
 
     @property
@@ -376,7 +376,7 @@ INTERACTIONS = [
     ),
     Interaction(
         "Appointment",
-        "update",
+        "patch",
         "u",
         lambda w: Call(
             "PATCH",
@@ -384,7 +384,6 @@ INTERACTIONS = [
             content=CANCEL,
             content_type="application/json-patch+json",
         ),
-        variant="patch",
     ),
     Interaction("AuditEvent", "read", "r", lambda w: get(f"/AuditEvent/{w.a.audit_event}")),
     Interaction(

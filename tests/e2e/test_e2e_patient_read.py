@@ -158,7 +158,7 @@ def test_metadata_lists_exactly_what_the_mapping_declares(gateway: Gateway, fhir
         "AuditEvent": ["read", "search-type"],
         "Consent": ["read", "search-type", "create", "update", "delete"],
         "AllergyIntolerance": ["search-type"],
-        "Appointment": ["search-type", "create", "update"],
+        "Appointment": ["search-type", "create", "update", "patch"],  # PATCH goes with update
         "Claim": ["read", "create"],
         "Condition": ["search-type"],
         "DiagnosticReport": ["read", "search-type"],

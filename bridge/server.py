@@ -30,8 +30,8 @@ import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from bridge import busypoll
-from bridge.fhir.negotiate import FHIR_JSON
 from bridge.fhir.outcome import operation_outcome
+from bridge.fhir.response import MEDIA_TYPE
 
 __all__ = ["HttpProtocol", "client_address_options"]
 
@@ -44,7 +44,7 @@ _NOT_HTTP = orjson.dumps(
 )
 _NOT_HTTP_HEAD = b"HTTP/1.1 400 Bad Request\r\n"
 _NOT_HTTP_TAIL = b"content-type: %s\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s" % (
-    FHIR_JSON.encode("ascii"),
+    MEDIA_TYPE.encode("ascii"),
     len(_NOT_HTTP),
     _NOT_HTTP,
 )

@@ -184,7 +184,7 @@ async def test_a_request_that_is_not_http_is_a_400_operation_outcome(
     head, _, body = b"".join(transport.writes).partition(b"\r\n\r\n")
     assert transport.closing
     assert head.startswith(b"HTTP/1.1 400 Bad Request\r\n")
-    assert b"\r\ncontent-type: application/fhir+json\r\n" in head
+    assert b"\r\ncontent-type: application/fhir+json; charset=utf-8\r\n" in head
     assert b"\r\nconnection: close" in head
     assert b"\r\ncontent-length: %d" % len(body) in head
     assert orjson.loads(body) == {

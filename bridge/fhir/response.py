@@ -12,11 +12,14 @@ from bridge.fhir.negotiate import FHIR_JSON
 
 __all__ = ["FhirResponse"]
 
-_CONTENT_TYPE = (b"content-type", FHIR_JSON.encode("latin-1"))
+# FHIR's bodies are UTF-8, and HTTP's default charset is not: the answer says so
+# (http.html: "SHALL explicitly set the character encoding to UTF-8").
+MEDIA_TYPE = f"{FHIR_JSON}; charset=utf-8"
+_CONTENT_TYPE = (b"content-type", MEDIA_TYPE.encode("latin-1"))
 
 
 class FhirResponse(Response):
-    media_type = FHIR_JSON
+    media_type = MEDIA_TYPE
 
     def __init__(
         self,
@@ -34,7 +37,7 @@ class FhirResponse(Response):
         # Most answers (a read, a search page, most errors) have no headers of their own: the two
         # Starlette would add, without its general way through them.
         status = self.status_code
-        if not headers and self.media_type == FHIR_JSON and 200 <= status not in (204, 304):
+        if not headers and self.media_type == MEDIA_TYPE and 200 <= status not in (204, 304):
             self.raw_headers = [(b"content-length", b"%d" % len(self.body)), _CONTENT_TYPE]
             return
         super().init_headers(headers)

@@ -55,6 +55,15 @@ def _reading(mrn: str = "100007") -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
+    "path", ["/metadata", f"/Patient/{MRN}", f"/Patient?_id={MRN}", "/Patient/NOPE-1", "/patient"]
+)
+def test_every_answer_says_its_charset_is_utf8(gateway: Gateway, path: str) -> None:
+    # http.html: HTTP's default charset is not UTF-8, so FHIR answers SHALL name it.
+    reply = gateway.client().get(path)
+    assert reply.headers["content-type"] == f"{FHIR_JSON}; charset=utf-8"
+
+
+@pytest.mark.parametrize(
     "query",
     [
         "_format=application%2Ffhir%2Bjson%3B%20fhirVersion%3D4.0",

@@ -338,7 +338,7 @@ def test_lab_search_with_an_empty_patient_id_is_400(
 ) -> None:
     reply = portal.get(path, params={"patient": "Patient/"})
     assert reply.status_code == 400, reply.text
-    assert reply.headers["content-type"] == "application/fhir+json"
+    assert reply.headers["content-type"] == "application/fhir+json; charset=utf-8"
     issue = fhir(reply.json())["issue"][0]
     assert (issue["code"], issue["diagnostics"]) == (
         "invalid",

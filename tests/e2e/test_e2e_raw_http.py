@@ -53,7 +53,7 @@ def _assert_no_url_logged(gateway: Gateway) -> None:
 def test_a_websocket_upgrade_without_a_token_is_a_401_outcome(gateway: Gateway, fhir: Any) -> None:
     status, headers, body = _exchange(gateway, WEBSOCKET + b"\r\n")
     assert status == b"HTTP/1.1 401 Unauthorized"
-    assert headers["content-type"] == "application/fhir+json"
+    assert headers["content-type"] == "application/fhir+json; charset=utf-8"
     assert headers["connection"] == "close"
     assert fhir(json.loads(body))["issue"][0]["code"] == "login"
     _assert_no_url_logged(gateway)
@@ -66,7 +66,7 @@ def test_a_websocket_upgrade_with_a_token_is_an_ordinary_read(gateway: Gateway, 
     follow = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
     status, headers, body = _exchange(gateway, WEBSOCKET + token + b"\r\n" + follow)
     assert status == b"HTTP/1.1 200 OK"
-    assert headers["content-type"] == "application/fhir+json"
+    assert headers["content-type"] == "application/fhir+json; charset=utf-8"
     assert headers["connection"] == "close"
     assert fhir(json.loads(body))["id"] == "100001"
     _assert_no_url_logged(gateway)
@@ -95,7 +95,7 @@ MALFORMED = {
 def test_malformed_http_is_a_400_outcome(gateway: Gateway, fhir: Any, request_bytes: bytes) -> None:
     status, headers, body = _exchange(gateway, request_bytes)
     assert status == b"HTTP/1.1 400 Bad Request"
-    assert headers["content-type"] == "application/fhir+json"
+    assert headers["content-type"] == "application/fhir+json; charset=utf-8"
     assert headers["connection"] == "close"
     assert int(headers["content-length"]) == len(body)
     assert "server" not in headers

@@ -32,7 +32,7 @@ def test_a_plain_answer_has_length_and_fhir_type() -> None:
     response = FhirResponse({"resourceType": "Patient"})
     assert response.raw_headers == [
         (b"content-length", str(len(response.body)).encode()),
-        (b"content-type", b"application/fhir+json"),
+        (b"content-type", b"application/fhir+json; charset=utf-8"),
     ]
     response.headers["etag"] = 'W/"2"'  # headers set later change this answer only
     assert FhirResponse({}).headers.get("etag") is None

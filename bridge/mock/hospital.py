@@ -130,7 +130,15 @@ class MockHospital:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, env=env)
         assert process.stdout is not None
-        line = _first_line(process.stdout, START_TIMEOUT)
+        try:
+            line = _first_line(process.stdout, START_TIMEOUT)
+        except BaseException:
+            # Interrupted while waiting (Ctrl-C, a test timeout): nobody
+            # holds a handle yet, so the child would outlive the test run.
+            _terminate(process)
+            process.stdout.close()
+            stderr.close()
+            raise
         if line is None or not line.startswith(READY_PREFIX):
             if line == "":  # EOF on stdout: the child is exiting.
                 with contextlib.suppress(subprocess.TimeoutExpired):
@@ -240,6 +248,11 @@ class MockHospital:
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")
             raise MockHospitalError(f"{method} {path} -> {exc.code}: {detail}") from exc
+        except OSError as exc:  # URLError, a timeout, a reset connection
+            why = getattr(exc, "reason", exc)
+            raise MockHospitalError(
+                f"{method} {path}: cannot reach the mock hospital at {self.url}: {why}"
+            ) from exc
 
 
 def _first_line(stream: IO[bytes], timeout: float) -> str | None:

@@ -127,6 +127,8 @@ class LabData:
 
 
 # Per-condition shifts of a test's distribution: ICD-10-CM -> {test: (mean, sd)}.
+# Where two of a patient's conditions shift the same test, the one listed
+# first wins (diabetes over obesity for GLU).
 _SHIFTS: dict[str, dict[str, tuple[float, float]]] = {
     "E11.9": {"GLU": (165, 45), "A1C": (7.9, 1.3)},
     "E78.5": {"CHOL": (238, 30), "LDL": (152, 25), "TRIG": (195, 55)},
@@ -241,7 +243,9 @@ def _report(rng: random.Random, order: _Order) -> LabReport:
     collected_at = collected.isoformat()
     resulted_at = resulted.isoformat()
     sex = order.sex
-    shifts = [_SHIFTS[c] for c in codes if c in _SHIFTS]
+    # In _SHIFTS order, never in the frozenset's: set order follows string
+    # hashes, which differ from one process to the next.
+    shifts = [shift for condition, shift in _SHIFTS.items() if condition in codes]
     results = []
     for code in LAB_PANELS[order.panel]:
         spec = _SPECS[code, sex]
@@ -294,9 +298,10 @@ def _value(
         return ("POSITIVE", "A") if rng.random() < odds else ("NEGATIVE", "")
 
     mean, sd = spec.mean, test.sd
-    for shift in shifts:
+    for shift in shifts:  # the first condition listed in _SHIFTS wins
         if test.code in shift:
             mean, sd = shift[test.code]
+            break
     crit_low, crit_high = test.critical_low, test.critical_high
     roll = rng.random()
     if roll < 0.012 and (crit_high is not None or crit_low is not None):

@@ -9,6 +9,7 @@ naming the field and what it accepts. Views of each system's records
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from starlette.requests import Request
@@ -23,6 +24,10 @@ from bridge.mock.state import WRITE_FAULTS
 __all__ = ["BadRequest", "error", "query_int", "routes"]
 
 _DEFAULT_LIMIT = 100
+# Longest injected delay (latency_ms, write_delay_ms): ten minutes. Each
+# delayed call holds a worker thread asleep; beyond this it would outlive
+# any client, and past ~292 years time.sleep() itself overflows.
+_MAX_DELAY_MS = 600_000
 
 
 class BadRequest(Exception):
@@ -37,8 +42,9 @@ def _number(body: dict[str, Any], key: str, *, low: float, high: float | None) -
     if key not in body:
         return None
     value = body[key]
-    # bool is an int in Python; "true" is not a latency.
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    # bool is an int in Python; "true" is not a latency. Python's JSON reads
+    # NaN and Infinity, which would then break every JSON answer (and sleep).
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise BadRequest(f"'{key}' must be a number, got {json.dumps(value)}")
     if value < low or (high is not None and value > high):
         bounds = f"between {low:g} and {high:g}" if high is not None else f">= {low:g}"
@@ -108,10 +114,10 @@ def routes(hospital: Hospital) -> list[Route]:
         if unknown:
             return error(400, f"unknown keys {unknown}; known: {list(_FAULT_KEYS)}")
         try:
-            latency = _number(body, "latency_ms", low=0, high=None)
+            latency = _number(body, "latency_ms", low=0, high=_MAX_DELAY_MS)
             rate = _number(body, "fault_rate", low=0, high=1)
             refuse = _number(body, "refuse_seconds", low=0, high=None)
-            write_delay = _number(body, "write_delay_ms", low=0, high=600_000)
+            write_delay = _number(body, "write_delay_ms", low=0, high=_MAX_DELAY_MS)
         except BadRequest as exc:
             return error(400, str(exc))
         drops = body.get("drop_calls")

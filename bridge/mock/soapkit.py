@@ -7,7 +7,8 @@ hands its spyne ``Application`` factory to the helpers here:
 * :func:`vendor_fault` renders a :class:`VendorError` as a SOAP 1.1 or 1.2
   Fault whose detail is ``<tns:VendorError><tns:Code/><tns:Message/>``;
 * :class:`VendorWsgi` answers requests that never reach an operation
-  (schema-invalid, undecodable) with the system's own BAD-REQUEST code;
+  (empty, undecodable, with a DTD, schema-invalid) with the system's own
+  BAD-REQUEST code, and anything unexpected with its INTERNAL code;
 * :func:`build_wsgi` binds the state, sleeps injected latency, applies
   injected write faults (see :data:`DROP_HEADER`);
 * :func:`wsdl_document` / :func:`pretty_wsdl` give the WSDL as served and
@@ -27,8 +28,9 @@ from typing import Any, ClassVar, TypeVar, cast
 from lxml import etree
 from spyne import Fault, Unicode
 from spyne import rpc as _spyne_rpc
+from spyne.protocol import ProtocolBase
 from spyne.protocol.soap import Soap12
-from spyne.server.wsgi import WsgiApplication
+from spyne.server.wsgi import WsgiApplication, WsgiMethodContext
 
 from bridge.mock.state import SystemState, VendorError
 
@@ -167,15 +169,52 @@ class VendorWsgi(WsgiApplication):  # type: ignore[misc]
         self._bad_request = bad_request
 
     def generate_contexts(self, ctx: Any, in_string_charset: Any = None) -> Any:
-        # spyne only turns Faults into answers here; a body that does not
-        # decode with its declared charset would escape as a bare HTTP 500.
+        # spyne's own version (server/_base.py) with the checks it lacks: it
+        # only turns Faults into answers, and an empty body (StopIteration,
+        # which would hang the request in a2wsgi), an undecodable one, a DTD
+        # or an envelope without an operation escape it as other exceptions.
+        protocol = self.app.in_protocol
         try:
-            return super().generate_contexts(ctx, in_string_charset)
-        except (UnicodeError, LookupError) as exc:
-            fault = Fault("Client", f"Cannot decode the request body: {exc}")
+            try:
+                protocol.create_in_document(ctx, in_string_charset)
+            except StopIteration:
+                raise Fault("Client", "Empty request body; expected a SOAP envelope") from None
+            except (UnicodeError, LookupError) as exc:
+                raise Fault("Client", f"Cannot decode the request body: {exc}") from None
+            _check_envelope(ctx.in_document[0], protocol.ns_soap_env)
+            try:
+                protocol.decompose_incoming_envelope(ctx, ProtocolBase.REQUEST)
+            except (KeyError, RecursionError):
+                # spyne follows SOAP-encoding href="#id" links: a dangling
+                # one is a KeyError, a cycle endless recursion.
+                raise Fault("Client", "An href does not resolve to an element id") from None
+            return protocol.generate_method_contexts(ctx)
+        except Fault as fault:
             ctx.in_object = None
             ctx.in_error = ctx.out_error = fault
+            ctx.fire_event("method_exception_object")
             return (ctx,)
+
+    def handle_rpc(self, req_env: Any, start_response: Any) -> Any:
+        # The last line of defence: an exception escaping spyne would be a
+        # bare "Internal Server Error" page (or, for StopIteration, a request
+        # that never ends). Answer the system's INTERNAL fault instead.
+        started = False
+
+        def tracking(*args: Any) -> Any:
+            nonlocal started
+            started = True
+            return start_response(*args)
+
+        try:
+            return super().handle_rpc(req_env, tracking)
+        except Exception:
+            if started:
+                raise
+            ctx = WsgiMethodContext(self, req_env, self.app.out_protocol.mime_type)
+            fault = Fault("Server", "Internal error")
+            ctx.in_error = ctx.out_error = fault
+            return self.handle_error(ctx, [], fault, start_response)
 
     def handle_error(self, p_ctx: Any, others: Any, error: Any, start_response: Any) -> Any:
         if not self._is_vendor_fault(error):
@@ -190,6 +229,21 @@ class VendorWsgi(WsgiApplication):  # type: ignore[misc]
     def _is_vendor_fault(self, error: Any) -> bool:
         detail = getattr(error, "detail", None)
         return isinstance(detail, etree._Element) and detail.tag == f"{{{self._tns}}}VendorError"
+
+
+def _check_envelope(root: Any, soap_env: str) -> None:
+    """Client faults for what spyne's envelope parsing trips over."""
+    # SOAP 1.1 (section 3) and 1.2 (part 1, 5) forbid a DTD. spyne leaves
+    # entities unresolved (no XXE, no entity expansion), but lxml's schema
+    # validator fails on the unresolved references with an internal error.
+    docinfo = root.getroottree().docinfo
+    if docinfo.doctype or docinfo.internalDTD is not None:
+        raise Fault("Client", "A SOAP message must not contain a document type declaration")
+    if root.tag != f"{{{soap_env}}}Envelope":
+        return  # spyne answers this one itself
+    body = root.find(f"{{{soap_env}}}Body")
+    if body is None or not any(isinstance(child.tag, str) for child in body):
+        raise Fault("Client", "The SOAP Body holds no operation element")
 
 
 _XS = "http://www.w3.org/2001/XMLSchema"

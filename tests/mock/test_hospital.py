@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 
@@ -83,3 +84,42 @@ def test_get_reads_any_side_door_view(mock_hospital) -> None:
 def test_side_door_error_raises_mock_hospital_error(mock_hospital) -> None:
     with pytest.raises(MockHospitalError, match="-> 400"):
         mock_hospital.inject_faults(fault_rate=7)
+
+
+def test_start_interrupted_while_waiting_stops_the_child(monkeypatch) -> None:
+    import bridge.mock.hospital as hospital_module
+
+    children: list[subprocess.Popen[bytes]] = []
+    real_popen = subprocess.Popen
+
+    def recording_popen(*args, **kwargs):
+        process = real_popen(*args, **kwargs)
+        children.append(process)
+        return process
+
+    def interrupted(stream, timeout):
+        raise KeyboardInterrupt  # e.g. Ctrl-C or a test timeout during start-up
+
+    monkeypatch.setattr(hospital_module.subprocess, "Popen", recording_popen)
+    monkeypatch.setattr(hospital_module, "_first_line", interrupted)
+    try:
+        with pytest.raises(KeyboardInterrupt), MockHospital.start(patients=5):
+            pass
+        [child] = children
+        assert child.poll() is not None, "the mock's process outlived an interrupted start"
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait(timeout=5)
+            if child.stdout is not None:
+                child.stdout.close()
+
+
+def test_unreachable_side_door_raises_mock_hospital_error() -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    hospital = MockHospital(f"http://127.0.0.1:{port}")
+    with pytest.raises(MockHospitalError, match=r"GET /_mock/stats: cannot reach the mock"):
+        hospital.stats()

@@ -136,7 +136,14 @@ def test_faults_post_get_delete(mock_hospital, http) -> None:
         (b"{not json", "body is not valid JSON"),
         (b"[1, 2]", "body must be a JSON object"),
         (b'{"fault_rate": 1.5}', "'fault_rate' must be between 0 and 1, got 1.5"),
-        (b'{"latency_ms": -1}', "'latency_ms' must be >= 0, got -1"),
+        (b'{"latency_ms": -1}', "'latency_ms' must be between 0 and 600000, got -1"),
+        (b'{"latency_ms": 600001}', "'latency_ms' must be between 0 and 600000, got 600001"),
+        (b'{"refuse_seconds": -2}', "'refuse_seconds' must be >= 0, got -2"),
+        # Python's JSON reads these; the side door must not store them.
+        (b'{"fault_rate": NaN}', "'fault_rate' must be a number, got NaN"),
+        (b'{"latency_ms": Infinity}', "'latency_ms' must be a number, got Infinity"),
+        (b'{"refuse_seconds": Infinity}', "'refuse_seconds' must be a number, got Infinity"),
+        (b'{"write_delay_ms": -Infinity}', "'write_delay_ms' must be a number, got -Infinity"),
         (b'{"latency_ms": "slow"}', "'latency_ms' must be a number, got \"slow\""),
         (b'{"refuse_seconds": true}', "'refuse_seconds' must be a number, got true"),
         (b'{"expire_sessions": 1}', "'expire_sessions' must be true or false, got 1"),
@@ -152,7 +159,15 @@ def test_faults_bad_input_answers_400(mock_hospital, http, body: bytes, message:
     response = http.post(mock_hospital.url + "/_mock/faults", content=body)
     assert response.status_code == 400
     assert response.json()["error"].startswith(message)
-    assert mock_hospital.faults()["ehr"]["fault_rate"] == 0.0
+    # Nothing was stored: the settings still read back as JSON, unchanged.
+    assert mock_hospital.faults() == {name: NO_FAULTS for name in SYSTEMS}
+
+
+def test_latency_at_its_maximum_is_accepted_and_cleared(mock_hospital) -> None:
+    answer = mock_hospital.inject_faults(system="billing", latency_ms=600_000)
+    assert answer["billing"]["latency_ms"] == 600_000.0
+    mock_hospital.clear_faults()
+    assert mock_hospital.faults()["billing"] == NO_FAULTS
 
 
 def test_patients_lists_raw_records_with_limit_and_offset(mock_hospital) -> None:

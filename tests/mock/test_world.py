@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
+import subprocess
+import sys
 import time
 from collections import Counter
 
@@ -59,6 +62,31 @@ def _snapshot(world: World) -> dict[str, object]:
 def test_build_world_same_seed_and_today_gives_identical_data_for_every_system() -> None:
     first, second = build_world(7, 150, TODAY), build_world(7, 150, TODAY)
     assert _snapshot(first) == _snapshot(second)
+
+
+_DIGEST = """
+import datetime, hashlib
+from bridge.mock.world import build_world
+world = build_world(42, 800, datetime.date(2026, 11, 24))
+reports = [world.lab.report(accession) for accession in world.lab]
+parts = [world.patients, world.clinical.problems, world.clinical.vitals, reports,
+         world.schedule.slots, world.schedule.booked, world.pharmacy.by_number,
+         world.billing.claims]
+print(hashlib.sha256(repr(parts).encode()).hexdigest())
+"""
+
+
+def test_build_world_is_the_same_in_every_process() -> None:
+    # Each MockHospital is its own process, with its own string-hash seed:
+    # nothing generated may depend on set or hash order.
+    digests = set()
+    for hash_seed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        result = subprocess.run(
+            [sys.executable, "-c", _DIGEST], capture_output=True, text=True, env=env, check=True
+        )
+        digests.add(result.stdout.strip())
+    assert len(digests) == 1
 
 
 def test_build_world_other_seed_gives_other_data() -> None:

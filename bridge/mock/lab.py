@@ -19,7 +19,15 @@ from spyne.protocol.soap import Soap11
 
 from bridge.mock.lab_state import LabState
 from bridge.mock.labdata import LabReport as ReportRecord
-from bridge.mock.soapkit import OPTIONAL, REQUIRED, WsgiApp, build_wsgi, pretty_wsdl, rpc
+from bridge.mock.soapkit import (
+    OPTIONAL,
+    REQUIRED,
+    WsgiApp,
+    build_wsgi,
+    pretty_wsdl,
+    rpc,
+    vendor_error_type,
+)
 from bridge.mock.soapkit import wsdl_document as _wsdl_document
 from bridge.mock.state import VendorError
 
@@ -33,6 +41,8 @@ __all__ = [
 ]
 
 TNS = "http://labvendor.example/LabService/2009"
+# What a request that fails the schema is answered with (its errors are in-body).
+VendorErrorDetail = vendor_error_type(TNS)
 COOKIE = "ASP.NET_SessionId"
 
 # ASP.NET makes every element optional; so does this vendor.
@@ -126,6 +136,7 @@ class LabService(ServiceBase):  # type: ignore[misc]
         _STR,
         _returns=(*_STATUS, Boolean(**REQUIRED)),
         _out_variable_names=(*_STATUS_NAMES, "LogonResult"),
+        _throws=VendorErrorDetail,
     )
     def Logon(ctx: Any, UserName: str | None, Password: str | None) -> Any:
         def body(lab: LabState) -> tuple[Any, ...]:
@@ -136,7 +147,7 @@ class LabService(ServiceBase):  # type: ignore[misc]
         status, message, code, result = _call(ctx, "Logon", 1, body)
         return status, message, code, bool(result)
 
-    @rpc(_returns=_STATUS, _out_variable_names=_STATUS_NAMES)
+    @rpc(_returns=_STATUS, _out_variable_names=_STATUS_NAMES, _throws=VendorErrorDetail)
     def Logoff(ctx: Any) -> Any:
         def body(lab: LabState) -> tuple[Any, ...]:
             lab.logoff(_cookie(ctx))
@@ -159,6 +170,7 @@ class LabService(ServiceBase):  # type: ignore[misc]
             "TotalRecords",
             "Results",
         ),
+        _throws=VendorErrorDetail,
     )
     def GetResults(
         ctx: Any,
@@ -184,6 +196,7 @@ class LabService(ServiceBase):  # type: ignore[misc]
         _STR,
         _returns=(*_STATUS, LabReport.customize(**OPTIONAL)),
         _out_variable_names=(*_STATUS_NAMES, "Report"),
+        _throws=VendorErrorDetail,
     )
     def GetReport(ctx: Any, AccessionNumber: str | None) -> Any:
         def body(lab: LabState) -> tuple[Any, ...]:

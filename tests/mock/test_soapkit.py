@@ -95,9 +95,8 @@ def _vendor_fault(system: str, response: httpx.Response) -> tuple[str, str]:
         detail = fault.find(f"{{{SOAP12}}}Detail")
     assert detail is not None and len(detail) == 1
     vendor = detail[0]
-    if system != "lab":  # the lab's WSDL declares no faults (see docs/mock.md)
-        schema = _wsdl_schema(system)
-        assert schema.validate(vendor), schema.error_log
+    schema = _wsdl_schema(system)
+    assert schema.validate(vendor), schema.error_log
     assert vendor.tag == f"{{{ns}}}VendorError"
     return vendor.findtext(f"{{{ns}}}Code") or "", vendor.findtext(f"{{{ns}}}Message") or ""
 

@@ -224,6 +224,11 @@ class VendorWsgi(WsgiApplication):  # type: ignore[misc]
             self._state.record_fault(vendor.code)
             error = vendor_fault(self._tns, vendor)
             p_ctx.out_error = error
+        transport = p_ctx.transport
+        if transport.req_env.get("REQUEST_METHOD") == "POST":
+            code = transport.resp_code or p_ctx.out_protocol.fault_to_http_response_code(error)
+            # spyne's 405 for a POST it cannot read (no Content-Type): a fault is a 500.
+            transport.resp_code = "500 Internal Server Error" if code.startswith("405") else code
         return super().handle_error(p_ctx, others, error, start_response)
 
     def _is_vendor_fault(self, error: Any) -> bool:
@@ -274,10 +279,19 @@ DROP_HEADER = "X-Mock-Drop-Connection"
 _OPERATION = re.compile(rb"<(?:[\w.-]+:)?Body\b[^>]*>\s*<(?:[\w.-]+:)?([\w.-]+)")
 
 
+# The longest request body spyne takes (WsgiApplication's max_content_length default).
+_MAX_BODY = 2 * 1024 * 1024
+
+
 def _operation_of(environ: dict[str, Any]) -> str | None:
     """The SOAP operation a request calls (its first Body child); the body stays readable."""
     stream = environ["wsgi.input"]
-    body = stream.read()
+    # No more than spyne would take (it refuses a longer body by its length).
+    wanted = _MAX_BODY + 1
+    declared = str(environ.get("CONTENT_LENGTH") or "")
+    if declared.isdigit() and len(declared) < 10:
+        wanted = min(int(declared), wanted)
+    body = stream.read(wanted)
     environ["wsgi.input"] = io.BytesIO(body)
     match = _OPERATION.search(body)
     return match.group(1).decode() if match else None

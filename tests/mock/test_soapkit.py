@@ -181,6 +181,28 @@ def test_body_above_the_size_limit_is_bad_request(mock_hospital: MockHospital) -
     assert _vendor_fault("ehr", response) == ("EHR-BAD-REQUEST", "Request too long")
 
 
+@pytest.mark.parametrize("system", list(SYSTEMS))
+def test_a_post_without_a_content_type_is_a_fault_with_http_500(
+    mock_hospital: MockHospital, system: str
+) -> None:
+    # spyne answered 405; a SOAP fault is HTTP 500 (docs/mock.md), whatever went wrong.
+    response = httpx.post(mock_hospital.system_url(system), content=b"<x/>", timeout=5)
+    assert response.status_code == 500
+    assert b"VendorError" in response.content
+
+
+def test_a_write_fault_reads_no_more_of_a_body_than_spyne_takes(
+    mock_hospital: MockHospital,
+) -> None:
+    # With a write fault armed the operation is peeked at before spyne runs: an
+    # oversized body is still refused by its length, not read whole into memory.
+    mock_hospital.inject_faults(system="ehr", write_fault="drop-before-apply")
+    padding = "x" * (3 * 1024 * 1024)
+    inner = f"<v:Login><v:Username>{padding}</v:Username><v:Password>x</v:Password></v:Login>"
+    response = _post(mock_hospital, "ehr", _envelope("ehr", inner))
+    assert _vendor_fault("ehr", response) == ("EHR-BAD-REQUEST", "Request too long")
+
+
 def test_mock_keeps_answering_after_hostile_input(mock_hospital: MockHospital) -> None:
     for body in (b"", b"<s:Envelope", _envelope("ehr", "", '<!DOCTYPE x [<!ENTITY a "b">]>')):
         _post(mock_hospital, "ehr", body)

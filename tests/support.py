@@ -197,6 +197,18 @@ def copy_mappings(tmp_path: Path, system: str = "hospital") -> Path:
     return target
 
 
+def conditional_scheduling(tmp_path: Path) -> Path:
+    """A copy of the scheduling folder whose Appointment create takes If-None-Exist on
+    `patient` (no shipped mapping declares `conditional`)."""
+    folder = copy_mappings(tmp_path, "scheduling")
+    mapping = folder / "Appointment.yaml"
+    text = mapping.read_text()
+    mapping.write_text(
+        text.replace("  respond: answer\n", "  respond: answer\n  conditional: patient\n", 1)
+    )
+    return folder
+
+
 @contextlib.contextmanager
 def start_gateway(
     tmp_path: Path,

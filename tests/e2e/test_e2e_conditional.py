@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from bridge.mock import MockHospital
-from tests.support import Gateway, copy_mappings, start_gateway
+from tests.support import Gateway, conditional_scheduling, start_gateway
 
 pytestmark = pytest.mark.e2e
 JSON = {"Content-Type": "application/fhir+json"}
@@ -43,13 +43,7 @@ def _free_slots(mock: MockHospital) -> list[str]:
 
 
 def test_conditional_create_runs_the_declared_search_first(tmp_path: Path, fhir: Any) -> None:
-    folder = copy_mappings(tmp_path, "scheduling")
-    mapping = folder / "Appointment.yaml"
-    mapping.write_text(
-        mapping.read_text().replace(
-            "  respond: answer\n", "  respond: answer\n  conditional: patient\n", 1
-        )
-    )
+    folder = conditional_scheduling(tmp_path)
     with (
         MockHospital.start(patients=300, today="2026-11-24") as mock,
         start_gateway(tmp_path, mock.ehr_url, mappings=folder) as gw,
@@ -121,13 +115,7 @@ def test_booking_answers_the_appointment_as_the_system_recorded_it(
 def test_a_conditional_create_finds_only_what_the_token_may_see(tmp_path: Path, fhir: Any) -> None:
     # The condition is a search whose match is answered: a patient token's finds
     # its own patient's resources only, and needs the right to search.
-    folder = copy_mappings(tmp_path, "scheduling")
-    mapping = folder / "Appointment.yaml"
-    mapping.write_text(
-        mapping.read_text().replace(
-            "  respond: answer\n", "  respond: answer\n  conditional: patient\n", 1
-        )
-    )
+    folder = conditional_scheduling(tmp_path)
     with (
         MockHospital.start(patients=300, today="2026-11-24") as mock,
         start_gateway(tmp_path, mock.ehr_url, mappings=folder) as gw,
@@ -194,13 +182,7 @@ def test_a_conditional_create_finds_only_what_the_token_may_see(tmp_path: Path, 
 def test_conditional_creates_go_asynchronously_where_the_caller_sees_everything(
     tmp_path: Path, fhir: Any
 ) -> None:
-    folder = copy_mappings(tmp_path, "scheduling")
-    mapping = folder / "Appointment.yaml"
-    mapping.write_text(
-        mapping.read_text().replace(
-            "  respond: answer\n", "  respond: answer\n  conditional: patient\n", 1
-        )
-    )
+    folder = conditional_scheduling(tmp_path)
     with (
         MockHospital.start(patients=300, today="2026-11-24") as mock,
         start_gateway(tmp_path, mock.ehr_url, mappings=folder) as gw,

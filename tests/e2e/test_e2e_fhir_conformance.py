@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from bridge.mock import MockHospital
-from tests.support import Gateway, copy_mappings, start_gateway
+from tests.bodies import heart_rate
+from tests.support import Gateway, conditional_scheduling, start_gateway
 
 pytestmark = pytest.mark.e2e
 
@@ -23,32 +24,6 @@ def _outcome(reply: httpx.Response, fhir: Any, status: int, code: str) -> str:
     issue = fhir(reply.json())["issue"][0]
     assert issue["code"] == code, issue
     return str(issue["diagnostics"])
-
-
-def _reading(mrn: str = "100007") -> dict[str, Any]:
-    return {
-        "resourceType": "Observation",
-        "status": "final",
-        "category": [
-            {
-                "coding": [
-                    {
-                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                        "code": "vital-signs",
-                    }
-                ]
-            }
-        ],
-        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
-        "subject": {"reference": f"Patient/{mrn}"},
-        "effectiveDateTime": "2026-11-24T14:30:00Z",
-        "valueQuantity": {
-            "value": 72,
-            "unit": "/min",
-            "system": "http://unitsofmeasure.org",
-            "code": "/min",
-        },
-    }
 
 
 # -- formats and the fhirVersion parameter --------------------------------------------
@@ -97,7 +72,7 @@ def test_another_fhir_version_is_not_acceptable(gateway: Gateway, fhir: Any) -> 
     assert client.get(f"/Patient/{MRN}", headers={"Accept": either}).status_code == 200
     body = client.post(
         "/Observation",
-        json=_reading(),
+        json=heart_rate("100007", 72),
         headers={"Content-Type": "application/fhir+json; fhirVersion=3.0"},
     )
     assert _outcome(body, fhir, 415, "not-supported") == (
@@ -154,7 +129,7 @@ def test_summary_that_would_leave_elements_out_is_ignored_or_refused(
 def test_prefer_return_minimal_answers_without_a_body(gateway: Gateway) -> None:
     reply = gateway.client("user/*.*").post(
         "/Observation",
-        json=_reading(),
+        json=heart_rate("100007", 72),
         headers={"Content-Type": FHIR_JSON, "Prefer": "return=minimal"},
     )
     assert reply.status_code == 201, reply.text
@@ -166,7 +141,7 @@ def test_prefer_return_minimal_answers_without_a_body(gateway: Gateway) -> None:
 def test_prefer_return_operation_outcome_answers_one(gateway: Gateway, fhir: Any) -> None:
     reply = gateway.client("user/*.*").post(
         "/Observation",
-        json=_reading(),
+        json=heart_rate("100007", 72),
         headers={"Content-Type": FHIR_JSON, "Prefer": "return=OperationOutcome"},
     )
     created = reply.headers["location"].removeprefix(f"{gateway.base}/")
@@ -177,7 +152,7 @@ def test_prefer_return_operation_outcome_answers_one(gateway: Gateway, fhir: Any
 def test_prefer_return_representation_answers_the_resource(gateway: Gateway, fhir: Any) -> None:
     reply = gateway.client("user/*.*").post(
         "/Observation",
-        json=_reading(),
+        json=heart_rate("100007", 72),
         headers={"Content-Type": FHIR_JSON, "Prefer": "return=representation"},
     )
     assert reply.status_code == 201, reply.text
@@ -204,13 +179,7 @@ def test_capability_statement_lists_patch_and_bundles(gateway: Gateway, fhir: An
 def test_capability_statement_says_what_a_mapping_adds(
     tmp_path: Path, mock_hospital: MockHospital, fhir: Any
 ) -> None:
-    folder = copy_mappings(tmp_path, "scheduling")
-    mapping = folder / "Appointment.yaml"
-    mapping.write_text(
-        mapping.read_text().replace(
-            "  respond: answer\n", "  respond: answer\n  conditional: patient\n", 1
-        )
-    )
+    folder = conditional_scheduling(tmp_path)
     origin = "https://app.example"
     extra = {"cors_origins": [origin]}
     with start_gateway(tmp_path, mock_hospital.ehr_url, mappings=folder, extra=extra) as gw:

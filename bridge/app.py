@@ -196,13 +196,17 @@ def _refused(gw: Gateway, rtype: str, interaction: str, error: FhirError) -> Fhi
     if isinstance(error, UnknownResourceType):
         if rtype == "_history":
             return _no_history()
-        meant = next((t for t in (*gw.routes, *LOCAL_TYPES) if t.lower() == rtype.lower()), None)
+        types = sorted({*gw.routes, *LOCAL_TYPES})
+        meant = next((t for t in types if t.lower() == rtype.lower()), None)
         if meant is not None:
             return UnknownResourceType(
                 f"This server does not serve '{rtype}' resources; resource type names are "
                 f"case-sensitive: did you mean '{meant}'?"
             )
-        return error
+        return UnknownResourceType(
+            f"This server does not serve '{rtype}' resources; it serves {', '.join(types)} "
+            "([base]/metadata says what each allows)."
+        )
     level = _INSTANCE_METHODS if interaction in _INSTANCE_METHODS else _TYPE_METHODS
     served = gw.routes.get(rtype, {})
     error.headers["Allow"] = ", ".join(
@@ -455,6 +459,12 @@ def create_app(
             if rid == "_history":
                 permit(request, rtype, "search")
                 raise _no_history()
+            if rid == "_search":
+                permit(request, rtype, "search")
+                raise MethodNotAllowed(
+                    f"{rtype}/_search takes POST with a form body; GET {rtype}?... searches too.",
+                    headers={"Allow": "POST"},
+                )
             if rid[0] == "$":
                 return await type_operation(request)
         permit(request, rtype, "read")

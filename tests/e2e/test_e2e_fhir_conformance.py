@@ -272,6 +272,14 @@ def test_a_resource_type_in_the_wrong_case_is_named(gateway: Gateway, fhir: Any)
             f"names are case-sensitive: did you mean '{meant}'?"
         )
     unknown = client.get("/Foo/1")
+    served = [r["type"] for r in fhir(client.get("/metadata").json())["rest"][0]["resource"]]
     assert _outcome(unknown, fhir, 404, "not-supported") == (
-        "This server does not serve 'Foo' resources."
+        f"This server does not serve 'Foo' resources; it serves {', '.join(sorted(served))} "
+        "([base]/metadata says what each allows)."
     )
+
+
+def test_get_on_search_says_it_takes_post(gateway: Gateway, fhir: Any) -> None:
+    reply = gateway.client().get("/Patient/_search")
+    assert reply.headers["allow"] == "POST"
+    assert "_search takes POST" in _outcome(reply, fhir, 405, "not-supported")

@@ -408,7 +408,13 @@ def create_app(
     async def operation(request: Request, rid: str | None, name: str) -> Response:
         rtype = request.path_params["rtype"]
         gw = gw_of(request)
-        op = gw.operation_spec(rtype, name, rid)
+        try:
+            op = gw.operation_spec(rtype, name, rid)
+        except UnknownResourceType as error:
+            raise _refused(gw, rtype, "read", error) from None
+        except MethodNotAllowed as error:
+            error.headers["Allow"] = ""  # nothing is served at this address
+            raise
         # An operation needs the token's right to read (or, if it changes data, update) the type.
         allowed = rules(request, rtype, "u" if op.changes else "r")
         if allowed is not None and not allowed.unlimited:
@@ -442,7 +448,9 @@ def create_app(
         _negotiate(request)
         name = request.path_params["rid"]
         if not name.startswith("$"):
-            raise MethodNotAllowed("POST goes to [type] (create) or [type]/$operation.")
+            rtype = request.path_params["rtype"]
+            refused = MethodNotAllowed("POST goes to [type] (create) or [type]/$operation.")
+            raise _refused(gw_of(request), rtype, "read", refused)
         return await operation(request, None, name[1:])
 
     async def version_read(request: Request) -> Response:
@@ -807,12 +815,16 @@ def create_app(
 
         async def allow(rtype: str, interaction: str, resource: Any, rid: str | None) -> None:
             # Each entry is authorized as if it came alone.
-            if interaction == "if-none-exist":  # a conditional create's search
-                may_search_for(request, rtype)
-                return
-            limited = checked.get((rtype, interaction))
-            if limited is None:
-                limited = checked[(rtype, interaction)] = permit(request, rtype, interaction)
+            try:
+                if interaction == "if-none-exist":  # a conditional create's search
+                    may_search_for(request, rtype)
+                    return
+                limited = checked.get((rtype, interaction))
+                if limited is None:
+                    limited = checked[(rtype, interaction)] = permit(request, rtype, interaction)
+            except MethodNotAllowed as error:
+                error.headers["Allow"] = "POST"  # the Bundle's address takes POST
+                raise
             if limited and interaction in ("create", "update", "delete"):
                 await own_patient(request, rtype, interaction, resource, rid)
 

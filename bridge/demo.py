@@ -232,6 +232,9 @@ Press Ctrl+C to stop.
         # uvicorn re-raises SIGTERM once it has shut down; exiting through
         # SystemExit lets the `finally` below stop the mock hospital too.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        # A closed terminal hangs up the demo alone (the mock has its own session):
+        # shut down as for SIGTERM, so that the mock is stopped too.
+        signal.signal(signal.SIGHUP, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
         uvicorn.run(
             app,
             host=host,

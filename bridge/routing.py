@@ -161,13 +161,17 @@ def same_without_slash(router: Router) -> ASGIApp:
 
     async def default(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            # One slash, written as a slash: not `//`, not an encoded `%2F`.
             path: str = scope["path"]
-            trimmed = path.rstrip("/")
-            if trimmed != path and len(trimmed) > len(scope.get("root_path", "")):
+            raw = scope.get("raw_path") or path.encode()
+            trimmed = path[:-1]
+            if (
+                raw.endswith(b"/")
+                and not raw.endswith(b"//")
+                and len(trimmed) > len(scope.get("root_path", ""))
+            ):
                 scope["path"] = trimmed
-                raw = scope.get("raw_path")
-                if raw:
-                    scope["raw_path"] = raw.rstrip(b"/")
+                scope["raw_path"] = raw[:-1]
                 await router.app(scope, receive, send)
                 return
         await router.not_found(scope, receive, send)

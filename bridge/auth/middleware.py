@@ -18,12 +18,17 @@ from bridge.errors import FhirError, Forbidden, Unauthorized
 __all__ = ["AuthMiddleware", "authorize"]
 
 log = logging.getLogger("bridge.auth")
+# Each with a trailing slash too: the router serves it as the same address.
 _OPEN_PATHS = {
-    "/fhir/metadata",
-    "/fhir/.well-known/smart-configuration",
-    "/healthz",
-    "/readyz",
-    "/metrics",
+    path + slash
+    for path in (
+        "/fhir/metadata",
+        "/fhir/.well-known/smart-configuration",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    )
+    for slash in ("", "/")
 }
 
 

@@ -63,6 +63,12 @@ def _inputs(query: Sequence[tuple[str, str]], body: Any) -> dict[str, str]:
 
 class OperationInteractions(BundleInteractions):
     def operation_spec(self, rtype: str, name: str, rid: str | None) -> CompiledOperation:
+        if rtype in self.routes and f"${name}" not in self.routes[rtype]:
+            known = sorted(i for i in self.routes[rtype] if i.startswith("$"))
+            raise MethodNotAllowed(
+                f"{rtype} has no operation ${name}; "
+                + (f"its operations: {', '.join(known)}." if known else "it has none.")
+            )
         served = self.route(rtype, f"${name}")
         op = served.resource.operations[name]
         if (op.level == "instance") != (rid is not None):

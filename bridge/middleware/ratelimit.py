@@ -24,7 +24,8 @@ from bridge.errors import FhirError
 
 __all__ = ["RateLimitMiddleware", "TokenBuckets", "TooManyRequests"]
 
-_EXEMPT = frozenset({"/healthz", "/readyz", "/metrics"})
+# With a trailing slash too: the router serves it as the same address.
+_EXEMPT = frozenset(p + s for p in ("/healthz", "/readyz", "/metrics") for s in ("", "/"))
 
 
 class TooManyRequests(FhirError):

@@ -249,6 +249,8 @@ def _check_envelope(root: Any, soap_env: str) -> None:
     body = root.find(f"{{{soap_env}}}Body")
     if body is None or not any(isinstance(child.tag, str) for child in body):
         raise Fault("Client", "The SOAP Body holds no operation element")
+    if body.find(f"{{{soap_env}}}Fault") is not None:
+        raise Fault("Client", "A request's SOAP Body holds an operation, not a Fault")
 
 
 _XS = "http://www.w3.org/2001/XMLSchema"

@@ -121,3 +121,40 @@ def test_demo_sample_requests_work_as_printed(demo: tuple[str, list[str]], fhir:
             # The trail holds the sample requests about the patient made above.
             assert len(resource["entry"]) >= 3
     assert posts == 2  # billing and wearables
+
+
+def test_a_closed_terminal_stops_the_demo_and_its_mock(tmp_path: Path) -> None:
+    # The mock runs in a session of its own: a hangup reaches the demo alone,
+    # which must still stop it (else the next `make run` finds its port taken).
+    port, mock_port = free_port(), free_port()
+    argv = [sys.executable, "-m", "bridge", "demo", "--port", str(port)]
+    process = subprocess.Popen(
+        [*argv, "--mock-port", str(mock_port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the demo did not start"
+            time.sleep(0.1)
+        process.send_signal(signal.SIGHUP)
+        process.wait(timeout=20)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", mock_port), timeout=0.5).close()
+        except OSError:
+            break
+        assert time.monotonic() < deadline, "the demo left its mock hospital running"
+        time.sleep(0.2)

@@ -283,3 +283,37 @@ def test_get_on_search_says_it_takes_post(gateway: Gateway, fhir: Any) -> None:
     reply = gateway.client().get("/Patient/_search")
     assert reply.headers["allow"] == "POST"
     assert "_search takes POST" in _outcome(reply, fhir, 405, "not-supported")
+
+
+def test_every_405_names_what_its_address_takes(gateway: Gateway, fhir: Any) -> None:
+    client = gateway.client("user/*.*")
+    posted = client.post(f"/Patient/{MRN}", json={}, headers={"Content-Type": FHIR_JSON})
+    _outcome(posted, fhir, 405, "not-supported")
+    assert posted.headers["allow"] == "GET, HEAD"  # Patient is read and searched only
+    for path in ("/Claim/$teleport", "/Claim/CLM-2026-000001/$teleport", "/Claim/$status"):
+        refused = client.get(path)
+        _outcome(refused, fhir, 405, "not-supported")
+        assert refused.headers["allow"] == ""  # nothing is served there
+    assert "Claim has no operation $teleport; its operations: $status." in _outcome(
+        client.get("/Claim/$teleport"), fhir, 405, "not-supported"
+    )
+    # A transaction refused for one entry: the answer is the Bundle's address's.
+    transaction = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"request": {"method": "DELETE", "url": f"Patient/{MRN}"}}],
+    }
+    bundle = client.post("/", json=transaction, headers={"Content-Type": FHIR_JSON})
+    _outcome(bundle, fhir, 405, "not-supported")
+    assert bundle.headers["allow"] == "POST"
+
+
+def test_a_trailing_slash_on_an_open_address_stays_open(gateway: Gateway, fhir: Any) -> None:
+    anonymous = gateway.anonymous()
+    assert anonymous.get("/metadata/").status_code == 200
+    root = gateway.base.removesuffix("/fhir")
+    assert httpx.get(f"{root}/healthz/").status_code == 200
+    # One slash written as a slash: an encoded one, or two, is no address.
+    client = gateway.client()
+    assert client.get(f"/Patient/{MRN}%2F").status_code == 404
+    assert client.get("/Patient//").status_code == 404

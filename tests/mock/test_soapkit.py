@@ -157,6 +157,17 @@ def test_body_without_an_operation_is_bad_request(mock_hospital: MockHospital, s
     assert code == SYSTEMS[system][3]
 
 
+@pytest.mark.parametrize("system", list(SYSTEMS))
+def test_a_fault_sent_as_a_request_is_bad_request(mock_hospital: MockHospital, system: str) -> None:
+    env = SYSTEMS[system][2]
+    fault = f'<s:Fault xmlns:s="{env}"><faultcode>s:Client</faultcode></s:Fault>'
+    body = _envelope(system, fault)
+    assert _vendor_fault(system, _post(mock_hospital, system, body)) == (
+        SYSTEMS[system][3],
+        "A request's SOAP Body holds an operation, not a Fault",
+    )
+
+
 @pytest.mark.parametrize(
     "inner",
     [

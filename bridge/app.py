@@ -1047,7 +1047,7 @@ def create_app(
                 Middleware(
                     CORSMiddleware,
                     allow_origins=settings.cors_origins,
-                    allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                    allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
                     allow_headers=[
                         "Authorization",
                         "Content-Type",
@@ -1066,6 +1066,7 @@ def create_app(
                         "Idempotent-Replayed",
                         "Preference-Applied",
                         "WWW-Authenticate",
+                        "Allow",
                     ],
                 )
             ]

@@ -193,6 +193,12 @@ def test_capability_statement_says_what_a_mapping_adds(
         exposed = refused.headers["access-control-expose-headers"].lower()
         assert "www-authenticate" in exposed
         assert "preference-applied" in exposed
+        assert "allow" in exposed.split(", ")
+        preflight = gw.anonymous().options(
+            "/Patient/1",
+            headers={"Origin": origin, "Access-Control-Request-Method": "HEAD"},
+        )
+        assert preflight.status_code == 200, preflight.text
 
 
 # -- addresses ----------------------------------------------------------------------------

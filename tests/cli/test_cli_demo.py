@@ -21,6 +21,18 @@ from tests.support import ROOT, free_port
 pytestmark = pytest.mark.e2e
 
 
+def _assert_stopped(mock_port: int) -> None:
+    """The demo stopped the mock hospital it started: nothing listens on its port."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", mock_port), timeout=0.5).close()
+        except OSError:
+            return
+        assert time.monotonic() < deadline, "the demo left its mock hospital running"
+        time.sleep(0.2)
+
+
 @pytest.fixture(scope="module")
 def demo() -> Iterator[tuple[str, list[str]]]:
     port, mock_port = free_port(), free_port()
@@ -68,15 +80,7 @@ def demo() -> Iterator[tuple[str, list[str]]]:
         process.stdout.close()
     # The gateway logged out of the mock before the mock stopped.
     assert "logout from" not in rest, rest
-    # The demo stops the mock hospital it started: nothing listens on its port any more.
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", mock_port), timeout=0.5).close()
-        except OSError:
-            break
-        assert time.monotonic() < deadline, "the demo left its mock hospital running"
-        time.sleep(0.2)
+    _assert_stopped(mock_port)
 
 
 def test_demo_prints_the_base_url_first(demo: tuple[str, list[str]]) -> None:
@@ -150,11 +154,4 @@ def test_a_closed_terminal_stops_the_demo_and_its_mock(tmp_path: Path) -> None:
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", mock_port), timeout=0.5).close()
-        except OSError:
-            break
-        assert time.monotonic() < deadline, "the demo left its mock hospital running"
-        time.sleep(0.2)
+    _assert_stopped(mock_port)

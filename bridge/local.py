@@ -227,6 +227,7 @@ def local_routes(
 
     async def consent_read(request: Request) -> Response:
         negotiate(request)
+        own(request, "Consent", "r", None)  # the scope first: a 404 would tell what exists
         consent = await need_privacy().consent(request.path_params["rid"])
         own(request, "Consent", "r", _patient_of(consent))
         _note(request, _patient_of(consent))
@@ -235,6 +236,7 @@ def local_routes(
     async def consent_delete(request: Request) -> Response:
         negotiate(request)
         rid = request.path_params["rid"]
+        own(request, "Consent", "d", None)
         current = await need_privacy().consent(rid)
         own(request, "Consent", "d", _patient_of(current))
         await need_privacy().delete_consent(rid)

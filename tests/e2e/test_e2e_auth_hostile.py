@@ -118,3 +118,16 @@ def test_a_consent_from_a_token_without_consent_scopes_is_403_before_it_is_read(
     assert reply.status_code == 403, reply.text[:300]
     assert len(reply.content) < 1000
     assert fhir(reply.json())["issue"][0]["code"] == "forbidden"
+
+
+def test_a_token_without_consent_scopes_learns_nothing_of_which_consents_exist(
+    gateway: Gateway, fhir: Any
+) -> None:
+    token = gateway.issuer.mint(scope="patient/Observation.rs", client_id="app", patient="100001")
+    client = _client(gateway, token)
+    for method in ("GET", "PUT", "DELETE"):
+        reply = client.request(
+            method, "/Consent/00000000-0000-0000-0000-000000000000", headers=FHIR_JSON
+        )
+        assert reply.status_code == 403, (method, reply.text)
+        assert fhir(reply.json())["issue"][0]["code"] == "forbidden"

@@ -161,15 +161,15 @@ def _negotiate(request: Request) -> None:
     check_acceptable(request.headers.get("accept"), _param(request, "_format"))
 
 
-def _returning(request: Request) -> str | None:
-    """What `Prefer: return=` asks a write to answer with (minimal, representation or
-    operationoutcome), or None."""
+def _preference(request: Request, wanted: str) -> str | None:
+    """The value the `Prefer` header gives `wanted` (`return`: minimal, representation
+    or operationoutcome; `handling`: strict or lenient), lower-cased, or None."""
     prefer = request.headers.get("prefer")
     if not prefer:
         return None
     for part in prefer.split(","):
         name, _, value = part.split(";")[0].partition("=")
-        if name.strip().lower() == "return":
+        if name.strip().lower() == wanted:
             return value.strip().strip('"').lower()
     return None
 
@@ -216,8 +216,7 @@ def _refused(gw: Gateway, rtype: str, interaction: str, error: FhirError) -> Fhi
 
 
 def _strict(request: Request) -> bool:
-    prefer = request.headers.get("prefer", "")
-    return any(p.strip() == "handling=strict" for p in prefer.split(","))
+    return _preference(request, "handling") == "strict"
 
 
 def checked_systems(settings: Settings) -> list[CompiledSystem]:
@@ -390,14 +389,7 @@ def create_app(
 
     async def metadata(request: Request) -> Response:
         _negotiate(request)
-        gw = gw_of(request)
-        statement = gw.capability(base(request), security())
-        for rest in statement.get("rest", []):
-            for entry in rest.get("resource", []):
-                served = gw.routes.get(entry["type"], {}).get("create")
-                if served is not None and served.resource.create is not None:
-                    # If-None-Exist is honoured where the mapping names its parameters.
-                    entry["conditionalCreate"] = bool(served.resource.create.conditional)
+        statement = gw_of(request).capability(base(request), security())
         if trail() is not None:
             for rest in statement.get("rest", []):
                 rest["resource"] = sorted(
@@ -652,7 +644,7 @@ def create_app(
             note_patients(request.scope["state"], (result.resource,))
         if result.resource is None:
             return Response(status_code=204, headers=headers)
-        returning = _returning(request)
+        returning = _preference(request, "return")
         if returning == "minimal":
             headers["Preference-Applied"] = "return=minimal"
             return Response(status_code=result.status, headers=headers)
@@ -712,10 +704,11 @@ def create_app(
             # allowed to search, and finds only what it may see.
             may_search_for(request, rtype)
             scope = search_scope(request, rtype)
-            gw_of(request).conditional_search(rtype, condition, scope)
         # What a caller may see is known here, not at delivery: a conditional create
         # that must be kept to it runs now (a server may answer a preference so).
         if wants_async(request.headers.get("prefer")) and scope is None:
+            if condition is not None:
+                gw_of(request).conditional_search(rtype, condition)  # 400 now, not later
             check_create(gw_of(request), rtype, body)
             return await later(request, "create", rtype, None, body)
         result = await gw_of(request).create(

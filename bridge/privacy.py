@@ -143,7 +143,7 @@ def _resource_type(code: str) -> bool:
     return 0 < len(code) <= 64 and code.isascii() and code.isalpha() and _known_type(code)
 
 
-@functools.cache
+@functools.lru_cache(maxsize=256)  # names a client sent: bounded
 def _known_type(code: str) -> bool:
     from fhir.resources.R4B import get_fhir_model_class
     from fhir.resources.R4B.resource import Resource

@@ -250,6 +250,7 @@ class GatewayCore:
                     )
                     includes = [f"{rtype}:{name}" for name in r.search.include]
             revincludes = self.revinclude_targets(rtype) if "search" in routes else []
+            create = routes["create"].resource.create if "create" in routes else None
             operations = [
                 {"name": key[1:], "definition": f"{base}/OperationDefinition/{rtype}-{key[1:]}"}
                 for key in routes
@@ -266,6 +267,12 @@ class GatewayCore:
                         **({"searchInclude": includes} if includes else {}),
                         **({"searchRevInclude": revincludes} if revincludes else {}),
                         **({"operation": operations} if operations else {}),
+                        # If-None-Exist is honoured where the mapping names its parameters.
+                        **(
+                            {"conditionalCreate": bool(create.conditional)}
+                            if create is not None
+                            else {}
+                        ),
                     },
                 )
             )

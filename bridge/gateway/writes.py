@@ -150,7 +150,7 @@ class WriteInteractions(SearchInteractions):
         assert spec is not None
         resource = validate_resource(body, rtype)
         if if_none_exist is not None:
-            existing = await self._conditional(rtype, spec, if_none_exist, base, scope)
+            existing = await self._conditional(rtype, if_none_exist, base, scope)
             if existing is not None:
                 return WriteResult(200, existing, f"{base}/{rtype}/{existing['id']}")
         resource = {k: v for k, v in resource.items() if k not in ("id", "meta")}
@@ -159,7 +159,7 @@ class WriteInteractions(SearchInteractions):
             query = if_none_exist
 
             async def again() -> dict[str, Any] | None:
-                return await self._conditional(rtype, spec, query, base, scope)
+                return await self._conditional(rtype, query, base, scope)
 
         return await self._insert(rtype, spec, resource, base, again)
 
@@ -202,12 +202,7 @@ class WriteInteractions(SearchInteractions):
         return items
 
     async def _conditional(
-        self,
-        rtype: str,
-        spec: CompiledWrite,
-        query: str,
-        base: str,
-        scope: SearchScope | None = None,
+        self, rtype: str, query: str, base: str, scope: SearchScope | None = None
     ) -> dict[str, Any] | None:
         items = self.conditional_search(rtype, query, scope)
         bundle = await self.search(rtype, [*items, ("_count", "2")], base, strict=True, scope=scope)

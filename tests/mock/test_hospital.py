@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
@@ -34,14 +35,14 @@ def test_mock_hospital_fixture_is_the_session_server(mock_hospital, mock_hospita
 def test_start_with_unknown_option_raises_type_error() -> None:
     with (
         pytest.raises(TypeError, match=r"unknown mock hospital options \['pages'\]"),
-        MockHospital.start(pages=3),
+        contextlib.ExitStack() as stack,
     ):
-        pass
+        stack.enter_context(MockHospital.start(pages=3))
 
 
 def test_start_failure_reports_the_child_stderr() -> None:
-    with pytest.raises(MockHospitalError) as info, MockHospital.start(page_size=0):
-        pass
+    with pytest.raises(MockHospitalError) as info, contextlib.ExitStack() as stack:
+        stack.enter_context(MockHospital.start(page_size=0))
     message = str(info.value)
     assert "exited with code 2 before it was ready" in message
     assert "page_size must be >= 1, got 0" in message
